@@ -1,0 +1,484 @@
+//! Configuration: layered loading with errors that name the key, and the
+//! runtime's own settings.
+//!
+//! Layers, lowest first: defaults set in code, the file (`pythia.toml`, or the
+//! path in `PYTHIA_CONFIG`), the environment (`PYTHIA_` prefix, `__` between
+//! levels: `PYTHIA_WORKER__MAX_IN_FLIGHT=64`), then values set in code.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The environment variable naming the config file.
+pub const CONFIG_PATH_VAR: &str = "PYTHIA_CONFIG";
+/// The file read when `PYTHIA_CONFIG` is unset, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "pythia.toml";
+const ENV_PREFIX: &str = "PYTHIA_";
+/// Variables with the prefix that are not config keys.
+const RESERVED_VARS: &[&str] = &[CONFIG_PATH_VAR, "PYTHIA_LOG"];
+
+/// A configuration problem, naming the key and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key that no setting has.
+    #[error("unknown configuration key `{key}`: {allowed}")]
+    UnknownKey {
+        /// The full dotted key.
+        key: String,
+        /// The keys allowed at that level.
+        allowed: String,
+    },
+    /// A key whose value has the wrong type or is out of range.
+    #[error("invalid value for `{key}`: {reason}")]
+    InvalidValue {
+        /// The full dotted key.
+        key: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// A required key that is not set.
+    #[error("missing configuration key `{key}`: {hint}")]
+    Missing {
+        /// The full dotted key.
+        key: String,
+        /// How to set it.
+        hint: String,
+    },
+    /// The config file could not be read or parsed.
+    #[error("cannot read config file `{path}`: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The key the error is about (the file path for a file error).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::UnknownKey { key, .. }
+            | Self::InvalidValue { key, .. }
+            | Self::Missing { key, .. } => key,
+            Self::File { path, .. } => path,
+        }
+    }
+
+    /// An invalid-value error.
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidValue {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A missing-key error.
+    pub fn missing(key: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::Missing {
+            key: key.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum FileChoice {
+    /// `PYTHIA_CONFIG` if set (must exist), else `pythia.toml` if it exists.
+    Auto,
+    Path(PathBuf),
+    None,
+}
+
+/// Loads configuration from defaults, a file, the environment and code.
+///
+/// ```
+/// use pythia_core::config::{ConfigLoader, WorkerConfig};
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct AppConfig { #[serde(default)] worker: WorkerConfig }
+///
+/// let config: AppConfig = ConfigLoader::new()
+///     .no_file()
+///     .env([("PYTHIA_WORKER__MAX_IN_FLIGHT", "64")])
+///     .set("worker.shutdown_timeout", "5s")
+///     .load()?;
+/// assert_eq!(config.worker.max_in_flight, 64);
+/// assert_eq!(config.worker.shutdown_timeout, std::time::Duration::from_secs(5));
+/// # Ok::<(), pythia_core::config::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConfigLoader {
+    defaults: Vec<(String, config::Value)>,
+    overrides: Vec<(String, config::Value)>,
+    file: FileChoice,
+    env: Option<HashMap<String, String>>,
+}
+
+impl Default for ConfigLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConfigLoader {
+    /// A loader that reads the default file and the process environment.
+    pub fn new() -> Self {
+        Self {
+            defaults: Vec::new(),
+            overrides: Vec::new(),
+            file: FileChoice::Auto,
+            env: None,
+        }
+    }
+
+    /// Reads this file (it must exist) instead of `PYTHIA_CONFIG` / `pythia.toml`.
+    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
+        self.file = FileChoice::Path(path.as_ref().to_owned());
+        self
+    }
+
+    /// Reads no file.
+    pub fn no_file(mut self) -> Self {
+        self.file = FileChoice::None;
+        self
+    }
+
+    /// Uses these variables instead of the process environment.
+    pub fn env<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// A default for `key` (dotted), below every other layer.
+    pub fn default_value(mut self, key: &str, value: impl Into<config::Value>) -> Self {
+        self.defaults.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// A value for `key` (dotted) that wins over file and environment.
+    pub fn set(mut self, key: &str, value: impl Into<config::Value>) -> Self {
+        self.overrides.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Builds the layers and deserializes them into `T`.
+    pub fn load<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in &self.defaults {
+            builder = builder
+                .set_default(key.as_str(), value.clone())
+                .map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+        }
+        let env = match &self.env {
+            Some(vars) => vars.clone(),
+            None => std::env::vars().collect(),
+        };
+        if let Some(path) = self.config_file(&env)? {
+            let shown = path.display().to_string();
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+            // Parse errors surface at build time; name the file in them.
+            builder = builder.add_source(env_source(&env));
+            return self.finish(builder, Some(&shown));
+        }
+        builder = builder.add_source(env_source(&env));
+        self.finish(builder, None)
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        mut builder: config::ConfigBuilder<config::builder::DefaultState>,
+        file: Option<&str>,
+    ) -> Result<T, ConfigError> {
+        for (key, value) in &self.overrides {
+            builder = builder
+                .set_override(key.as_str(), value.clone())
+                .map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+        }
+        let built = builder.build().map_err(|e| ConfigError::File {
+            path: file.unwrap_or("<environment>").to_owned(),
+            reason: e.to_string(),
+        })?;
+        serde_path_to_error::deserialize(built).map_err(|e| {
+            let path = e.path().to_string();
+            translate(&path, e.into_inner())
+        })
+    }
+
+    fn config_file(&self, env: &HashMap<String, String>) -> Result<Option<PathBuf>, ConfigError> {
+        let path = match &self.file {
+            FileChoice::None => return Ok(None),
+            FileChoice::Path(path) => path.clone(),
+            FileChoice::Auto => match env.get(CONFIG_PATH_VAR) {
+                Some(path) => PathBuf::from(path),
+                None => {
+                    let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                    return Ok(default.exists().then_some(default));
+                }
+            },
+        };
+        if !path.exists() {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                reason: format!(
+                    "no such file (set {CONFIG_PATH_VAR} to an existing TOML file, or unset it)"
+                ),
+            });
+        }
+        Ok(Some(path))
+    }
+}
+
+/// The `PYTHIA_*` variables as a config source, reserved names left out.
+fn env_source(env: &HashMap<String, String>) -> config::Environment {
+    let vars: config::Map<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !RESERVED_VARS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    config::Environment::with_prefix("PYTHIA")
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(vars))
+}
+
+/// Turns a deserialization error at `path` into an error naming the full key.
+fn translate(path: &str, error: config::ConfigError) -> ConfigError {
+    let message = match &error {
+        config::ConfigError::Message(m) => m.clone(),
+        config::ConfigError::At { error, .. } => error.to_string(),
+        other => other.to_string(),
+    };
+    let parent = if path == "." { "" } else { path };
+    let join = |name: &str| {
+        if parent == name || parent.ends_with(&format!(".{name}")) {
+            parent.to_owned()
+        } else if parent.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{parent}.{name}")
+        }
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let allowed = tail
+            .trim_start_matches(',')
+            .trim()
+            .replace("expected one of", "allowed keys are")
+            .replace("expected", "allowed:");
+        return ConfigError::UnknownKey {
+            key: join(name),
+            allowed: if allowed.is_empty() {
+                "no keys are allowed here".to_owned()
+            } else {
+                allowed
+            },
+        };
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        return ConfigError::missing(join(name), "this key is required");
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (value, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        return ConfigError::invalid(
+            parent,
+            format!(
+                "`{value}` is not allowed; {}",
+                tail.trim_start_matches(',').trim()
+            ),
+        );
+    }
+    ConfigError::invalid(parent, message)
+}
+
+/// Settings of the runtime, under `[worker]`.
+///
+/// ```toml
+/// [worker]
+/// name = "billing"           # in logs and metrics; defaults to the group
+/// max_in_flight = 1024       # messages processing or awaiting output delivery at once
+/// partition_buffer = 1000    # fetched messages held per partition before it pauses
+/// shutdown_timeout = "30s"   # drain deadline on SIGTERM/SIGINT
+/// revoke_timeout = "10s"     # drain deadline for partitions taken by a rebalance
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// The worker's name in logs and metrics.
+    pub name: Option<String>,
+    /// Messages that may be processing or awaiting output delivery at once,
+    /// across all partitions of this instance.
+    pub max_in_flight: usize,
+    /// Fetched messages a partition may hold waiting for their turn; at this many
+    /// its fetching pauses (the consumer keeps polling), and it resumes at half.
+    pub partition_buffer: usize,
+    /// How long a shutdown waits for in-flight messages before abandoning them
+    /// (they are redelivered after a restart). Keep Kubernetes'
+    /// `terminationGracePeriodSeconds` above it.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How long a rebalance waits for a revoked partition's in-flight messages.
+    #[serde(with = "humantime_serde")]
+    pub revoke_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            max_in_flight: 1024,
+            partition_buffer: 1000,
+            shutdown_timeout: Duration::from_secs(30),
+            revoke_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks ranges; each error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::invalid(
+                "worker.max_in_flight",
+                "must be at least 1 (1 processes one message at a time)",
+            ));
+        }
+        if self.partition_buffer == 0 {
+            return Err(ConfigError::invalid(
+                "worker.partition_buffer",
+                "must be at least 1",
+            ));
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "worker.shutdown_timeout",
+                "must be longer than zero, e.g. \"30s\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct App {
+        #[serde(default)]
+        worker: WorkerConfig,
+        #[serde(default)]
+        source: Source,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Source {
+        brokers: Option<String>,
+        properties: std::collections::BTreeMap<String, String>,
+    }
+
+    fn loader() -> ConfigLoader {
+        ConfigLoader::new().no_file().env::<&str, &str>([])
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("pythia-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pythia.toml");
+        std::fs::write(
+            &file,
+            "[worker]\nmax_in_flight = 10\npartition_buffer = 20\n[source]\nbrokers = \"file:9092\"\n[source.properties]\n\"fetch.max.bytes\" = \"100\"\n",
+        )
+        .unwrap();
+        let app: App = ConfigLoader::new()
+            .file(&file)
+            .env([
+                ("PYTHIA_WORKER__PARTITION_BUFFER", "30"),
+                ("PYTHIA_SOURCE__BROKERS", "env:9092"),
+                ("PYTHIA_CONFIG", "ignored-reserved"),
+                ("OTHER", "x"),
+            ])
+            .default_value("worker.name", "from-default")
+            .set("source.brokers", "code:9092")
+            .load()
+            .unwrap();
+        assert_eq!(app.worker.name.as_deref(), Some("from-default"));
+        assert_eq!(app.worker.max_in_flight, 10, "file over defaults");
+        assert_eq!(app.worker.partition_buffer, 30, "environment over file");
+        assert_eq!(app.source.brokers.as_deref(), Some("code:9092"), "code over all");
+        assert_eq!(
+            app.source.properties.get("fetch.max.bytes").map(String::as_str),
+            Some("100"),
+            "dotted keys in tables stay whole"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_allowed_ones() {
+        let err = loader()
+            .set("worker.max_inflight", 3)
+            .load::<App>()
+            .unwrap_err();
+        assert_eq!(err.key(), "worker.max_inflight");
+        let text = err.to_string();
+        assert!(text.contains("max_in_flight"), "{text}");
+
+        let err = loader()
+            .env([("PYTHIA_WROKER__NAME", "x")])
+            .load::<App>()
+            .unwrap_err();
+        assert_eq!(err.key(), "wroker");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = loader()
+            .env([("PYTHIA_WORKER__MAX_IN_FLIGHT", "lots")])
+            .load::<App>()
+            .unwrap_err();
+        assert_eq!(err.key(), "worker.max_in_flight", "{err}");
+        let err = loader()
+            .set("worker.shutdown_timeout", "soon")
+            .load::<App>()
+            .unwrap_err();
+        assert_eq!(err.key(), "worker.shutdown_timeout", "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = ConfigLoader::new()
+            .env([("PYTHIA_CONFIG", "/nonexistent/pythia.toml")])
+            .load::<App>()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+        assert!(err.to_string().contains("PYTHIA_CONFIG"));
+    }
+
+    #[test]
+    fn zero_limits_are_rejected_by_name() {
+        let mut config = WorkerConfig::default();
+        config.max_in_flight = 0;
+        assert_eq!(config.validate().unwrap_err().key(), "worker.max_in_flight");
+    }
+}

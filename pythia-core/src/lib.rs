@@ -1,0 +1,33 @@
+//! Pythia's broker-agnostic core: the [`Worker`] trait a user implements, the
+//! [`Message`] it receives, codecs, the [`Source`]/[`Sink`] traits connectors
+//! implement, and the [`Runtime`] that runs ordered lanes per partition with
+//! backpressure, at-least-once offset tracking and graceful shutdown.
+//!
+//! Most users depend on a connector such as `pythia-kafka`, which re-exports
+//! what is needed here.
+//!
+//! The path of a message, module by module: [`source`] → [`runtime`] (routing,
+//! backpressure) → lane (ordering) → [`codec`] (decode) → [`Worker::process`] →
+//! [`sink`] (delivery) → [`offsets`] (what is safe to commit).
+
+pub mod codec;
+pub mod config;
+mod error;
+mod lane;
+mod message;
+pub mod offsets;
+pub mod runtime;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+mod worker;
+
+pub use codec::{Json, Raw, Utf8};
+pub use config::{ConfigError, ConfigLoader, WorkerConfig};
+pub use error::Error;
+pub use message::{Header, Headers, Message, PartitionId};
+pub use runtime::{Phase, RunSummary, Runtime, Status};
+pub use sink::{NoSink, Record, Sink, SinkError};
+pub use source::{Acker, Revocation, Source, SourceEvent};
+pub use worker::{Context, ErrorKind, Output, Outputs, ProcessError, Worker};
+

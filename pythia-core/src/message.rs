@@ -1,0 +1,272 @@
+//! The message as a worker sees it: payload plus where it came from.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// A partition of a source: the unit of assignment and of ordering.
+///
+/// For Kafka this is a topic partition. A source without partitions (a RabbitMQ
+/// queue, a Redis stream) uses index 0.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    topic: Arc<str>,
+    index: i32,
+}
+
+impl PartitionId {
+    /// Names partition `index` of `topic`.
+    ///
+    /// ```
+    /// let p = pythia_core::PartitionId::new("orders", 3);
+    /// assert_eq!(p.to_string(), "orders/3");
+    /// ```
+    pub fn new(topic: impl Into<Arc<str>>, index: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            index,
+        }
+    }
+
+    /// The topic (or queue, or stream) name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic name as a shared string, cheap to clone.
+    pub fn topic_arc(&self) -> &Arc<str> {
+        &self.topic
+    }
+
+    /// The partition index within the topic.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.index)
+    }
+}
+
+impl fmt::Debug for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// One header of a message. Kafka allows a header without a value (`None`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The header name.
+    pub name: String,
+    /// The header value; `None` is a null value, distinct from an empty one.
+    pub value: Option<Bytes>,
+}
+
+/// The ordered headers of a message. Names may repeat, as in Kafka.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Adds a header at the end, keeping any earlier one of the same name.
+    ///
+    /// ```
+    /// let mut headers = pythia_core::Headers::new();
+    /// headers.append("trace", "abc");
+    /// assert_eq!(headers.get_str("trace"), Some("abc"));
+    /// ```
+    pub fn append(&mut self, name: impl Into<String>, value: impl Into<Bytes>) -> &mut Self {
+        self.0.push(Header {
+            name: name.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// Adds a header with a null value.
+    pub fn append_null(&mut self, name: impl Into<String>) -> &mut Self {
+        self.0.push(Header {
+            name: name.into(),
+            value: None,
+        });
+        self
+    }
+
+    /// The value of the last header named `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .rev()
+            .find(|h| h.name == name)
+            .and_then(|h| h.value.as_deref())
+    }
+
+    /// Like [`Headers::get`], when the value is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// All headers in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Header> {
+        self.0.iter()
+    }
+
+    /// The number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Header> for Headers {
+    fn from_iter<I: IntoIterator<Item = Header>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// A message from a source, with its payload decoded into `T`.
+///
+/// The runtime hands a `Message<Bytes>` to the codec, which turns it into the
+/// worker's `Message<Input>`.
+#[derive(Clone, Debug)]
+pub struct Message<T> {
+    pub(crate) partition: PartitionId,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) payload: T,
+    pub(crate) headers: Headers,
+    pub(crate) timestamp_ms: Option<i64>,
+}
+
+impl<T> Message<T> {
+    /// Builds a message; sources and tests use this.
+    ///
+    /// ```
+    /// use pythia_core::{Message, PartitionId};
+    /// let msg = Message::new(PartitionId::new("orders", 0), 42, "payload")
+    ///     .with_key("order-1")
+    ///     .with_timestamp_ms(1_700_000_000_000);
+    /// assert_eq!(msg.offset(), 42);
+    /// assert_eq!(msg.key_str(), Some("order-1"));
+    /// ```
+    pub fn new(partition: PartitionId, offset: i64, payload: T) -> Self {
+        Self {
+            partition,
+            offset,
+            key: None,
+            payload,
+            headers: Headers::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the headers.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the create time, in milliseconds since the Unix epoch.
+    pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// The payload, mutably.
+    pub fn payload_mut(&mut self) -> &mut T {
+        &mut self.payload
+    }
+
+    /// Takes the payload, dropping the rest.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+
+    /// The key, if the message has one.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The key as UTF-8, if it has one and it is UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The topic the message came from.
+    pub fn topic(&self) -> &str {
+        self.partition.topic()
+    }
+
+    /// The partition index the message came from.
+    pub fn partition(&self) -> i32 {
+        self.partition.index()
+    }
+
+    /// The topic and partition together.
+    pub fn partition_id(&self) -> &PartitionId {
+        &self.partition
+    }
+
+    /// The offset (position) of the message within its partition.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// The create time in milliseconds since the Unix epoch, if the broker gave one.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
+    }
+
+    /// Replaces the payload, keeping where the message came from.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Message<U> {
+        Message {
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key,
+            payload: f(self.payload),
+            headers: self.headers,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+
+    /// Like [`Message::map`] with a fallible function.
+    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Message<U>, E> {
+        let payload = f(self.payload)?;
+        Ok(Message {
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key,
+            payload,
+            headers: self.headers,
+            timestamp_ms: self.timestamp_ms,
+        })
+    }
+}

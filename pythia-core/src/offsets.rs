@@ -1,0 +1,276 @@
+//! The offset tracker: which offsets are safe to commit.
+//!
+//! Messages of a partition are received in offset order but may finish in any
+//! order (outputs still in delivery, later parallel modes). The commit point of a
+//! partition is the first offset not yet done — never past a message in flight —
+//! or one past the last received offset when everything is done.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use crate::message::PartitionId;
+
+/// The received-but-unfinished offsets of one partition.
+#[derive(Debug, Default, Clone)]
+pub struct PartitionOffsets {
+    /// Received offsets in order, with whether each is done. The front is never done.
+    pending: VecDeque<(i64, bool)>,
+    /// One past the highest offset received.
+    next: Option<i64>,
+    /// The commit point last handed out by [`PartitionOffsets::take_commit`].
+    committed: Option<i64>,
+}
+
+impl PartitionOffsets {
+    /// Records that `offset` was received. Offsets must arrive in increasing order;
+    /// an offset at or below one already seen (a re-fetch after a seek) restarts
+    /// tracking from it.
+    pub fn received(&mut self, offset: i64) {
+        if self.next.is_some_and(|next| offset < next) {
+            self.pending.retain(|&(o, _)| o < offset);
+        }
+        self.pending.push_back((offset, false));
+        self.next = Some(offset + 1);
+    }
+
+    /// Records that `offset` is done. Unknown offsets are ignored.
+    pub fn done(&mut self, offset: i64) {
+        if let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) {
+            self.pending[i].1 = true;
+        }
+        while self.pending.front().is_some_and(|&(_, done)| done) {
+            self.pending.pop_front();
+        }
+    }
+
+    /// The offset to commit: the first one not done, or one past the last received.
+    pub fn commit_point(&self) -> Option<i64> {
+        match self.pending.front() {
+            Some(&(offset, _)) => Some(offset),
+            None => self.next,
+        }
+    }
+
+    /// The commit point if it moved since the last call.
+    pub fn take_commit(&mut self) -> Option<i64> {
+        let point = self.commit_point()?;
+        if self.committed == Some(point) {
+            return None;
+        }
+        self.committed = Some(point);
+        Some(point)
+    }
+
+    /// Forgets the last commit handed out, so the next `take_commit` repeats it
+    /// (after a failed commit).
+    pub fn forget_commit(&mut self) {
+        self.committed = None;
+    }
+
+    /// How many received offsets are not yet done (or are behind one that is not).
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Offset trackers for every partition a member holds, shared between the
+/// lanes (which mark offsets done) and the source (which commits).
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: Mutex<HashMap<PartitionId, PartitionOffsets>>,
+}
+
+impl OffsetTracker {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PartitionId, PartitionOffsets>> {
+        // A panic while holding the lock leaves the map consistent (each method
+        // is a single update), so a poisoned lock is safe to reuse.
+        self.partitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records received offsets of one partition.
+    pub fn received(&self, partition: &PartitionId, offsets: impl IntoIterator<Item = i64>) {
+        let mut map = self.lock();
+        let entry = match map.get_mut(partition) {
+            Some(entry) => entry,
+            None => map.entry(partition.clone()).or_default(),
+        };
+        for offset in offsets {
+            entry.received(offset);
+        }
+    }
+
+    /// Marks one offset done.
+    pub fn done(&self, partition: &PartitionId, offset: i64) {
+        if let Some(entry) = self.lock().get_mut(partition) {
+            entry.done(offset);
+        }
+    }
+
+    /// The commit point of one partition.
+    pub fn commit_point(&self, partition: &PartitionId) -> Option<i64> {
+        self.lock().get(partition).and_then(|p| p.commit_point())
+    }
+
+    /// The commit points that moved since last taken, for every partition.
+    pub fn take_commits(&self) -> Vec<(PartitionId, i64)> {
+        self.lock()
+            .iter_mut()
+            .filter_map(|(p, offsets)| offsets.take_commit().map(|o| (p.clone(), o)))
+            .collect()
+    }
+
+    /// Makes the next `take_commits` repeat these partitions' commit points.
+    pub fn forget_commits(&self, partitions: impl IntoIterator<Item = PartitionId>) {
+        let mut map = self.lock();
+        for p in partitions {
+            if let Some(entry) = map.get_mut(&p) {
+                entry.forget_commit();
+            }
+        }
+    }
+
+    /// Stops tracking these partitions, returning their final commit points.
+    pub fn remove(&self, partitions: &[PartitionId]) -> Vec<(PartitionId, i64)> {
+        let mut map = self.lock();
+        partitions
+            .iter()
+            .filter_map(|p| {
+                let offsets = map.remove(p)?;
+                let point = offsets.commit_point()?;
+                (offsets.committed != Some(point)).then(|| (p.clone(), point))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn commit_point_waits_for_the_first_unfinished_offset() {
+        let mut p = PartitionOffsets::default();
+        assert_eq!(p.commit_point(), None);
+        for o in [10, 11, 12, 14] {
+            p.received(o);
+        }
+        assert_eq!(p.commit_point(), Some(10));
+        p.done(11);
+        p.done(14);
+        assert_eq!(p.commit_point(), Some(10));
+        p.done(10);
+        assert_eq!(p.commit_point(), Some(12));
+        p.done(12);
+        assert_eq!(p.commit_point(), Some(15), "one past the last received");
+        assert_eq!(p.take_commit(), Some(15));
+        assert_eq!(p.take_commit(), None, "unchanged commit is not repeated");
+        p.forget_commit();
+        assert_eq!(p.take_commit(), Some(15));
+    }
+
+    #[test]
+    fn refetch_from_an_earlier_offset_restarts_tracking() {
+        let mut p = PartitionOffsets::default();
+        for o in 0..5 {
+            p.received(o);
+        }
+        p.done(0);
+        p.received(2); // seek back to 2
+        assert_eq!(p.commit_point(), Some(1));
+        p.done(1);
+        assert_eq!(p.commit_point(), Some(2));
+        p.done(2);
+        assert_eq!(p.commit_point(), Some(3));
+    }
+
+    #[test]
+    fn removing_a_partition_returns_its_uncommitted_point() {
+        let tracker = OffsetTracker::new();
+        let a = PartitionId::new("t", 0);
+        let b = PartitionId::new("t", 1);
+        tracker.received(&a, 0..3);
+        tracker.received(&b, 0..3);
+        tracker.done(&a, 0);
+        tracker.done(&b, 0);
+        assert_eq!(tracker.take_commits().len(), 2);
+        tracker.done(&a, 1);
+        let removed = tracker.remove(&[a.clone(), b.clone()]);
+        assert_eq!(removed, vec![(a, 2)], "b did not move since its last commit");
+    }
+
+    /// Offsets received in order with gaps, and completions in any order.
+    fn scenario() -> impl Strategy<Value = (Vec<i64>, Vec<usize>)> {
+        prop::collection::vec(1i64..4, 1..200).prop_flat_map(|gaps| {
+            let offsets: Vec<i64> = gaps
+                .iter()
+                .scan(0i64, |acc, g| {
+                    *acc += g;
+                    Some(*acc)
+                })
+                .collect();
+            let order = Just((0..offsets.len()).collect::<Vec<_>>()).prop_shuffle();
+            (Just(offsets), order)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn commit_point_never_passes_an_unfinished_offset((offsets, order) in scenario()) {
+            let mut p = PartitionOffsets::default();
+            for &o in &offsets {
+                p.received(o);
+            }
+            let mut done = vec![false; offsets.len()];
+            let mut last_point = p.commit_point().unwrap();
+            for &i in &order {
+                p.done(offsets[i]);
+                done[i] = true;
+                let point = p.commit_point().unwrap();
+                let first_unfinished = offsets
+                    .iter()
+                    .zip(&done)
+                    .find(|(_, d)| !**d)
+                    .map(|(o, _)| *o);
+                match first_unfinished {
+                    // Everything before the first unfinished offset is done, so the
+                    // commit point is exactly that offset: never past it, never stuck before it.
+                    Some(unfinished) => prop_assert_eq!(point, unfinished),
+                    None => prop_assert_eq!(point, offsets.last().unwrap() + 1),
+                }
+                prop_assert!(point >= last_point, "commit point went backwards");
+                last_point = point;
+            }
+            prop_assert_eq!(p.in_flight(), 0);
+        }
+
+        #[test]
+        fn interleaved_receive_and_done_never_commit_unfinished(
+            ops in prop::collection::vec((any::<bool>(), any::<prop::sample::Index>()), 1..300)
+        ) {
+            let mut p = PartitionOffsets::default();
+            let mut next = 0i64;
+            let mut unfinished: Vec<i64> = Vec::new();
+            for (receive, pick) in ops {
+                if receive || unfinished.is_empty() {
+                    p.received(next);
+                    unfinished.push(next);
+                    next += 1;
+                } else {
+                    let o = unfinished.remove(pick.index(unfinished.len()));
+                    p.done(o);
+                }
+                let point = p.commit_point().unwrap();
+                let bound = unfinished.iter().min().copied().unwrap_or(next);
+                prop_assert_eq!(point, bound);
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The runtime: routes a source's messages into per-partition lanes, applies
+//! backpressure by pausing partitions, and drives rebalances and shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+use crate::error::Error;
+use crate::lane::{Lane, Shared};
+use crate::message::PartitionId;
+use crate::sink::Sink;
+use crate::source::{Revocation, Source, SourceEvent};
+use crate::worker::{Context, Worker};
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// Messages processed and acknowledged (outputs delivered).
+    pub processed: u64,
+    /// Messages still in flight when a drain deadline passed; they are not
+    /// committed and will be delivered again.
+    pub abandoned: usize,
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Connecting and joining; nothing assigned yet.
+    #[default]
+    Starting,
+    /// Taking messages.
+    Running,
+    /// Shutting down: finishing in-flight messages, then committing.
+    Draining,
+    /// Done.
+    Stopped,
+}
+
+/// A snapshot of a run, published on every change (see [`Runtime::status`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The run's phase.
+    pub phase: Phase,
+    /// The partitions currently assigned to this member, sorted.
+    pub assigned: Vec<PartitionId>,
+}
+
+/// A worker bound to a source and a sink.
+///
+/// Connectors build it (see `pythia_kafka::run`); use it directly to run a
+/// worker on a source of your own.
+pub struct Runtime<W, S, K> {
+    config: WorkerConfig,
+    name: Arc<str>,
+    worker: Arc<W>,
+    source: S,
+    sink: Arc<K>,
+    status: watch::Sender<Status>,
+}
+
+impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
+    /// Binds `worker` to `source` and `sink`. `name` labels logs and metrics.
+    pub fn new(config: WorkerConfig, name: &str, worker: W, source: S, sink: K) -> Self {
+        Self::with_shared(config, name, Arc::new(worker), source, Arc::new(sink))
+    }
+
+    /// Like [`Runtime::new`] with a worker and sink shared by several runtimes.
+    pub fn with_shared(
+        config: WorkerConfig,
+        name: &str,
+        worker: Arc<W>,
+        source: S,
+        sink: Arc<K>,
+    ) -> Self {
+        Self {
+            config,
+            name: name.into(),
+            worker,
+            source,
+            sink,
+            status: watch::Sender::new(Status::default()),
+        }
+    }
+
+    /// Watches the run's phase and assignment, e.g. for readiness checks.
+    ///
+    /// ```
+    /// use pythia_core::runtime::{Phase, Runtime};
+    /// # fn demo<W: pythia_core::Worker, S: pythia_core::Source, K: pythia_core::Sink>(runtime: &Runtime<W, S, K>) {
+    /// let status = runtime.status();
+    /// assert_eq!(status.borrow().phase, Phase::Starting);
+    /// # }
+    /// ```
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `shutdown` resolves, the source ends, or a message fails.
+    ///
+    /// Then it stops fetching, lets in-flight messages finish (up to
+    /// `shutdown_timeout`), commits, and leaves. A failed message is returned as
+    /// the error; nothing at or after it in its partition is committed.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<RunSummary, Error> {
+        self.config.validate()?;
+        let Self {
+            config,
+            name,
+            worker,
+            mut source,
+            sink,
+            status,
+        } = self;
+        let stopping = CancellationToken::new();
+        let (failures, mut failed) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            worker,
+            sink,
+            acker: source.acker(),
+            permits: Arc::new(Semaphore::new(config.max_in_flight)),
+            ctx: Context::new(name.clone(), stopping.clone()),
+            wake: Arc::new(Notify::new()),
+            resume_at: config.partition_buffer / 2,
+            failures,
+            processed: Default::default(),
+        });
+        let mut lanes: HashMap<PartitionId, Lane> = HashMap::new();
+        let mut failure = None;
+        let mut abandoned = 0;
+        tracing::info!(worker = %name, max_in_flight = config.max_in_flight, "worker started");
+        let update = |f: &dyn Fn(&mut Status)| status.send_modify(|s| f(s));
+        tokio::pin!(shutdown);
+
+        loop {
+            tokio::select! {
+                biased;
+                Some(error) = failed.recv() => {
+                    failure = Some(error);
+                    break;
+                }
+                () = &mut shutdown => break,
+                () = shared.wake.notified() => resume_drained(&mut source, &lanes, shared.resume_at),
+                event = source.next() => match event {
+                    None => {
+                        tracing::info!("source closed");
+                        break;
+                    }
+                    Some(SourceEvent::Messages(batch)) => {
+                        let to_pause = dispatch(&mut lanes, batch, &shared, config.partition_buffer);
+                        if !to_pause.is_empty() {
+                            tracing::debug!(partitions = ?to_pause, "partition buffers full, pausing fetch");
+                            source.pause(&to_pause);
+                        }
+                    }
+                    Some(SourceEvent::Assigned(partitions)) => {
+                        tracing::info!(?partitions, "partitions assigned");
+                        update(&|s| {
+                            s.phase = Phase::Running;
+                            s.assigned.extend(partitions.iter().cloned());
+                            s.assigned.sort();
+                            s.assigned.dedup();
+                        });
+                    }
+                    Some(SourceEvent::Revoked(revocation)) => {
+                        update(&|s| s.assigned.retain(|p| !revocation.partitions().contains(p)));
+                        abandoned += revoke(&mut lanes, revocation, config.revoke_timeout).await;
+                    }
+                    Some(SourceEvent::Lost(partitions)) => {
+                        tracing::warn!(?partitions, "partitions lost; abandoning their in-flight messages");
+                        update(&|s| s.assigned.retain(|p| !partitions.contains(p)));
+                        for p in &partitions {
+                            if let Some(lane) = lanes.remove(p) {
+                                lane.abort();
+                            }
+                        }
+                    }
+                },
+            }
+        }
+
+        // Drain: stop fetching, let lanes finish what they started, commit, leave.
+        update(&|s| s.phase = Phase::Draining);
+        stopping.cancel();
+        let partitions: Vec<PartitionId> = lanes.keys().cloned().collect();
+        source.pause(&partitions);
+        let in_flight: usize = lanes.values().map(|l| l.state.held()).sum();
+        tracing::info!(in_flight, timeout = ?config.shutdown_timeout, "draining");
+        abandoned += finish_lanes(lanes.drain().map(|(_, l)| l), config.shutdown_timeout).await;
+        if let Some(error) = &failure {
+            tracing::error!(%error, "worker stopped by a failed message");
+        }
+        let closed = source.close(config.shutdown_timeout).await;
+        let summary = RunSummary {
+            processed: shared.processed.load(Ordering::Relaxed),
+            abandoned,
+        };
+        tracing::info!(processed = summary.processed, abandoned, "worker stopped");
+        update(&|s| {
+            s.phase = Phase::Stopped;
+            s.assigned.clear();
+        });
+        match (failure, closed) {
+            (Some(error), _) => Err(error),
+            (None, Err(error)) => Err(error),
+            (None, Ok(())) => Ok(summary),
+        }
+    }
+}
+
+/// Routes messages to their partition's lane, starting lanes as needed.
+/// Returns the partitions whose buffers just filled up.
+fn dispatch<W: Worker, K: Sink, A: crate::source::Acker>(
+    lanes: &mut HashMap<PartitionId, Lane>,
+    batch: Vec<crate::message::Message<Option<bytes::Bytes>>>,
+    shared: &Arc<Shared<W, K, A>>,
+    partition_buffer: usize,
+) -> Vec<PartitionId> {
+    let mut to_pause = Vec::new();
+    for message in batch {
+        let partition = message.partition_id();
+        if !lanes.contains_key(partition) {
+            let lane = Lane::spawn(partition.clone(), shared.clone());
+            lanes.insert(partition.clone(), lane);
+        }
+        let lane = &lanes[partition];
+        if lane.state.held() + 1 >= partition_buffer && !lane.state.is_paused() {
+            lane.state.set_paused(true);
+            to_pause.push(partition.clone());
+        }
+        lane.push(message);
+    }
+    to_pause
+}
+
+/// Resumes paused partitions whose lanes have drained to the resume mark.
+fn resume_drained<S: Source>(source: &mut S, lanes: &HashMap<PartitionId, Lane>, resume_at: usize) {
+    let ready: Vec<PartitionId> = lanes
+        .iter()
+        .filter(|(_, lane)| lane.state.is_paused() && lane.state.held() <= resume_at)
+        .map(|(p, lane)| {
+            lane.state.set_paused(false);
+            p.clone()
+        })
+        .collect();
+    if !ready.is_empty() {
+        tracing::debug!(partitions = ?ready, "resuming fetch");
+        source.resume(&ready);
+    }
+}
+
+/// Stops the revoked partitions' lanes, waits for them, then lets the source go on.
+async fn revoke(
+    lanes: &mut HashMap<PartitionId, Lane>,
+    revocation: Revocation,
+    timeout: Duration,
+) -> usize {
+    let revoked: Vec<Lane> = revocation
+        .partitions()
+        .iter()
+        .filter_map(|p| lanes.remove(p))
+        .collect();
+    tracing::info!(partitions = ?revocation.partitions(), "partitions revoked, draining");
+    let abandoned = finish_lanes(revoked.into_iter(), timeout).await;
+    revocation.drained();
+    abandoned
+}
+
+/// Stops lanes and waits for all of them up to `timeout`. Returns the number
+/// of messages abandoned in lanes that did not finish.
+async fn finish_lanes(lanes: impl Iterator<Item = Lane>, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    let lanes: Vec<Lane> = lanes.collect();
+    for lane in &lanes {
+        lane.stop();
+    }
+    let mut abandoned = 0;
+    for lane in lanes {
+        let state = lane.state.clone();
+        if !lane.finish(deadline).await {
+            abandoned += state.held();
+        }
+    }
+    if abandoned > 0 {
+        tracing::warn!(
+            abandoned,
+            "in-flight messages did not finish before the deadline; they are not committed and will be redelivered"
+        );
+    }
+    abandoned
+}

@@ -1,0 +1,102 @@
+//! The `Sink` trait: where outputs go, and how their delivery is confirmed.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::message::Headers;
+
+/// An encoded output, ready for a sink.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Record {
+    /// Target topic; `None` for the sink's default topic.
+    pub topic: Option<Arc<str>>,
+    /// The key, if any.
+    pub key: Option<Bytes>,
+    /// The encoded payload.
+    pub payload: Bytes,
+    /// Headers to send.
+    pub headers: Headers,
+}
+
+impl Record {
+    /// A record for the default topic with this payload.
+    ///
+    /// ```
+    /// let record = pythia_core::Record::new("hello").with_key("k").with_topic("greetings");
+    /// assert_eq!(record.topic.as_deref(), Some("greetings"));
+    /// ```
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self {
+            topic: None,
+            key: None,
+            payload: payload.into(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the target topic.
+    pub fn with_topic(mut self, topic: impl Into<Arc<str>>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Sets the headers.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+}
+
+/// Why an output was not delivered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The output names no topic and the sink has no default topic.
+    #[error(
+        "output has no topic: set the worker's output topic (kafka.output_topic) or call Output::to_topic"
+    )]
+    NoTopic,
+    /// The broker refused the record or did not confirm it in time.
+    #[error("delivery to `{topic}` failed: {reason}")]
+    Delivery {
+        /// The target topic.
+        topic: String,
+        /// The broker's or client's reason.
+        reason: String,
+    },
+}
+
+/// A destination for outputs.
+///
+/// `send` enqueues the record in order and returns a future that resolves when
+/// the broker confirms delivery; the runtime awaits it before acknowledging the
+/// input.
+pub trait Sink: Send + Sync + 'static {
+    /// Resolves once the broker confirmed (or refused) one record.
+    type Delivery: Future<Output = Result<(), SinkError>> + Send + 'static;
+
+    /// Enqueues `record`, waiting for room if the client's queue is full.
+    fn send(&self, record: Record)
+    -> impl Future<Output = Result<Self::Delivery, SinkError>> + Send;
+}
+
+/// The sink of a worker that produces no outputs: any output is an error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSink;
+
+impl Sink for NoSink {
+    type Delivery = std::future::Ready<Result<(), SinkError>>;
+
+    async fn send(&self, _record: Record) -> Result<Self::Delivery, SinkError> {
+        Err(SinkError::NoTopic)
+    }
+}

@@ -1,0 +1,79 @@
+//! The `pythia` command-line tool.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pythia", version, about = "Pythia: Kafka stream-processing workers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Host an embedded Kafka broker for other processes until SIGINT/SIGTERM.
+    ///
+    /// Prints `bootstrap=<host:port>` on stdout once it is ready; point workers at
+    /// it with PYTHIA_KAFKA__BROKERS=<host:port>.
+    Broker {
+        /// A topic to create, as NAME:PARTITIONS (repeatable).
+        #[arg(long = "topic", value_name = "NAME:PARTITIONS", value_parser = parse_topic)]
+        topics: Vec<(String, i32)>,
+    },
+}
+
+fn parse_topic(spec: &str) -> Result<(String, i32), String> {
+    let (name, partitions) = spec
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{spec}` is not NAME:PARTITIONS, e.g. orders:8"))?;
+    if name.is_empty() {
+        return Err(format!("`{spec}` has an empty topic name; write NAME:PARTITIONS, e.g. orders:8"));
+    }
+    let partitions: i32 = partitions
+        .parse()
+        .ok()
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| format!("`{partitions}` in `{spec}` is not a partition count of 1 or more"))?;
+    Ok((name.to_owned(), partitions))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    pythia_kafka::init_tracing();
+    match cli.command {
+        Command::Broker { topics } => {
+            let broker = pythia_kafka::EmbeddedBroker::with_topics(
+                topics.iter().map(|(name, partitions)| (name.as_str(), *partitions)),
+            )
+            .context("starting the embedded broker")?;
+            for (name, partitions) in &topics {
+                tracing::info!(topic = %name, partitions, "topic created");
+            }
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "bootstrap={}", broker.bootstrap_servers())?;
+            stdout.flush()?;
+            drop(stdout);
+            pythia_core::shutdown::signal().await;
+            drop(broker);
+            tracing::info!("embedded broker stopped");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_topic;
+
+    #[test]
+    fn topic_specs_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_topic("orders:8"), Ok(("orders".to_owned(), 8)));
+        assert!(parse_topic("orders").unwrap_err().contains("NAME:PARTITIONS"));
+        assert!(parse_topic("orders:0").unwrap_err().contains("1 or more"));
+        assert!(parse_topic(":3").unwrap_err().contains("empty topic name"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Entry points: run a worker on Kafka from its configuration.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pythia_core::{RunSummary, Runtime, Status, Worker};
+use tokio::sync::watch;
+
+use crate::config::{Config, GroupProtocol};
+use crate::embedded::EmbeddedBroker;
+use crate::error::KafkaError;
+use crate::sink::KafkaSink;
+use crate::source::KafkaSource;
+
+/// Consumer property set for the embedded broker unless given.
+pub const EMBEDDED_FETCH_WAIT: (&str, &str) = ("fetch.wait.max.ms", "100");
+
+impl Config {
+    /// When `kafka.brokers = "embedded"`, starts the in-process broker, creates
+    /// the input and output topics (`kafka.embedded_partitions` each), and points
+    /// the config at it. Keep the returned broker alive as long as it is used.
+    /// Returns `None` for real brokers.
+    ///
+    /// ```
+    /// use pythia_core::ConfigLoader;
+    /// let mut config = pythia_kafka::Config::from_loader(
+    ///     ConfigLoader::new().no_file().env::<&str, &str>([])
+    ///         .set("kafka.brokers", "embedded")
+    ///         .set("kafka.group", "g")
+    ///         .set("kafka.topics", "orders"),
+    /// )?;
+    /// let broker = config.start_embedded()?;
+    /// assert!(broker.is_some());
+    /// assert_ne!(config.kafka.brokers.as_deref(), Some("embedded"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start_embedded(&mut self) -> Result<Option<EmbeddedBroker>, KafkaError> {
+        if !self.kafka.is_embedded() {
+            return Ok(None);
+        }
+        let broker = EmbeddedBroker::start()?;
+        let partitions = self.kafka.embedded_partitions;
+        for topic in self.kafka.topics.iter().chain(&self.kafka.output_topic) {
+            broker.create_topic(topic, partitions)?;
+        }
+        if self.kafka.group_protocol == GroupProtocol::Auto {
+            self.kafka.group_protocol = GroupProtocol::Consumer;
+        }
+        // The mock broker answers a fetch only after fetch.wait.max.ms, even when
+        // data arrives sooner (a real broker answers at once): keep the wait short.
+        if self.kafka.consumer.get(EMBEDDED_FETCH_WAIT.0).is_none() {
+            self.kafka
+                .consumer
+                .set(EMBEDDED_FETCH_WAIT.0, EMBEDDED_FETCH_WAIT.1);
+        }
+        self.kafka.brokers = Some(broker.bootstrap_servers().to_owned());
+        Ok(Some(broker))
+    }
+}
+
+/// Runs `worker` until SIGTERM or SIGINT, then drains, commits and leaves.
+///
+/// Installs a log subscriber (`RUST_LOG`, default `info`) if none is set. A
+/// second signal during the drain exits at once (uncommitted messages are
+/// redelivered after a restart).
+///
+/// ```no_run
+/// use pythia_kafka::{Config, Context, Json, Message, Outputs, ProcessError, Worker};
+///
+/// struct Printer;
+/// impl Worker for Printer {
+///     type Input = serde_json::Value;
+///     type Output = ();
+///     type Codec = Json;
+///     async fn process(&self, msg: Message<serde_json::Value>, _: &Context) -> Result<Outputs<()>, ProcessError> {
+///         println!("{}", msg.payload());
+///         Ok(Outputs::none())
+///     }
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let config = Config::load()?; // pythia.toml + PYTHIA_* variables
+///     pythia_kafka::run(Printer, config).await?;
+///     Ok(())
+/// }
+/// ```
+pub async fn run<W: Worker>(worker: W, config: Config) -> Result<RunSummary, pythia_core::Error> {
+    crate::init_tracing();
+    run_until(worker, config, async {
+        pythia_core::shutdown::signal().await;
+        tokio::spawn(async {
+            pythia_core::shutdown::signal().await;
+            tracing::warn!("second signal: exiting without finishing the drain");
+            std::process::exit(130);
+        });
+    })
+    .await
+}
+
+/// Runs `worker` until `shutdown` resolves (or a message fails).
+pub async fn run_until<W: Worker>(
+    worker: W,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<RunSummary, pythia_core::Error> {
+    run_shared(Arc::new(worker), config, shutdown).await
+}
+
+/// Like [`run_until`] with a worker shared by several instances in one process.
+pub async fn run_shared<W: Worker>(
+    worker: Arc<W>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<RunSummary, pythia_core::Error> {
+    KafkaWorker::shared(worker, config)?.run(shutdown).await
+}
+
+/// A worker connected to Kafka and subscribed, not yet processing.
+///
+/// Use it instead of [`run_until`] to watch the run's [`Status`] (phase and
+/// assigned partitions) while it runs.
+///
+/// ```no_run
+/// # async fn demo<W: pythia_core::Worker>(worker: W, config: pythia_kafka::Config) -> Result<(), pythia_core::Error> {
+/// let instance = pythia_kafka::KafkaWorker::new(worker, config)?;
+/// let mut status = instance.status();
+/// let run = tokio::spawn(instance.run(std::future::pending()));
+/// status.wait_for(|s| !s.assigned.is_empty()).await.ok();
+/// # Ok(()) }
+/// ```
+pub struct KafkaWorker<W: Worker> {
+    runtime: Runtime<W, KafkaSource, KafkaSink>,
+    sink: Arc<KafkaSink>,
+    // Lives as long as the run when `kafka.brokers = "embedded"`.
+    _broker: Option<EmbeddedBroker>,
+}
+
+impl<W: Worker> KafkaWorker<W> {
+    /// Validates `config`, starts the embedded broker if asked, connects and subscribes.
+    pub fn new(worker: W, config: Config) -> Result<Self, pythia_core::Error> {
+        Self::shared(Arc::new(worker), config)
+    }
+
+    /// Like [`KafkaWorker::new`] with a worker shared by several instances.
+    pub fn shared(worker: Arc<W>, mut config: Config) -> Result<Self, pythia_core::Error> {
+        config.validate()?;
+        let broker = config.start_embedded()?;
+        let name = config.name().to_owned();
+        let member = format!("{name}-{}", std::process::id());
+        let sink = Arc::new(KafkaSink::new(&config.kafka)?);
+        let source = KafkaSource::new(&config, &member)?;
+        let runtime = Runtime::with_shared(config.worker, &name, worker, source, sink.clone());
+        Ok(Self {
+            runtime,
+            sink,
+            _broker: broker,
+        })
+    }
+
+    /// Watches the phase and the assigned partitions.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.runtime.status()
+    }
+
+    /// Runs until `shutdown` resolves (or a message fails), then drains,
+    /// commits and leaves the group.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<RunSummary, pythia_core::Error> {
+        let result = self.runtime.run(shutdown).await;
+        // Deliveries were awaited before acknowledging; this only bounds the
+        // producer's own shutdown.
+        let _ = self.sink.flush(std::time::Duration::from_secs(1));
+        result
+    }
+}

@@ -1,0 +1,330 @@
+//! Shared pieces of the end-to-end tests: an embedded broker hosted by the test
+//! process, worker processes, their record files, and broker-side checks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pythia_kafka::EmbeddedBroker;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub use pythia_kafka;
+
+/// The test worker binary, built by cargo beside the test executables
+/// (`target/<profile>/pythia-test-worker`, tests in `target/<profile>/deps/`).
+pub fn worker_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("pythia-test-worker{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} is missing: run the tests through cargo", bin.display());
+    bin
+}
+
+/// A scratch directory for one test, kept on failure for inspection.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pythia-e2e-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Starts an embedded broker with one topic.
+pub fn broker(topic: &str, partitions: i32) -> EmbeddedBroker {
+    EmbeddedBroker::with_topics([(topic, partitions)]).expect("embedded broker")
+}
+
+/// Produces `ids` as JSON payloads `{"id": n}`, message `n` to partition
+/// `n % partitions`, and waits until all are delivered.
+pub fn produce(bootstrap: &str, topic: &str, partitions: i32, ids: impl IntoIterator<Item = u64>) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "2")
+        .create()
+        .expect("producer");
+    for id in ids {
+        let payload = format!("{{\"id\":{id}}}");
+        let key = format!("key-{id}");
+        let mut record = BaseRecord::to(topic)
+            .payload(&payload)
+            .key(&key)
+            .partition((id % partitions as u64) as i32);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// The committed offsets of `group` on `topic`, per partition (`None`: no commit).
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A worker child process.
+pub struct Worker {
+    child: Child,
+    /// Where it records what it processed.
+    pub record: PathBuf,
+    log: PathBuf,
+}
+
+/// How to start a worker.
+pub struct WorkerSpec<'a> {
+    /// Broker bootstrap.
+    pub bootstrap: &'a str,
+    /// Consumer group.
+    pub group: &'a str,
+    /// Input topic.
+    pub topic: &'a str,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> WorkerSpec<'a> {
+    /// A KIP-848 worker on `topic` in `group`.
+    pub fn new(bootstrap: &'a str, group: &'a str, topic: &'a str) -> Self {
+        Self {
+            bootstrap,
+            group,
+            topic,
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, name: &str, value: impl ToString) -> Self {
+        self.env.push((name.to_owned(), value.to_string()));
+        self
+    }
+
+    /// Starts the process, recording into `dir/<name>.rec`.
+    pub fn spawn(&self, dir: &Path, name: &str) -> Worker {
+        let record = dir.join(format!("{name}.rec"));
+        let log = dir.join(format!("{name}.log"));
+        let mut command = Command::new(worker_bin());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("PYTHIA_KAFKA__BROKERS", self.bootstrap)
+            .env("PYTHIA_KAFKA__GROUP", self.group)
+            .env("PYTHIA_KAFKA__TOPICS", self.topic)
+            .env("PYTHIA_KAFKA__GROUP_PROTOCOL", "consumer")
+            .env("PYTHIA_KAFKA__COMMIT_INTERVAL", "200ms")
+            .env("PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", "100")
+            .env("TEST_RECORD_FILE", &record);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let child = command
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn test worker");
+        Worker { child, record, log }
+    }
+}
+
+impl Worker {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit, failing the test after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("worker {} did not exit within {timeout:?}; log:\n{}", self.pid(), self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the process logged on stderr.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the process recorded.
+    pub fn records(&self) -> Records {
+        Records::read([&self.record])
+    }
+
+    /// Its latest assignment, as reported by the worker.
+    pub fn assigned(&self) -> Vec<String> {
+        self.records().assigned.get(&self.pid()).cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One processed message, as a worker recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed {
+    /// The worker process.
+    pub pid: u32,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// When processing started, µs since the epoch.
+    pub start_us: u128,
+    /// When it ended.
+    pub end_us: u128,
+}
+
+/// Everything some workers recorded.
+#[derive(Debug, Default)]
+pub struct Records {
+    /// Processed messages in record order.
+    pub processed: Vec<Processed>,
+    /// The last assignment each process reported.
+    pub assigned: HashMap<u32, Vec<String>>,
+}
+
+impl Records {
+    /// Reads and merges record files.
+    pub fn read<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Self {
+        let mut records = Self::default();
+        for path in paths {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for line in text.lines() {
+                let fields: Vec<&str> = line.split(' ').collect();
+                match fields.as_slice() {
+                    ["processed", pid, _topic, partition, offset, start, end] => {
+                        records.processed.push(Processed {
+                            pid: pid.parse().unwrap(),
+                            partition: partition.parse().unwrap(),
+                            offset: offset.parse().unwrap(),
+                            start_us: start.parse().unwrap(),
+                            end_us: end.parse().unwrap(),
+                        })
+                    }
+                    ["assigned", pid, partitions] => {
+                        let list = partitions
+                            .split(',')
+                            .filter(|p| !p.is_empty())
+                            .map(str::to_owned)
+                            .collect();
+                        records.assigned.insert(pid.parse().unwrap(), list);
+                    }
+                    _ => {} // a line cut short by SIGKILL
+                }
+            }
+        }
+        records
+    }
+
+    /// How many times each (partition, offset) was processed.
+    pub fn counts(&self) -> BTreeMap<(i32, i64), usize> {
+        let mut counts = BTreeMap::new();
+        for p in &self.processed {
+            *counts.entry((p.partition, p.offset)).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Distinct messages processed.
+    pub fn unique(&self) -> usize {
+        self.counts().len()
+    }
+
+    /// Processings beyond the first of each message.
+    pub fn duplicates(&self) -> usize {
+        self.processed.len() - self.unique()
+    }
+
+    /// Distinct processes that processed something.
+    pub fn pids(&self) -> HashSet<u32> {
+        self.processed.iter().map(|p| p.pid).collect()
+    }
+}
+
+/// Polls `check` until it holds, failing with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Every offset of a topic whose partition `p` holds `per_partition[p]`
+/// messages from offset 0, as (partition, offset).
+pub fn all_offsets(per_partition: &[i64]) -> Vec<(i32, i64)> {
+    per_partition
+        .iter()
+        .enumerate()
+        .flat_map(|(p, &n)| (0..n).map(move |o| (p as i32, o)))
+        .collect()
+}
+
+/// Messages per partition when ids `0..n` are spread by `id % partitions`.
+pub fn spread(n: u64, partitions: i32) -> Vec<i64> {
+    (0..partitions as u64)
+        .map(|p| ((n + partitions as u64 - 1 - p) / partitions as u64) as i64)
+        .collect()
+}
