@@ -43,12 +43,20 @@ impl Worker for OrderTotals {
     type Output = ();
     type Codec = Json;
 
-    async fn process(&self, msg: Message<Order>, _ctx: &Context) -> Result<Outputs<()>, ProcessError> {
+    async fn process(
+        &self,
+        msg: Message<Order>,
+        _ctx: &Context,
+    ) -> Result<Outputs<()>, ProcessError> {
         let order = msg.payload();
         if order.amount_cents == 0 {
-            return Err(ProcessError::permanent(format!("order {} has no amount", order.id)));
+            return Err(ProcessError::permanent(format!(
+                "order {} has no amount",
+                order.id
+            )));
         }
-        self.revenue_cents.fetch_add(order.amount_cents, Ordering::Relaxed);
+        self.revenue_cents
+            .fetch_add(order.amount_cents, Ordering::Relaxed);
         self.processed.fetch_add(1, Ordering::Relaxed);
         Ok(Outputs::none())
     }
@@ -82,18 +90,26 @@ async fn main() -> anyhow::Result<()> {
         let instance = KafkaWorker::shared(totals.clone(), config.clone())?;
         statuses.push(instance.status());
         let stop = stop.clone();
-        instances.push(tokio::spawn(instance.run(async move { stop.cancelled().await })));
+        instances.push(tokio::spawn(
+            instance.run(async move { stop.cancelled().await }),
+        ));
     }
     for status in &mut statuses {
-        tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| !s.assigned.is_empty()))
-            .await
-            .context("instances did not join the group within 30 s")??;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            status.wait_for(|s| !s.assigned.is_empty()),
+        )
+        .await
+        .context("instances did not join the group within 30 s")??;
     }
     let joined = started.elapsed();
 
     let load_started = Instant::now();
     let produced = produce_orders(&producer, &topic).await?;
-    tracing::debug!(seconds = load_started.elapsed().as_secs_f64(), "orders produced");
+    tracing::debug!(
+        seconds = load_started.elapsed().as_secs_f64(),
+        "orders produced"
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     while totals.processed.load(Ordering::Relaxed) < produced && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -12,7 +12,10 @@ fn run_with(env: &[(&str, &str)]) -> (bool, String) {
         command.env(k, v);
     }
     let output = command.output().expect("run worker");
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 const VALID: &[(&str, &str)] = &[
@@ -37,8 +40,14 @@ fn missing_brokers_exits_and_says_how_to_set_them() {
 fn unknown_key_exits_naming_it() {
     let (ok, stderr) = run_with(&with(&[("PYTHIA_KAFKA__BROKERZ", "x:1")]));
     assert!(!ok);
-    assert!(stderr.contains("unknown configuration key `kafka.brokerz`"), "{stderr}");
-    assert!(stderr.contains("brokers"), "the allowed keys are listed: {stderr}");
+    assert!(
+        stderr.contains("unknown configuration key `kafka.brokerz`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("brokers"),
+        "the allowed keys are listed: {stderr}"
+    );
 }
 
 #[test]
@@ -64,7 +73,10 @@ fn bad_value_in_config_file_exits_naming_the_key() {
     let (ok, stderr) = run_with(&[("PYTHIA_CONFIG", file.to_str().unwrap())]);
     assert!(!ok);
     assert!(stderr.contains("kafka.group_protocol"), "{stderr}");
-    assert!(stderr.contains("consumer") && stderr.contains("classic"), "allowed values listed: {stderr}");
+    assert!(
+        stderr.contains("consumer") && stderr.contains("classic"),
+        "allowed values listed: {stderr}"
+    );
 
     let (ok, stderr) = run_with(&[("PYTHIA_CONFIG", "/no/such/pythia.toml")]);
     assert!(!ok);
@@ -73,7 +85,13 @@ fn bad_value_in_config_file_exits_naming_the_key() {
 
 #[test]
 fn bad_raw_librdkafka_property_exits_naming_it() {
-    let (ok, stderr) = run_with(&with(&[("PYTHIA_KAFKA__CONSUMER__FETCH_MAX_BYTES", "huge")]));
+    let (ok, stderr) = run_with(&with(&[(
+        "PYTHIA_KAFKA__CONSUMER__FETCH_MAX_BYTES",
+        "huge",
+    )]));
     assert!(!ok);
-    assert!(stderr.contains("kafka.consumer.fetch.max.bytes"), "{stderr}");
+    assert!(
+        stderr.contains("kafka.consumer.fetch.max.bytes"),
+        "{stderr}"
+    );
 }

@@ -18,12 +18,17 @@ fn sigkill_loses_nothing_and_duplicates_only_uncommitted_work() {
     let spec = WorkerSpec::new(bootstrap, "crash", "payments").env("TEST_DELAY_MS", 2);
 
     let mut victim = spec.spawn(&dir, "victim");
-    wait_until(Duration::from_secs(60), "the worker to be well into the stream", || {
-        victim.records().processed.len() >= 600
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the worker to be well into the stream",
+        || victim.records().processed.len() >= 600,
+    );
     victim.kill();
     let killed = victim.records();
-    assert!(killed.processed.len() < N as usize, "finished before the kill; proves nothing");
+    assert!(
+        killed.processed.len() < N as usize,
+        "finished before the kill; proves nothing"
+    );
 
     // Nothing else commits for this group, so this is the state the crash left.
     let at_kill = committed(bootstrap, "crash", "payments", PARTITIONS);
@@ -37,26 +42,40 @@ fn sigkill_loses_nothing_and_duplicates_only_uncommitted_work() {
         .iter()
         .filter(|r| at_kill[r.partition as usize].is_none_or(|c| r.offset >= c))
         .collect();
-    for p in 0..PARTITIONS as usize {
-        let last = killed.processed.iter().filter(|r| r.partition as usize == p).map(|r| r.offset + 1).max();
+    for (p, committed) in at_kill.iter().enumerate() {
+        let last = killed
+            .processed
+            .iter()
+            .filter(|r| r.partition as usize == p)
+            .map(|r| r.offset + 1)
+            .max();
         assert!(
-            at_kill[p] <= last,
-            "partition {p}: committed {:?} past the last processed {last:?}",
-            at_kill[p]
+            *committed <= last,
+            "partition {p}: committed {committed:?} past the last processed {last:?}"
         );
     }
 
     let mut successor = spec.spawn(&dir, "successor");
-    wait_until(Duration::from_secs(90), "the successor to finish the topic", || {
-        Records::read([&victim.record, &successor.record]).unique() == N as usize
-    });
+    wait_until(
+        Duration::from_secs(90),
+        "the successor to finish the topic",
+        || Records::read([&victim.record, &successor.record]).unique() == N as usize,
+    );
     successor.terminate();
-    assert!(successor.wait(Duration::from_secs(30)).success(), "{}", successor.log_text());
+    assert!(
+        successor.wait(Duration::from_secs(30)).success(),
+        "{}",
+        successor.log_text()
+    );
 
     let all = Records::read([&victim.record, &successor.record]);
     assert_eq!(all.unique(), N as usize, "a message was lost");
     let counts = all.counts();
-    let duplicated: Vec<(i32, i64)> = counts.iter().filter(|(_, n)| **n > 1).map(|(k, _)| *k).collect();
+    let duplicated: Vec<(i32, i64)> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| *k)
+        .collect();
     for (partition, offset) in &duplicated {
         let committed = at_kill[*partition as usize];
         assert!(

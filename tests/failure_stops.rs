@@ -20,9 +20,18 @@ fn process_error_stops_the_worker_and_commits_nothing_past_it() {
         .spawn(&dir, "w");
     let status = worker.wait(Duration::from_secs(60));
     let log = worker.log_text();
-    assert!(!status.success(), "worker should exit non-zero; log:\n{log}");
-    assert!(log.contains("tasks/2@30"), "the error names the message: {log}");
-    assert!(log.contains("injected failure"), "the error carries the cause: {log}");
+    assert!(
+        !status.success(),
+        "worker should exit non-zero; log:\n{log}"
+    );
+    assert!(
+        log.contains("tasks/2@30"),
+        "the error names the message: {log}"
+    );
+    assert!(
+        log.contains("injected failure"),
+        "the error carries the cause: {log}"
+    );
 
     let committed = committed(bootstrap, "fail", "tasks", PARTITIONS);
     assert!(
@@ -32,12 +41,20 @@ fn process_error_stops_the_worker_and_commits_nothing_past_it() {
     );
     let records = worker.records();
     assert!(
-        !records.processed.iter().any(|r| r.partition == 2 && r.offset >= 30),
+        !records
+            .processed
+            .iter()
+            .any(|r| r.partition == 2 && r.offset >= 30),
         "partition 2 went on past the failure"
     );
     // Other partitions commit exactly what they processed.
     for p in [0, 1, 3] {
-        let processed_next = records.processed.iter().filter(|r| r.partition == p).map(|r| r.offset + 1).max();
+        let processed_next = records
+            .processed
+            .iter()
+            .filter(|r| r.partition == p)
+            .map(|r| r.offset + 1)
+            .max();
         assert_eq!(committed[p as usize], processed_next, "partition {p}");
     }
 }
@@ -50,7 +67,10 @@ fn failed_delivery_stops_the_worker_and_leaves_the_input_uncommitted() {
     let bootstrap = broker.bootstrap_servers();
     // Every produce to `output` is refused with a non-retriable error.
     broker
-        .set_topic_error("output", rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+        .set_topic_error(
+            "output",
+            rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
         .unwrap();
     produce(bootstrap, "input", PARTITIONS, 0..20);
     let mut worker = WorkerSpec::new(bootstrap, "delivery", "input")
@@ -60,10 +80,13 @@ fn failed_delivery_stops_the_worker_and_leaves_the_input_uncommitted() {
         .spawn(&dir, "w");
     let status = worker.wait(Duration::from_secs(60));
     let log = worker.log_text();
-    assert!(!status.success(), "worker should exit non-zero; log:\n{log}");
+    assert!(
+        !status.success(),
+        "worker should exit non-zero; log:\n{log}"
+    );
     assert!(log.contains("was not delivered"), "{log}");
     assert!(
-        worker.records().processed.len() > 0,
+        !worker.records().processed.is_empty(),
         "the handler ran; only delivery failed"
     );
     let committed = committed(bootstrap, "delivery", "input", PARTITIONS);

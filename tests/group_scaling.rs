@@ -25,7 +25,9 @@ fn scale_up_and_down(protocol: &str, session_timeout: Option<&str>) {
     let n = BATCHES * PER_BATCH;
 
     let mut first = spec.spawn(&dir, "first");
-    wait_until(Duration::from_secs(30), "the first worker to join", || !first.assigned().is_empty());
+    wait_until(Duration::from_secs(30), "the first worker to join", || {
+        !first.assigned().is_empty()
+    });
 
     // A steady stream for the whole scale-up and scale-down.
     let done = Arc::new(AtomicBool::new(false));
@@ -34,7 +36,12 @@ fn scale_up_and_down(protocol: &str, session_timeout: Option<&str>) {
         let done = done.clone();
         std::thread::spawn(move || {
             for batch in 0..BATCHES {
-                produce(&bootstrap, "clicks", PARTITIONS, batch * PER_BATCH..(batch + 1) * PER_BATCH);
+                produce(
+                    &bootstrap,
+                    "clicks",
+                    PARTITIONS,
+                    batch * PER_BATCH..(batch + 1) * PER_BATCH,
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
             done.store(true, Ordering::Release);
@@ -43,31 +50,52 @@ fn scale_up_and_down(protocol: &str, session_timeout: Option<&str>) {
 
     std::thread::sleep(Duration::from_millis(800));
     let mut second = spec.spawn(&dir, "second");
-    wait_until(Duration::from_secs(30), "the second worker to take partitions", || {
-        !second.assigned().is_empty()
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the second worker to take partitions",
+        || !second.assigned().is_empty(),
+    );
     let during = second.assigned().len();
     std::thread::sleep(Duration::from_millis(800));
     second.terminate();
-    assert!(second.wait(Duration::from_secs(30)).success(), "{}", second.log_text());
+    assert!(
+        second.wait(Duration::from_secs(30)).success(),
+        "{}",
+        second.log_text()
+    );
 
     producer.join().unwrap();
     assert!(done.load(Ordering::Acquire));
     wait_until(Duration::from_secs(60), "all messages processed", || {
         Records::read([&first.record, &second.record]).unique() == n as usize
     });
-    assert_eq!(first.assigned().len(), PARTITIONS as usize, "the survivor took every partition back");
+    assert_eq!(
+        first.assigned().len(),
+        PARTITIONS as usize,
+        "the survivor took every partition back"
+    );
     first.terminate();
-    assert!(first.wait(Duration::from_secs(30)).success(), "{}", first.log_text());
+    assert!(
+        first.wait(Duration::from_secs(30)).success(),
+        "{}",
+        first.log_text()
+    );
 
     let all = Records::read([&first.record, &second.record]);
     assert_eq!(all.unique(), n as usize, "a message was lost");
-    assert!(during > 0 && during < PARTITIONS as usize, "second held {during} partitions");
+    assert!(
+        during > 0 && during < PARTITIONS as usize,
+        "second held {during} partitions"
+    );
     assert!(
         all.processed.iter().any(|r| r.pid == second.pid()),
         "the second worker processed nothing while it was in the group"
     );
-    assert_eq!(all.duplicates(), 0, "graceful hand-overs processed messages twice");
+    assert_eq!(
+        all.duplicates(),
+        0,
+        "graceful hand-overs processed messages twice"
+    );
 }
 
 #[test]

@@ -22,8 +22,15 @@ pub fn worker_bin() -> PathBuf {
         .parent()
         .and_then(|deps| deps.parent())
         .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join(format!("pythia-test-worker{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} is missing: run the tests through cargo", bin.display());
+    let bin = profile_dir.join(format!(
+        "pythia-test-worker{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests through cargo",
+        bin.display()
+    );
     bin
 }
 
@@ -89,10 +96,12 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");
     (0..partitions)
-        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        })
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
         .collect()
 }
 
@@ -190,7 +199,11 @@ impl Worker {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("worker {} did not exit within {timeout:?}; log:\n{}", self.pid(), self.log_text());
+                panic!(
+                    "worker {} did not exit within {timeout:?}; log:\n{}",
+                    self.pid(),
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -208,7 +221,11 @@ impl Worker {
 
     /// Its latest assignment, as reported by the worker.
     pub fn assigned(&self) -> Vec<String> {
-        self.records().assigned.get(&self.pid()).cloned().unwrap_or_default()
+        self.records()
+            .assigned
+            .get(&self.pid())
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -307,7 +324,10 @@ impl Records {
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }

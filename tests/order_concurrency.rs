@@ -25,7 +25,11 @@ fn partitions_run_concurrently_and_each_in_offset_order() {
         worker.records().unique() == n as usize
     });
     worker.terminate();
-    assert!(worker.wait(Duration::from_secs(30)).success(), "{}", worker.log_text());
+    assert!(
+        worker.wait(Duration::from_secs(30)).success(),
+        "{}",
+        worker.log_text()
+    );
 
     let records = worker.records();
     assert_eq!(records.duplicates(), 0);
@@ -38,7 +42,10 @@ fn partitions_run_concurrently_and_each_in_offset_order() {
         list.sort_by_key(|p| p.start_us);
         let offsets: Vec<i64> = list.iter().map(|p| p.offset).collect();
         let expected: Vec<i64> = (0..PER_PARTITION as i64).collect();
-        assert_eq!(offsets, expected, "partition {partition} processed out of order");
+        assert_eq!(
+            offsets, expected,
+            "partition {partition} processed out of order"
+        );
         for pair in list.windows(2) {
             assert!(
                 pair[0].end_us <= pair[1].start_us,

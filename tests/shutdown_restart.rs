@@ -20,12 +20,18 @@ fn sigterm_commits_processed_messages_and_restart_resumes_without_duplicates() {
     let spec = WorkerSpec::new(bootstrap, "restart", "jobs").env("TEST_DELAY_MS", 5);
 
     let mut first = spec.spawn(&dir, "first");
-    wait_until(Duration::from_secs(60), "the first worker to process some messages", || {
-        first.records().processed.len() >= STOP_AFTER
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the first worker to process some messages",
+        || first.records().processed.len() >= STOP_AFTER,
+    );
     first.terminate();
     let status = first.wait(Duration::from_secs(30));
-    assert!(status.success(), "exit {status:?}; log:\n{}", first.log_text());
+    assert!(
+        status.success(),
+        "exit {status:?}; log:\n{}",
+        first.log_text()
+    );
     let before = first.records();
     assert!(
         before.processed.len() < N as usize,
@@ -52,12 +58,19 @@ fn sigterm_commits_processed_messages_and_restart_resumes_without_duplicates() {
         Records::read([&first.record, &second.record]).unique() == N as usize
     });
     second.terminate();
-    assert!(second.wait(Duration::from_secs(30)).success(), "{}", second.log_text());
+    assert!(
+        second.wait(Duration::from_secs(30)).success(),
+        "{}",
+        second.log_text()
+    );
 
     let all = Records::read([&first.record, &second.record]);
     assert_eq!(all.unique(), N as usize, "nothing lost");
     assert_eq!(all.duplicates(), 0, "nothing processed twice");
     let seen: HashSet<(i32, i64)> = all.counts().keys().copied().collect();
-    assert_eq!(seen, all_offsets(&spread(N, PARTITIONS)).into_iter().collect());
+    assert_eq!(
+        seen,
+        all_offsets(&spread(N, PARTITIONS)).into_iter().collect()
+    );
     assert!(second.records().processed.len() >= N as usize - before.processed.len());
 }

@@ -426,9 +426,16 @@ mod tests {
         assert_eq!(app.worker.name.as_deref(), Some("from-default"));
         assert_eq!(app.worker.max_in_flight, 10, "file over defaults");
         assert_eq!(app.worker.partition_buffer, 30, "environment over file");
-        assert_eq!(app.source.brokers.as_deref(), Some("code:9092"), "code over all");
         assert_eq!(
-            app.source.properties.get("fetch.max.bytes").map(String::as_str),
+            app.source.brokers.as_deref(),
+            Some("code:9092"),
+            "code over all"
+        );
+        assert_eq!(
+            app.source
+                .properties
+                .get("fetch.max.bytes")
+                .map(String::as_str),
             Some("100"),
             "dotted keys in tables stay whole"
         );
@@ -477,8 +484,10 @@ mod tests {
 
     #[test]
     fn zero_limits_are_rejected_by_name() {
-        let mut config = WorkerConfig::default();
-        config.max_in_flight = 0;
+        let config = WorkerConfig {
+            max_in_flight: 0,
+            ..WorkerConfig::default()
+        };
         assert_eq!(config.validate().unwrap_err().key(), "worker.max_in_flight");
     }
 }

@@ -228,12 +228,11 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             }
             let mut deliveries = Vec::with_capacity(outputs.len());
             for output in outputs {
-                let payload =
-                    W::Codec::encode(&output.value).map_err(|source| Error::Encode {
-                        partition: self.partition.clone(),
-                        offset,
-                        source,
-                    })?;
+                let payload = W::Codec::encode(&output.value).map_err(|source| Error::Encode {
+                    partition: self.partition.clone(),
+                    offset,
+                    source,
+                })?;
                 let record = Record {
                     topic: output.topic,
                     key: output.key,

@@ -30,4 +30,3 @@ pub use runtime::{Phase, RunSummary, Runtime, Status};
 pub use sink::{NoSink, Record, Sink, SinkError};
 pub use source::{Acker, Revocation, Source, SourceEvent};
 pub use worker::{Context, ErrorKind, Output, Outputs, ProcessError, Worker};
-

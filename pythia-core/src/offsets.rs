@@ -203,7 +203,11 @@ mod tests {
         assert_eq!(tracker.take_commits().len(), 2);
         tracker.done(&a, 1);
         let removed = tracker.remove(&[a.clone(), b.clone()]);
-        assert_eq!(removed, vec![(a, 2)], "b did not move since its last commit");
+        assert_eq!(
+            removed,
+            vec![(a, 2)],
+            "b did not move since its last commit"
+        );
     }
 
     /// Offsets received in order with gaps, and completions in any order.

@@ -85,8 +85,10 @@ pub trait Sink: Send + Sync + 'static {
     type Delivery: Future<Output = Result<(), SinkError>> + Send + 'static;
 
     /// Enqueues `record`, waiting for room if the client's queue is full.
-    fn send(&self, record: Record)
-    -> impl Future<Output = Result<Self::Delivery, SinkError>> + Send;
+    fn send(
+        &self,
+        record: Record,
+    ) -> impl Future<Output = Result<Self::Delivery, SinkError>> + Send;
 }
 
 /// The sink of a worker that produces no outputs: any output is an error.

@@ -350,8 +350,14 @@ const RESERVED: &[(&str, &str)] = &[
     ("group.protocol", "kafka.group_protocol"),
     ("partition.assignment.strategy", "kafka.assignment_strategy"),
     ("session.timeout.ms", "kafka.session_timeout"),
-    ("enable.auto.commit", "kafka.commit_interval (Pythia commits what is done)"),
-    ("enable.auto.offset.store", "nothing (Pythia stores offsets of finished messages)"),
+    (
+        "enable.auto.commit",
+        "kafka.commit_interval (Pythia commits what is done)",
+    ),
+    (
+        "enable.auto.offset.store",
+        "nothing (Pythia stores offsets of finished messages)",
+    ),
     ("auto.commit.interval.ms", "kafka.commit_interval"),
 ];
 
@@ -425,15 +431,24 @@ impl KafkaConfig {
 
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", self.brokers.as_deref().unwrap_or_default());
+        config.set(
+            "bootstrap.servers",
+            self.brokers.as_deref().unwrap_or_default(),
+        );
         let s = &self.security;
         let pairs = [
             ("security.protocol", s.protocol.as_deref()),
             ("sasl.mechanisms", s.sasl_mechanism.as_deref()),
             ("sasl.username", s.sasl_username.as_deref()),
-            ("sasl.password", s.sasl_password.as_ref().map(Secret::expose)),
+            (
+                "sasl.password",
+                s.sasl_password.as_ref().map(Secret::expose),
+            ),
             ("ssl.ca.location", s.ssl_ca_location.as_deref()),
-            ("ssl.key.password", s.ssl_key_password.as_ref().map(Secret::expose)),
+            (
+                "ssl.key.password",
+                s.ssl_key_password.as_ref().map(Secret::expose),
+            ),
         ];
         for (name, value) in pairs {
             if let Some(value) = value {
@@ -494,12 +509,15 @@ impl KafkaConfig {
 
 /// Lets librdkafka validate every property, naming the bad one.
 fn check(config: &ClientConfig, table: &str) -> Result<(), ConfigError> {
-    config.create_native_config().map(drop).map_err(|e| match e {
-        rdkafka::error::KafkaError::ClientConfig(_, description, name, _) => {
-            ConfigError::invalid(format!("kafka.{table}.{name}"), description)
-        }
-        other => ConfigError::invalid(format!("kafka.{table}"), other.to_string()),
-    })
+    config
+        .create_native_config()
+        .map(drop)
+        .map_err(|e| match e {
+            rdkafka::error::KafkaError::ClientConfig(_, description, name, _) => {
+                ConfigError::invalid(format!("kafka.{table}.{name}"), description)
+            }
+            other => ConfigError::invalid(format!("kafka.{table}"), other.to_string()),
+        })
 }
 
 fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -551,15 +569,25 @@ mod tests {
     fn missing_group_and_topics_are_named() {
         let err = load(&[("PYTHIA_KAFKA__BROKERS", "b:1")]).unwrap_err();
         assert_eq!(err.key(), "kafka.group");
-        let err = load(&[("PYTHIA_KAFKA__BROKERS", "b:1"), ("PYTHIA_KAFKA__GROUP", "g")])
-            .unwrap_err();
+        let err = load(&[
+            ("PYTHIA_KAFKA__BROKERS", "b:1"),
+            ("PYTHIA_KAFKA__GROUP", "g"),
+        ])
+        .unwrap_err();
         assert_eq!(err.key(), "kafka.topics");
     }
 
     #[test]
     fn raw_properties_pass_through_and_bad_ones_are_named() {
-        let config = load(&with(&[("PYTHIA_KAFKA__CONSUMER__FETCH_MAX_BYTES", "1000000")])).unwrap();
-        assert_eq!(config.kafka.consumer.get("fetch.max.bytes"), Some("1000000"));
+        let config = load(&with(&[(
+            "PYTHIA_KAFKA__CONSUMER__FETCH_MAX_BYTES",
+            "1000000",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config.kafka.consumer.get("fetch.max.bytes"),
+            Some("1000000")
+        );
         let client = config.kafka.consumer_client_config("x").unwrap();
         assert_eq!(client.get("fetch.max.bytes"), Some("1000000"));
         assert_eq!(client.get("fetch.queue.backoff.ms"), Some("10"));
@@ -577,9 +605,12 @@ mod tests {
 
     #[test]
     fn protocol_choice_maps_to_client_properties() {
-        let classic = load(&OK.to_vec()).unwrap().kafka.consumer_client_config("x").unwrap();
+        let classic = load(OK).unwrap().kafka.consumer_client_config("x").unwrap();
         assert_eq!(classic.get("group.protocol"), Some("classic"));
-        assert_eq!(classic.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(
+            classic.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
 
         let kip848 = load(&with(&[("PYTHIA_KAFKA__GROUP_PROTOCOL", "consumer")]))
             .unwrap()
@@ -602,9 +633,17 @@ mod tests {
         ]))
         .unwrap();
         let shown = format!("{config:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
         assert_eq!(
-            config.kafka.security.sasl_password.as_ref().map(Secret::expose),
+            config
+                .kafka
+                .security
+                .sasl_password
+                .as_ref()
+                .map(Secret::expose),
             Some("hunter2")
         );
     }

@@ -121,7 +121,9 @@ impl EmbeddedBroker {
         }
         let c_name = CString::new(name).map_err(|_| topic_error("name contains NUL".into()))?;
         // SAFETY: `cluster` is live and `c_name` outlives the call.
-        let err = unsafe { rdsys::rd_kafka_mock_topic_create(self.cluster, c_name.as_ptr(), partitions, 1) };
+        let err = unsafe {
+            rdsys::rd_kafka_mock_topic_create(self.cluster, c_name.as_ptr(), partitions, 1)
+        };
         if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             // SAFETY: rd_kafka_err2str returns a static string.
             let reason = unsafe { CStr::from_ptr(rdsys::rd_kafka_err2str(err)) };

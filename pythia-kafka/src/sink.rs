@@ -70,17 +70,19 @@ impl Future for KafkaDelivery {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let topic = self.topic.clone();
-        Pin::new(&mut self.inner).poll(cx).map(|result| match result {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => Err(SinkError::Delivery {
-                topic: topic.to_string(),
-                reason: error.to_string(),
-            }),
-            Err(_) => Err(SinkError::Delivery {
-                topic: topic.to_string(),
-                reason: "producer closed before the delivery report".into(),
-            }),
-        })
+        Pin::new(&mut self.inner)
+            .poll(cx)
+            .map(|result| match result {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(SinkError::Delivery {
+                    topic: topic.to_string(),
+                    reason: error.to_string(),
+                }),
+                Err(_) => Err(SinkError::Delivery {
+                    topic: topic.to_string(),
+                    reason: "producer closed before the delivery report".into(),
+                }),
+            })
     }
 }
 

@@ -125,7 +125,9 @@ impl Source for KafkaSource {
         drop(self.events.take());
         let (reply, replied) = oneshot::channel();
         if self.commands.send(Command::Close(reply)).is_err() {
-            return Err(pythia_core::Error::Source("consumer thread has stopped".into()));
+            return Err(pythia_core::Error::Source(
+                "consumer thread has stopped".into(),
+            ));
         }
         let result = match tokio::time::timeout(timeout, replied).await {
             Ok(Ok(result)) => result,
@@ -170,7 +172,8 @@ impl SourceContext {
             return true;
         }
         for message in &batch {
-            self.tracker.received(message.partition_id(), [message.offset()]);
+            self.tracker
+                .received(message.partition_id(), [message.offset()]);
         }
         self.events.send(SourceEvent::Messages(batch)).is_ok()
     }
@@ -199,7 +202,10 @@ impl ConsumerContext for SourceContext {
                 }
                 self.flush();
                 if consumer.assignment_lost() {
-                    tracing::warn!(?partitions, "assignment lost; uncommitted messages will be redelivered to the new owner");
+                    tracing::warn!(
+                        ?partitions,
+                        "assignment lost; uncommitted messages will be redelivered to the new owner"
+                    );
                     self.tracker.remove(&partitions);
                     self.send(SourceEvent::Lost(partitions));
                     return;
@@ -213,7 +219,10 @@ impl ConsumerContext for SourceContext {
                         match rx.recv_timeout(self.revoke_wait) {
                             Ok(()) | Err(std_mpsc::RecvTimeoutError::Disconnected) => {}
                             Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                                tracing::warn!(?partitions, "runtime did not drain revoked partitions in time");
+                                tracing::warn!(
+                                    ?partitions,
+                                    "runtime did not drain revoked partitions in time"
+                                );
                             }
                         }
                     }
@@ -246,7 +255,8 @@ fn commit(
     }
     let mut tpl = TopicPartitionList::with_capacity(commits.len());
     for (p, offset) in commits {
-        if let Err(error) = tpl.add_partition_offset(p.topic(), p.index(), Offset::Offset(*offset)) {
+        if let Err(error) = tpl.add_partition_offset(p.topic(), p.index(), Offset::Offset(*offset))
+        {
             tracing::warn!(%error, partition = %p, "cannot build commit");
         }
     }
@@ -392,7 +402,8 @@ impl Poller {
             Ok(())
         } else {
             Err(pythia_core::Error::Source(
-                "final offset commit failed; messages after the last commit will be redelivered".into(),
+                "final offset commit failed; messages after the last commit will be redelivered"
+                    .into(),
             ))
         };
         // Dropping the consumer closes it: revoke callback, leave the group.
@@ -404,7 +415,10 @@ impl Poller {
     }
 }
 
-fn convert(message: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>) -> Message<Option<Bytes>> {
+fn convert(
+    message: &BorrowedMessage<'_>,
+    topics: &mut HashMap<String, Arc<str>>,
+) -> Message<Option<Bytes>> {
     let topic = match topics.get(message.topic()) {
         Some(topic) => topic.clone(),
         None => {

@@ -42,7 +42,11 @@ impl Worker for TestWorker {
     type Output = Bytes;
     type Codec = Raw;
 
-    async fn process(&self, msg: Message<Bytes>, _: &Context) -> Result<Outputs<Bytes>, ProcessError> {
+    async fn process(
+        &self,
+        msg: Message<Bytes>,
+        _: &Context,
+    ) -> Result<Outputs<Bytes>, ProcessError> {
         let start = micros();
         if self.fail_at == Some((msg.partition(), msg.offset())) {
             return Err(ProcessError::msg("injected failure"));
@@ -82,7 +86,10 @@ async fn main() -> anyhow::Result<()> {
     pythia_kafka::init_tracing();
     let config = Config::load()?;
     let record_path = std::env::var("TEST_RECORD_FILE").unwrap_or_else(|_| "/dev/null".into());
-    let record = OpenOptions::new().create(true).append(true).open(&record_path)?;
+    let record = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&record_path)?;
     let fail_at = std::env::var("TEST_FAIL_AT").ok().map(|v| {
         let (p, o) = v.split_once(':').expect("TEST_FAIL_AT is PARTITION:OFFSET");
         (p.parse().expect("partition"), o.parse().expect("offset"))
@@ -98,7 +105,12 @@ async fn main() -> anyhow::Result<()> {
     let mut assigned_log = OpenOptions::new().append(true).open(&record_path)?;
     tokio::spawn(async move {
         while status.changed().await.is_ok() {
-            let partitions: Vec<String> = status.borrow().assigned.iter().map(|p| p.to_string()).collect();
+            let partitions: Vec<String> = status
+                .borrow()
+                .assigned
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
             let line = format!("assigned {} {}\n", std::process::id(), partitions.join(","));
             let _ = assigned_log.write_all(line.as_bytes());
         }

@@ -6,7 +6,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pythia", version, about = "Pythia: Kafka stream-processing workers")]
+#[command(
+    name = "pythia",
+    version,
+    about = "Pythia: Kafka stream-processing workers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,13 +34,13 @@ fn parse_topic(spec: &str) -> Result<(String, i32), String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("`{spec}` is not NAME:PARTITIONS, e.g. orders:8"))?;
     if name.is_empty() {
-        return Err(format!("`{spec}` has an empty topic name; write NAME:PARTITIONS, e.g. orders:8"));
+        return Err(format!(
+            "`{spec}` has an empty topic name; write NAME:PARTITIONS, e.g. orders:8"
+        ));
     }
-    let partitions: i32 = partitions
-        .parse()
-        .ok()
-        .filter(|p| *p >= 1)
-        .ok_or_else(|| format!("`{partitions}` in `{spec}` is not a partition count of 1 or more"))?;
+    let partitions: i32 = partitions.parse().ok().filter(|p| *p >= 1).ok_or_else(|| {
+        format!("`{partitions}` in `{spec}` is not a partition count of 1 or more")
+    })?;
     Ok((name.to_owned(), partitions))
 }
 
@@ -47,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Broker { topics } => {
             let broker = pythia_kafka::EmbeddedBroker::with_topics(
-                topics.iter().map(|(name, partitions)| (name.as_str(), *partitions)),
+                topics
+                    .iter()
+                    .map(|(name, partitions)| (name.as_str(), *partitions)),
             )
             .context("starting the embedded broker")?;
             for (name, partitions) in &topics {
@@ -72,7 +78,11 @@ mod tests {
     #[test]
     fn topic_specs_parse_and_bad_ones_say_why() {
         assert_eq!(parse_topic("orders:8"), Ok(("orders".to_owned(), 8)));
-        assert!(parse_topic("orders").unwrap_err().contains("NAME:PARTITIONS"));
+        assert!(
+            parse_topic("orders")
+                .unwrap_err()
+                .contains("NAME:PARTITIONS")
+        );
         assert!(parse_topic("orders:0").unwrap_err().contains("1 or more"));
         assert!(parse_topic(":3").unwrap_err().contains("empty topic name"));
     }
