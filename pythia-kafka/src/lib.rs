@@ -50,6 +50,11 @@ pub use pythia_core::{
     Status, Utf8, Worker,
 };
 
+/// The README's examples compile as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Installs a human-readable log subscriber on stderr, filtered by `RUST_LOG`
 /// (default `info`; librdkafka's own logs come through at `warn`). Does nothing
 /// if a subscriber is already installed.
