@@ -53,7 +53,9 @@ fn broker_serves_other_processes_and_stops_on_sigterm() {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
     let partitions = |name: &str| {
         metadata
             .topics()
@@ -75,7 +77,8 @@ fn broker_serves_other_processes_and_stops_on_sigterm() {
         .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("audit", 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset("audit", 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let payload = loop {
