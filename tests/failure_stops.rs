@@ -60,6 +60,32 @@ fn process_error_stops_the_worker_and_commits_nothing_past_it() {
 }
 
 #[test]
+fn panic_in_process_stops_the_worker_like_an_error() {
+    let dir = scratch("panic");
+    let broker = broker("tasks", PARTITIONS);
+    let bootstrap = broker.bootstrap_servers();
+    produce(bootstrap, "tasks", PARTITIONS, 0..40);
+    let mut worker = WorkerSpec::new(bootstrap, "panic", "tasks")
+        .env("TEST_PANIC_AT", "1:5")
+        .spawn(&dir, "w");
+    let status = worker.wait(Duration::from_secs(60));
+    let log = worker.log_text();
+    assert!(
+        !status.success(),
+        "worker should exit non-zero; log:\n{log}"
+    );
+    assert!(
+        log.contains("tasks/1@5") && log.contains("injected panic"),
+        "{log}"
+    );
+    let committed = committed(bootstrap, "panic", "tasks", PARTITIONS);
+    assert!(
+        committed[1].is_none_or(|c| c <= 5),
+        "committed past the panic: {committed:?}"
+    );
+}
+
+#[test]
 fn failed_delivery_stops_the_worker_and_leaves_the_input_uncommitted() {
     let dir = scratch("delivery");
     let broker = broker("input", PARTITIONS);

@@ -315,7 +315,7 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 /// name = "billing"           # in logs and metrics; defaults to the group
 /// max_in_flight = 1024       # messages processing or awaiting output delivery at once
 /// partition_buffer = 1000    # fetched messages held per partition before it pauses
-/// shutdown_timeout = "30s"   # drain deadline on SIGTERM/SIGINT
+/// shutdown_timeout = "30s"   # deadline of the whole shutdown: drain, commit, leave
 /// revoke_timeout = "10s"     # drain deadline for partitions taken by a rebalance
 /// ```
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -330,9 +330,10 @@ pub struct WorkerConfig {
     /// Fetched messages a partition may hold waiting for their turn; at this many
     /// its fetching pauses (the consumer keeps polling), and it resumes at half.
     pub partition_buffer: usize,
-    /// How long a shutdown waits for in-flight messages before abandoning them
-    /// (they are redelivered after a restart). Keep Kubernetes'
-    /// `terminationGracePeriodSeconds` above it.
+    /// The whole shutdown's deadline: in-flight messages get all but the last
+    /// fifth of it (at most 5 s, kept for the final commit and leaving the
+    /// group); what has not finished by then is abandoned and redelivered after
+    /// a restart. Keep Kubernetes' `terminationGracePeriodSeconds` above it.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// How long a rebalance waits for a revoked partition's in-flight messages.

@@ -58,6 +58,16 @@ pub enum Error {
         /// Why.
         source: SinkError,
     },
+    /// A partition's lane failed outside `process` (a panic in a codec or sink).
+    #[error(
+        "processing of {partition} failed: {reason}; its uncommitted messages will be redelivered"
+    )]
+    Lane {
+        /// The partition.
+        partition: PartitionId,
+        /// What happened.
+        reason: String,
+    },
     /// The broker connection failed in a way the source cannot recover from.
     #[error("source failed: {0}")]
     Source(String),

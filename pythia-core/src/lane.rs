@@ -67,7 +67,16 @@ pub(crate) struct Lane {
     tx: mpsc::UnboundedSender<Message<Option<Bytes>>>,
     pub(crate) state: Arc<LaneState>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// Aborted on drop, so no lane outlives its runtime.
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }
 
 impl Lane {
@@ -80,18 +89,29 @@ impl Lane {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(LaneState::default());
         let stop = CancellationToken::new();
+        let failures = shared.failures.clone();
         let run = LaneTask {
-            partition,
+            partition: partition.clone(),
             rx,
             state: state.clone(),
             stop: stop.clone(),
             shared,
         };
+        // A panic anywhere in the lane (codec, sink, a synchronous panic in
+        // `process`) stops the run with an error instead of silently stalling.
+        let task = tokio::spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(run.run()).catch_unwind().await {
+                let _ = failures.send(Error::Lane {
+                    partition,
+                    reason: format!("panicked: {}", panic_text(&*panic)),
+                });
+            }
+        });
         Self {
             tx,
             state,
             stop,
-            task: tokio::spawn(run.run()),
+            task: Some(task),
         }
     }
 
@@ -111,22 +131,35 @@ impl Lane {
 
     /// Stops the lane and waits for it, abandoning its work after `deadline`.
     /// Returns whether it finished in time.
-    pub(crate) async fn finish(self, deadline: tokio::time::Instant) -> bool {
+    pub(crate) async fn finish(mut self, deadline: tokio::time::Instant) -> bool {
         self.stop.cancel();
-        let mut task = self.task;
+        let Some(mut task) = self.task.take() else {
+            return true;
+        };
         match tokio::time::timeout_at(deadline, &mut task).await {
             Ok(_) => true,
             Err(_) => {
                 task.abort();
+                // Returns at the task's next await point.
+                let _ = task.await;
                 false
             }
         }
     }
 
     /// Abandons the lane at once.
-    pub(crate) fn abort(self) {
-        self.task.abort();
+    pub(crate) async fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
+}
+
+enum Wait {
+    Permit(OwnedSemaphorePermit),
+    Stop,
+    Fail,
 }
 
 type Pending = Pin<Box<dyn std::future::Future<Output = (i64, Result<(), SinkError>)> + Send>>;
@@ -146,23 +179,18 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         loop {
             tokio::select! {
                 biased;
-                Some((offset, result)) = pending.next(), if !pending.is_empty() => {
-                    if let Err(source) = result {
-                        self.fail(Error::Delivery { partition: self.partition.clone(), offset, source });
+                Some(delivered) = pending.next(), if !pending.is_empty() => {
+                    if !self.settle(delivered) {
                         return;
                     }
-                    self.ack(offset);
                 }
                 () = self.stop.cancelled(), if !stopping => stopping = true,
                 message = self.rx.recv(), if !stopping => {
                     let Some(message) = message else { stopping = true; continue };
-                    let permit = tokio::select! {
-                        biased;
-                        () = self.stop.cancelled() => { stopping = true; continue }
-                        permit = self.shared.permits.clone().acquire_owned() => match permit {
-                            Ok(permit) => permit,
-                            Err(_) => return, // the run is over
-                        },
+                    let permit = match self.permit(&mut pending).await {
+                        Wait::Permit(permit) => permit,
+                        Wait::Stop => { stopping = true; continue }
+                        Wait::Fail => return,
                     };
                     match self.handle(message, permit).await {
                         Ok(Some(delivery)) => pending.push(delivery),
@@ -174,6 +202,46 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 }
                 else => return,
+            }
+        }
+    }
+
+    /// Waits for a processing permit. Meanwhile it settles this lane's own
+    /// deliveries, which hold permits: otherwise lanes waiting for permits held
+    /// by their own unsettled deliveries would wait forever.
+    async fn permit(&self, pending: &mut FuturesUnordered<Pending>) -> Wait {
+        loop {
+            tokio::select! {
+                biased;
+                Some(delivered) = pending.next(), if !pending.is_empty() => {
+                    if !self.settle(delivered) {
+                        return Wait::Fail;
+                    }
+                }
+                () = self.stop.cancelled() => return Wait::Stop,
+                permit = self.shared.permits.clone().acquire_owned() => {
+                    // The semaphore closes only when the run is over.
+                    return permit.map_or(Wait::Fail, Wait::Permit);
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a delivered message; on a failed delivery reports it and
+    /// returns false.
+    fn settle(&self, (offset, result): (i64, Result<(), SinkError>)) -> bool {
+        match result {
+            Ok(()) => {
+                self.ack(offset);
+                true
+            }
+            Err(source) => {
+                self.fail(Error::Delivery {
+                    partition: self.partition.clone(),
+                    offset,
+                    source,
+                });
+                false
             }
         }
     }
@@ -201,9 +269,13 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     offset,
                     source,
                 })?;
-            let result = AssertUnwindSafe(self.shared.worker.process(message, &self.shared.ctx))
-                .catch_unwind()
-                .await;
+            // Built inside the async block so a panic while creating the future
+            // is caught too.
+            let result = AssertUnwindSafe(async {
+                self.shared.worker.process(message, &self.shared.ctx).await
+            })
+            .catch_unwind()
+            .await;
             let outputs = match result {
                 Ok(Ok(outputs)) => outputs.into_vec(),
                 Ok(Err(error)) => {

@@ -137,15 +137,23 @@ impl OffsetTracker {
     }
 
     /// Stops tracking these partitions, returning their final commit points.
+    ///
+    /// Points already handed out by `take_commits` are returned too: that
+    /// commit may still be in flight and fail, and this is the last chance.
     pub fn remove(&self, partitions: &[PartitionId]) -> Vec<(PartitionId, i64)> {
         let mut map = self.lock();
         partitions
             .iter()
-            .filter_map(|p| {
-                let offsets = map.remove(p)?;
-                let point = offsets.commit_point()?;
-                (offsets.committed != Some(point)).then(|| (p.clone(), point))
-            })
+            .filter_map(|p| Some((p.clone(), map.remove(p)?.commit_point()?)))
+            .collect()
+    }
+
+    /// Every partition's current commit point, whether or not already taken:
+    /// for the final commit.
+    pub fn commit_points(&self) -> Vec<(PartitionId, i64)> {
+        self.lock()
+            .iter()
+            .filter_map(|(p, offsets)| Some((p.clone(), offsets.commit_point()?)))
             .collect()
     }
 }

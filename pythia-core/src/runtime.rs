@@ -1,12 +1,14 @@
 //! The runtime: routes a source's messages into per-partition lanes, applies
 //! backpressure by pausing partitions, and drives rebalances and shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -179,7 +181,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                         update(&|s| s.assigned.retain(|p| !partitions.contains(p)));
                         for p in &partitions {
                             if let Some(lane) = lanes.remove(p) {
-                                lane.abort();
+                                lane.abort().await;
                             }
                         }
                     }
@@ -188,17 +190,23 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
         }
 
         // Drain: stop fetching, let lanes finish what they started, commit, leave.
+        // One deadline covers it all; the last part of it is kept for the commit.
         update(&|s| s.phase = Phase::Draining);
         stopping.cancel();
+        let started = Instant::now();
+        let end = started + config.shutdown_timeout;
+        let reserve = (config.shutdown_timeout / 5).min(Duration::from_secs(5));
         let partitions: Vec<PartitionId> = lanes.keys().cloned().collect();
         source.pause(&partitions);
         let in_flight: usize = lanes.values().map(|l| l.state.held()).sum();
         tracing::info!(in_flight, timeout = ?config.shutdown_timeout, "draining");
-        abandoned += finish_lanes(lanes.drain().map(|(_, l)| l), config.shutdown_timeout).await;
+        abandoned += drain(&mut source, lanes, end - reserve).await;
         if let Some(error) = &failure {
             tracing::error!(%error, "worker stopped by a failed message");
         }
-        let closed = source.close(config.shutdown_timeout).await;
+        let closed = source
+            .close(end.saturating_duration_since(Instant::now()).max(reserve))
+            .await;
         let summary = RunSummary {
             processed: shared.processed.load(Ordering::Relaxed),
             abandoned,
@@ -271,6 +279,65 @@ async fn revoke(
     tracing::info!(partitions = ?revocation.partitions(), "partitions revoked, draining");
     let abandoned = finish_lanes(revoked.into_iter(), timeout).await;
     revocation.drained();
+    abandoned
+}
+
+/// Finishes every lane by `deadline` while still answering the source: a
+/// rebalance during the drain gets its revocation released as soon as the
+/// revoked partitions' lanes are done, so no partition is handed over while its
+/// lane still runs. Messages arriving meanwhile are not started (and so not
+/// committed). Returns the number of messages abandoned at the deadline.
+async fn drain<S: Source>(
+    source: &mut S,
+    lanes: HashMap<PartitionId, Lane>,
+    deadline: Instant,
+) -> usize {
+    for lane in lanes.values() {
+        lane.stop();
+    }
+    let mut running: HashSet<PartitionId> = lanes.keys().cloned().collect();
+    let mut finishing: FuturesUnordered<_> = lanes
+        .into_iter()
+        .map(|(partition, lane)| async move {
+            let state = lane.state.clone();
+            let in_time = lane.finish(deadline).await;
+            (partition, if in_time { 0 } else { state.held() })
+        })
+        .collect();
+    let mut revocations: Vec<Revocation> = Vec::new();
+    let mut abandoned = 0;
+    let mut source_open = true;
+    while !finishing.is_empty() {
+        tokio::select! {
+            Some((partition, lost)) = finishing.next() => {
+                running.remove(&partition);
+                abandoned += lost;
+                let (ready, waiting): (Vec<_>, Vec<_>) = revocations
+                    .into_iter()
+                    .partition(|r| r.partitions().iter().all(|p| !running.contains(p)));
+                ready.into_iter().for_each(Revocation::drained);
+                revocations = waiting;
+            }
+            event = source.next(), if source_open => match event {
+                None => source_open = false,
+                Some(SourceEvent::Revoked(revocation)) => {
+                    if revocation.partitions().iter().any(|p| running.contains(p)) {
+                        revocations.push(revocation);
+                    } else {
+                        revocation.drained();
+                    }
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    revocations.into_iter().for_each(Revocation::drained);
+    if abandoned > 0 {
+        tracing::warn!(
+            abandoned,
+            "in-flight messages did not finish before the shutdown deadline; they are not committed and will be redelivered"
+        );
+    }
     abandoned
 }
 

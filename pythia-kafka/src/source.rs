@@ -201,6 +201,9 @@ impl ConsumerContext for SourceContext {
                     return;
                 }
                 self.flush();
+                // librdkafka keeps a partition's pause across unassign/assign:
+                // clear it, or a partition paused now stays paused if it returns.
+                resume(consumer, tpl);
                 if consumer.assignment_lost() {
                     tracing::warn!(
                         ?partitions,
@@ -231,6 +234,13 @@ impl ConsumerContext for SourceContext {
                 commit(consumer, &commits, CommitMode::Sync, "revoke");
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // A fresh assignment starts flowing, whatever state it was left in.
+            resume(consumer, tpl);
         }
     }
 
@@ -272,6 +282,14 @@ fn commit(
         Err(error) => {
             tracing::warn!(%error, reason, "offset commit failed; messages after the last commit may be redelivered");
             false
+        }
+    }
+}
+
+fn resume(consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
+    if tpl.count() > 0 {
+        if let Err(error) = consumer.resume(tpl) {
+            tracing::debug!(%error, "resume on rebalance");
         }
     }
 }
@@ -319,8 +337,9 @@ impl Poller {
             }
             self.poll_batch();
             if !self.consumer.context().flush() {
-                // The runtime is gone without closing: leave without committing more.
-                break None;
+                // The runtime stopped listening: it is closing (a close request
+                // is queued or about to be) or the source was dropped.
+                break self.close_request();
             }
         };
         self.close(reply);
@@ -339,6 +358,17 @@ impl Poller {
                 Ok(Command::Close(reply)) => return Err(Some(reply)),
                 Err(std_mpsc::TryRecvError::Empty) => return Ok(()),
                 Err(std_mpsc::TryRecvError::Disconnected) => return Err(None),
+            }
+        }
+    }
+
+    /// Waits for the close request after the runtime stopped taking events.
+    fn close_request(&self) -> Option<oneshot::Sender<Result<(), pythia_core::Error>>> {
+        loop {
+            match self.commands.recv_timeout(Duration::from_secs(10)) {
+                Ok(Command::Close(reply)) => return Some(reply),
+                Ok(_) => continue,
+                Err(_) => return None,
             }
         }
     }
@@ -397,7 +427,7 @@ impl Poller {
         context.closing.store(true, Ordering::Release);
         // Commit points only ever cover finished messages, so committing them is
         // safe even when the source was dropped without a clean close.
-        let commits = context.tracker.take_commits();
+        let commits = context.tracker.commit_points();
         let result = if commit(&self.consumer, &commits, CommitMode::Sync, "shutdown") {
             Ok(())
         } else {

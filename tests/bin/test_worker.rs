@@ -5,6 +5,7 @@
 //!   after each message and `assigned <pid> <topic/partition,...>` on every assignment change;
 //! - `TEST_DELAY_MS`: sleep this long in each `process` call;
 //! - `TEST_FAIL_AT`: `PARTITION:OFFSET` whose processing returns an error;
+//! - `TEST_PANIC_AT`: `PARTITION:OFFSET` whose processing panics;
 //! - `TEST_OUTPUT`: when set, each message produces one output (its payload) to the output topic.
 
 use std::fs::{File, OpenOptions};
@@ -19,6 +20,7 @@ struct TestWorker {
     record: Mutex<File>,
     delay: Duration,
     fail_at: Option<(i32, i64)>,
+    panic_at: Option<(i32, i64)>,
     output: bool,
 }
 
@@ -50,6 +52,9 @@ impl Worker for TestWorker {
         let start = micros();
         if self.fail_at == Some((msg.partition(), msg.offset())) {
             return Err(ProcessError::msg("injected failure"));
+        }
+        if self.panic_at == Some((msg.partition(), msg.offset())) {
+            panic!("injected panic");
         }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
@@ -90,14 +95,17 @@ async fn main() -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(&record_path)?;
-    let fail_at = std::env::var("TEST_FAIL_AT").ok().map(|v| {
-        let (p, o) = v.split_once(':').expect("TEST_FAIL_AT is PARTITION:OFFSET");
-        (p.parse().expect("partition"), o.parse().expect("offset"))
-    });
+    let position = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            let (p, o) = v.split_once(':').expect("PARTITION:OFFSET");
+            (p.parse().expect("partition"), o.parse().expect("offset"))
+        })
+    };
     let worker = TestWorker {
         record: Mutex::new(record),
         delay: Duration::from_millis(env_parse("TEST_DELAY_MS")?.unwrap_or(0)),
-        fail_at,
+        fail_at: position("TEST_FAIL_AT"),
+        panic_at: position("TEST_PANIC_AT"),
         output: std::env::var_os("TEST_OUTPUT").is_some(),
     };
     let instance = KafkaWorker::new(worker, config)?;
