@@ -287,10 +287,10 @@ fn commit(
 }
 
 fn resume(consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
-    if tpl.count() > 0 {
-        if let Err(error) = consumer.resume(tpl) {
-            tracing::debug!(%error, "resume on rebalance");
-        }
+    if tpl.count() > 0
+        && let Err(error) = consumer.resume(tpl)
+    {
+        tracing::debug!(%error, "resume on rebalance");
     }
 }
 
