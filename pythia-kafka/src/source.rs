@@ -171,9 +171,10 @@ impl SourceContext {
         if batch.is_empty() {
             return true;
         }
-        for message in &batch {
+        // One tracker lock per run of same-partition messages, not per message.
+        for run in batch.chunk_by(|a, b| a.partition_id() == b.partition_id()) {
             self.tracker
-                .received(message.partition_id(), [message.offset()]);
+                .received(run[0].partition_id(), run.iter().map(|m| m.offset()));
         }
         self.events.send(SourceEvent::Messages(batch)).is_ok()
     }

@@ -1,0 +1,150 @@
+//! A worker run in process on the embedded broker: several input topics, one
+//! output per input, everything committed, a clean summary.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pythia_kafka::core::{Record, Sink};
+use pythia_kafka::{
+    Config, ConfigLoader, Context, KafkaSink, KafkaWorker, Message, Output, Outputs, ProcessError,
+    Utf8, Worker,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Upper-cases each input and remembers where it came from.
+#[derive(Default)]
+struct Upper {
+    seen: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Worker for Upper {
+    type Input = String;
+    type Output = String;
+    type Codec = Utf8;
+
+    async fn process(
+        &self,
+        msg: Message<String>,
+        _: &Context,
+    ) -> Result<Outputs<String>, ProcessError> {
+        *self
+            .seen
+            .lock()
+            .unwrap()
+            .entry(msg.topic().to_owned())
+            .or_default() += 1;
+        let key = msg.key().map(<[u8]>::to_vec).unwrap_or_default();
+        Ok(Output::new(msg.payload().to_uppercase())
+            .key(key)
+            .header("from", msg.topic().to_owned())
+            .into())
+    }
+}
+
+fn committed_total(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn high_total(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_on_two_topics_delivers_outputs_and_commits_everything() {
+    const PER_TOPIC: usize = 300;
+    let mut config = Config::from_loader(
+        ConfigLoader::new()
+            .no_file()
+            .env::<&str, &str>([])
+            .set("kafka.brokers", "embedded")
+            .set("kafka.group", "upper")
+            .set("kafka.topics", "left,right")
+            .set("kafka.output_topic", "shouted")
+            .set("kafka.embedded_partitions", 3)
+            .set("kafka.commit_interval", "100ms"),
+    )
+    .unwrap();
+    let broker = config.start_embedded().unwrap().expect("embedded broker");
+    let bootstrap = broker.bootstrap_servers().to_owned();
+
+    let producer = KafkaSink::new(&config.kafka).unwrap();
+    let mut deliveries = Vec::new();
+    for topic in ["left", "right"] {
+        for i in 0..PER_TOPIC {
+            let record = Record::new(format!("{topic} message {i}"))
+                .with_key(format!("k{i}"))
+                .with_topic(topic);
+            deliveries.push(producer.send(record).await.unwrap());
+        }
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+
+    let worker = std::sync::Arc::new(Upper::default());
+    let instance = KafkaWorker::shared(worker.clone(), config).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(instance.run(async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while high_total(&bootstrap, "shouted", 3) < 2 * PER_TOPIC as i64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outputs did not all arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    let summary = run.await.unwrap().unwrap();
+
+    assert_eq!(summary.processed, 2 * PER_TOPIC as u64);
+    assert_eq!(summary.abandoned, 0);
+    let seen = worker.seen.lock().unwrap().clone();
+    assert_eq!(seen.get("left"), Some(&PER_TOPIC));
+    assert_eq!(seen.get("right"), Some(&PER_TOPIC));
+    assert_eq!(
+        high_total(&bootstrap, "shouted", 3),
+        2 * PER_TOPIC as i64,
+        "exactly one output per input"
+    );
+    for topic in ["left", "right"] {
+        assert_eq!(
+            committed_total(&bootstrap, "upper", topic, 3),
+            PER_TOPIC as i64,
+            "{topic} fully committed"
+        );
+    }
+}
