@@ -18,12 +18,7 @@ fn process_error_stops_the_worker_and_commits_nothing_past_it() {
         .env("TEST_DELAY_MS", 2)
         .env("TEST_FAIL_AT", "2:30")
         .spawn(&dir, "w");
-    let status = worker.wait(Duration::from_secs(60));
-    let log = worker.log_text();
-    assert!(
-        !status.success(),
-        "worker should exit non-zero; log:\n{log}"
-    );
+    let log = worker.expect_failure(Duration::from_secs(60));
     assert!(
         log.contains("tasks/2@30"),
         "the error names the message: {log}"
@@ -68,12 +63,7 @@ fn panic_in_process_stops_the_worker_like_an_error() {
     let mut worker = WorkerSpec::new(bootstrap, "panic", "tasks")
         .env("TEST_PANIC_AT", "1:5")
         .spawn(&dir, "w");
-    let status = worker.wait(Duration::from_secs(60));
-    let log = worker.log_text();
-    assert!(
-        !status.success(),
-        "worker should exit non-zero; log:\n{log}"
-    );
+    let log = worker.expect_failure(Duration::from_secs(60));
     assert!(
         log.contains("tasks/1@5") && log.contains("injected panic"),
         "{log}"
@@ -104,12 +94,7 @@ fn failed_delivery_stops_the_worker_and_leaves_the_input_uncommitted() {
         .env("PYTHIA_KAFKA__OUTPUT_TOPIC", "output")
         .env("PYTHIA_KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", 3000)
         .spawn(&dir, "w");
-    let status = worker.wait(Duration::from_secs(60));
-    let log = worker.log_text();
-    assert!(
-        !status.success(),
-        "worker should exit non-zero; log:\n{log}"
-    );
+    let log = worker.expect_failure(Duration::from_secs(60));
     assert!(log.contains("was not delivered"), "{log}");
     assert!(
         !worker.records().processed.is_empty(),

@@ -225,6 +225,17 @@ impl Worker {
         }
     }
 
+    /// Waits for the process to exit with a failure; returns its log.
+    pub fn expect_failure(&mut self, timeout: Duration) -> String {
+        let status = self.wait(timeout);
+        let log = self.log_text();
+        assert!(
+            !status.success(),
+            "worker should exit non-zero; log:\n{log}"
+        );
+        log
+    }
+
     /// What the process logged on stderr.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
