@@ -11,7 +11,19 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
 
-fn start(args: &[&str]) -> (Child, String) {
+/// Kills the broker process if a test fails before stopping it.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(args: &[&str]) -> (Broker, String) {
     let mut child = Command::new(PYTHIA)
         .arg("broker")
         .args(args)
@@ -29,7 +41,7 @@ fn start(args: &[&str]) -> (Child, String) {
         .strip_prefix("bootstrap=")
         .unwrap_or_else(|| panic!("first line is not bootstrap=...: {line:?}"))
         .to_owned();
-    (child, bootstrap)
+    (Broker(child), bootstrap)
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
@@ -45,7 +57,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
 
 #[test]
 fn broker_serves_other_processes_and_stops_on_sigterm() {
-    let (mut child, bootstrap) = start(&["--topic", "orders:8", "--topic", "audit:1"]);
+    let (mut broker, bootstrap) = start(&["--topic", "orders:8", "--topic", "audit:1"]);
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -92,8 +104,8 @@ fn broker_serves_other_processes_and_stops_on_sigterm() {
     drop(consumer);
     drop(producer);
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut child, Duration::from_secs(10));
+    unsafe { libc::kill(broker.0.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut broker.0, Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
 }
 
