@@ -148,12 +148,12 @@ impl OffsetTracker {
             .collect()
     }
 
-    /// Every partition's current commit point, whether or not already taken:
-    /// for the final commit.
-    pub fn commit_points(&self) -> Vec<(PartitionId, i64)> {
+    /// Stops tracking every partition, returning each one's final commit
+    /// point (taken or not): for the last commit before leaving.
+    pub fn remove_all(&self) -> Vec<(PartitionId, i64)> {
         self.lock()
-            .iter()
-            .filter_map(|(p, offsets)| Some((p.clone(), offsets.commit_point()?)))
+            .drain()
+            .filter_map(|(p, offsets)| Some((p, offsets.commit_point()?)))
             .collect()
     }
 }
@@ -219,7 +219,7 @@ mod tests {
         let mut removed = tracker.remove(&[a.clone(), b.clone()]);
         removed.sort();
         assert_eq!(removed, vec![(a.clone(), 2), (b, 1)]);
-        assert!(tracker.commit_points().is_empty());
+        assert!(tracker.remove_all().is_empty());
         assert_eq!(tracker.commit_point(&a), None);
     }
 

@@ -321,6 +321,10 @@ async fn drain<S: Source>(
             event = source.next(), if source_open => match event {
                 None => source_open = false,
                 Some(SourceEvent::Revoked(revocation)) => {
+                    tracing::info!(
+                        partitions = ?revocation.partitions(),
+                        "partitions revoked while draining; handing them over once their lanes finish"
+                    );
                     if revocation.partitions().iter().any(|p| running.contains(p)) {
                         revocations.push(revocation);
                     } else {

@@ -69,8 +69,14 @@ impl KafkaSource {
             tracker: tracker.clone(),
             pending: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
-            // The runtime abandons a revoked lane at its deadline; wait a little longer.
-            revoke_wait: config.worker.revoke_timeout + Duration::from_secs(1),
+            // The runtime releases a revocation by its deadline: revoke_timeout
+            // while running, the shutdown deadline while draining. Wait a little
+            // longer than either, so a partition is never handed over early.
+            revoke_wait: config
+                .worker
+                .revoke_timeout
+                .max(config.worker.shutdown_timeout)
+                + Duration::from_secs(1),
         };
         let consumer: BaseConsumer<SourceContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = config.kafka.topics.iter().map(String::as_str).collect();
@@ -428,7 +434,9 @@ impl Poller {
         context.closing.store(true, Ordering::Release);
         // Commit points only ever cover finished messages, so committing them is
         // safe even when the source was dropped without a clean close.
-        let commits = context.tracker.commit_points();
+        // Removed from the tracker, so the revoke callback of the close below
+        // has nothing left to commit after the member is gone.
+        let commits = context.tracker.remove_all();
         let result = if commit(&self.consumer, &commits, CommitMode::Sync, "shutdown") {
             Ok(())
         } else {
