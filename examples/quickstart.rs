@@ -16,11 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use pythia_kafka::KafkaSink;
 use pythia_kafka::core::{Record, Sink};
-use pythia_kafka::{
-    Config, ConfigLoader, Context, Json, KafkaSink, KafkaWorker, Message, Outputs, ProcessError,
-    Worker,
-};
+use pythia_kafka::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -32,16 +30,16 @@ struct Order {
 }
 
 /// Sums order amounts; counts what it processed.
-#[derive(Default)]
+#[derive(Default, Worker)]
+#[pythia(topic = "orders", group = "quickstart")]
 struct OrderTotals {
     processed: AtomicU64,
     revenue_cents: AtomicU64,
 }
 
-impl Worker for OrderTotals {
+impl Process for OrderTotals {
     type Input = Order;
     type Output = ();
-    type Codec = Json;
 
     async fn process(
         &self,
@@ -69,12 +67,10 @@ const INSTANCES: usize = 2;
 async fn main() -> anyhow::Result<()> {
     pythia_kafka::init_tracing();
     let started = Instant::now();
-    // Code defaults sit below pythia.toml and PYTHIA_* variables.
+    // The derive's topic and group, then pythia.toml, then PYTHIA_* variables;
+    // with no brokers set anywhere, the embedded broker.
     let mut config = Config::from_loader(
-        ConfigLoader::new()
-            .default_value("kafka.brokers", "embedded")
-            .default_value("kafka.group", "quickstart")
-            .default_value("kafka.topics", "orders"),
+        Config::loader_for::<OrderTotals>().default_value("kafka.brokers", "embedded"),
     )?;
     let _broker = config.start_embedded()?; // None when PYTHIA_KAFKA__BROKERS names a cluster
     let topic = config.kafka.topics[0].clone();

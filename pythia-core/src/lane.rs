@@ -307,6 +307,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 })?;
                 let record = Record {
                     topic: output.topic,
+                    sink: output.sink.or(W::SPEC.default_sink),
                     key: output.key,
                     payload,
                     headers: output.headers,

@@ -11,8 +11,10 @@ use crate::message::Headers;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Record {
-    /// Target topic; `None` for the sink's default topic.
+    /// Target topic; `None` for the named sink's topic, else the default topic.
     pub topic: Option<Arc<str>>,
+    /// The named sink the record goes to; `None` for the default.
+    pub sink: Option<&'static str>,
     /// The key, if any.
     pub key: Option<Bytes>,
     /// The encoded payload.
@@ -31,6 +33,7 @@ impl Record {
     pub fn new(payload: impl Into<Bytes>) -> Self {
         Self {
             topic: None,
+            sink: None,
             key: None,
             payload: payload.into(),
             headers: Headers::new(),
@@ -40,6 +43,12 @@ impl Record {
     /// Sets the key.
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the named sink.
+    pub fn with_sink(mut self, sink: &'static str) -> Self {
+        self.sink = Some(sink);
         self
     }
 
@@ -65,6 +74,14 @@ pub enum SinkError {
         "output has no topic: set the worker's output topic (kafka.output_topic) or call Output::to_topic"
     )]
     NoTopic,
+    /// The output names a sink the worker does not declare.
+    #[error(
+        "output names the sink `{sink}`, which has no topic: declare it with #[pythia(sinks({sink} = \"topic\"))] or set kafka.sinks.{sink}"
+    )]
+    UnknownSink {
+        /// The sink's name.
+        sink: String,
+    },
     /// The broker refused the record or did not confirm it in time.
     #[error("delivery to `{topic}` failed: {reason}")]
     Delivery {

@@ -9,28 +9,34 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Decode, Encode};
 use crate::message::{Headers, Message};
+use crate::spec::WorkerSpec;
 
-/// A stream-processing worker: decodes each message with `Codec` and processes it.
+/// The processing logic of a worker: one async function per message.
 ///
 /// `process` runs once per message, in offset order within a partition, and
 /// concurrently across partitions. What it returns is sent to the sink; the input
 /// counts as done (and its offset may be committed) only when every output is
 /// delivered.
 ///
+/// A type becomes a runnable worker with [`Worker`], usually derived:
+/// `#[derive(Worker)]` declares the topics, group, codec and sinks, and this
+/// trait holds the logic.
+///
 /// ```
-/// use pythia_core::{Context, Message, Outputs, ProcessError, Worker, codec::Json};
+/// use pythia_core::{Context, Message, Outputs, Process, ProcessError, Worker, codec::Json};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Order { id: u64, amount_cents: u64 }
 /// #[derive(serde::Serialize)]
 /// struct Invoice { order_id: u64, total_cents: u64 }
 ///
+/// #[derive(Worker)]
+/// #[pythia(topic = "orders", output = "invoices")]
 /// struct Billing;
 ///
-/// impl Worker for Billing {
+/// impl Process for Billing {
 ///     type Input = Order;
 ///     type Output = Invoice;
-///     type Codec = Json;
 ///
 ///     async fn process(&self, msg: Message<Order>, _ctx: &Context) -> Result<Outputs<Invoice>, ProcessError> {
 ///         let order = msg.into_payload();
@@ -42,18 +48,15 @@ use crate::message::{Headers, Message};
 /// }
 /// ```
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a Pythia worker",
-    label = "this type does not implement `pythia_core::Worker`",
-    note = "implement `Worker` for `{Self}`: set `type Input`, `type Output`, `type Codec` and write `async fn process`"
+    message = "`{Self}` has no processing logic",
+    label = "`{Self}` does not implement `Process`",
+    note = "implement `Process` for `{Self}`: set `type Input` and `type Output` and write `async fn process(&self, msg: Message<Self::Input>, ctx: &Context) -> Result<Outputs<Self::Output>, ProcessError>`"
 )]
-pub trait Worker: Send + Sync + 'static {
+pub trait Process: Send + Sync + 'static {
     /// The decoded input payload.
     type Input: Send + 'static;
     /// The payload of each output; `()` for a worker that produces nothing.
     type Output: Send + 'static;
-    /// How payloads are decoded and outputs encoded: [`Json`](crate::codec::Json),
-    /// [`Raw`](crate::codec::Raw), [`Utf8`](crate::codec::Utf8), or a pair `(In, Out)`.
-    type Codec: Decode<Self::Input> + Encode<Self::Output>;
 
     /// Processes one message and returns its outputs (none, one or many).
     fn process(
@@ -61,6 +64,47 @@ pub trait Worker: Send + Sync + 'static {
         message: Message<Self::Input>,
         ctx: &Context,
     ) -> impl Future<Output = Result<Outputs<Self::Output>, ProcessError>> + Send;
+}
+
+/// A runnable worker: its [`Process`] logic plus how its payloads are encoded and
+/// what it consumes and produces by default.
+///
+/// Derive it (`#[derive(Worker)]`, see the [derive's documentation](derive@crate::Worker)
+/// for every attribute), or implement it by hand:
+///
+/// ```
+/// use pythia_core::{Context, Json, Message, Outputs, Process, ProcessError, Worker, WorkerSpec};
+///
+/// struct Audit;
+///
+/// impl Process for Audit {
+///     type Input = serde_json::Value;
+///     type Output = ();
+///     async fn process(&self, msg: Message<serde_json::Value>, _: &Context) -> Result<Outputs<()>, ProcessError> {
+///         println!("{}", msg.payload());
+///         Ok(Outputs::none())
+///     }
+/// }
+///
+/// impl Worker for Audit {
+///     type Codec = Json;
+///     const SPEC: WorkerSpec = WorkerSpec::new("audit").with_topics(&["orders", "refunds"]);
+/// }
+/// assert_eq!(Audit::SPEC.group_or_name(), "audit");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Pythia worker",
+    label = "this type does not implement `pythia_core::Worker`",
+    note = "add `#[derive(Worker)]` with `#[pythia(topics = [\"...\"])]` to `{Self}` and implement `Process` for it"
+)]
+pub trait Worker: Process {
+    /// How payloads are decoded and outputs encoded: [`Json`](crate::codec::Json),
+    /// [`Raw`](crate::codec::Raw), [`Utf8`](crate::codec::Utf8), or a pair `(In, Out)`.
+    type Codec: Decode<Self::Input> + Encode<Self::Output>;
+
+    /// The worker's declared name, topics, group and sinks: the defaults its
+    /// configuration starts from.
+    const SPEC: WorkerSpec = WorkerSpec::UNNAMED;
 }
 
 /// What the runtime tells a worker about the run it is part of.
@@ -116,6 +160,7 @@ pub struct Output<T> {
     pub(crate) key: Option<Bytes>,
     pub(crate) headers: Headers,
     pub(crate) topic: Option<Arc<str>>,
+    pub(crate) sink: Option<&'static str>,
 }
 
 impl<T> Output<T> {
@@ -126,6 +171,7 @@ impl<T> Output<T> {
             key: None,
             headers: Headers::new(),
             topic: None,
+            sink: None,
         }
     }
 
@@ -141,7 +187,26 @@ impl<T> Output<T> {
         self
     }
 
-    /// Sends this output to `topic` instead of the sink's default topic.
+    /// Routes this output to the named sink `sink` (declared with
+    /// `#[pythia(sinks(name = "topic"))]`; the derive also makes a constant per
+    /// sink, so `Self::BILLING` is checked at compile time).
+    ///
+    /// ```
+    /// use pythia_core::Output;
+    /// let out = Output::new("invoice-7").to("billing");
+    /// assert_eq!(out.sink_name(), Some("billing"));
+    /// ```
+    pub fn to(mut self, sink: &'static str) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// The named sink this output goes to, if any.
+    pub fn sink_name(&self) -> Option<&'static str> {
+        self.sink
+    }
+
+    /// Sends this output to `topic`, whatever sink it names.
     pub fn to_topic(mut self, topic: impl Into<Arc<str>>) -> Self {
         self.topic = Some(topic.into());
         self

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use pythia_core::{ConfigError, ConfigLoader, WorkerConfig};
+use pythia_core::{ConfigError, ConfigLoader, Worker, WorkerConfig, WorkerSpec};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Deserializer};
 
@@ -47,6 +47,79 @@ impl Config {
     /// and validates.
     pub fn load() -> Result<Self, ConfigError> {
         Self::from_loader(ConfigLoader::new())
+    }
+
+    /// Loads the configuration of worker `W`: its declared [`WorkerSpec`] (from
+    /// `#[derive(Worker)]`), then `pythia.toml` (or `PYTHIA_CONFIG`), then
+    /// `PYTHIA_*` variables; and validates.
+    ///
+    /// ```
+    /// use pythia_kafka::{Config, Context, Message, Outputs, Process, ProcessError, Worker};
+    ///
+    /// #[derive(Worker)]
+    /// #[pythia(topic = "orders", sinks(billing = "billing.invoices"))]
+    /// struct Billing;
+    /// impl Process for Billing {
+    ///     type Input = serde_json::Value;
+    ///     type Output = serde_json::Value;
+    ///     async fn process(&self, msg: Message<Self::Input>, _: &Context) -> Result<Outputs<Self::Output>, ProcessError> {
+    ///         Ok(Outputs::one(msg.into_payload()))
+    ///     }
+    /// }
+    ///
+    /// # unsafe { std::env::set_var("PYTHIA_KAFKA__BROKERS", "localhost:9092") };
+    /// // PYTHIA_KAFKA__BROKERS=localhost:9092
+    /// let config = Config::for_worker::<Billing>()?;
+    /// assert_eq!(config.name(), "billing");
+    /// assert_eq!(config.kafka.group.as_deref(), Some("billing"));
+    /// assert_eq!(config.kafka.topics, ["orders"]);
+    /// assert_eq!(config.kafka.sinks["billing"], "billing.invoices");
+    /// # Ok::<(), pythia_core::ConfigError>(())
+    /// ```
+    pub fn for_worker<W: Worker>() -> Result<Self, ConfigError> {
+        Self::from_loader(Self::loader_for::<W>())
+    }
+
+    /// A loader whose defaults are `W`'s declared [`WorkerSpec`]; add code
+    /// defaults or overrides to it, then pass it to [`Config::from_loader`].
+    ///
+    /// ```
+    /// # use pythia_kafka::{Config, ConfigLoader};
+    /// # fn demo<W: pythia_kafka::Worker>() -> Result<(), pythia_core::ConfigError> {
+    /// let config = Config::from_loader(
+    ///     Config::loader_for::<W>().default_value("kafka.brokers", "embedded"),
+    /// )?;
+    /// # Ok(()) }
+    /// ```
+    pub fn loader_for<W: Worker>() -> ConfigLoader {
+        Self::spec_defaults(ConfigLoader::new(), &W::SPEC)
+    }
+
+    /// Adds the keys `spec` declares as defaults of `loader`.
+    pub fn spec_defaults(mut loader: ConfigLoader, spec: &WorkerSpec) -> ConfigLoader {
+        if !spec.name.is_empty() {
+            loader = loader
+                .default_value("worker.name", spec.name)
+                .default_value("kafka.group", spec.group_or_name());
+        } else if let Some(group) = spec.group {
+            loader = loader.default_value("kafka.group", group);
+        }
+        if !spec.topics.is_empty() {
+            loader = loader.default_value("kafka.topics", spec.topics.join(","));
+        }
+        if let Some(output) = spec.output {
+            loader = loader.default_value("kafka.output_topic", output);
+        }
+        for (name, topic) in spec.sinks {
+            loader = loader.default_value(&format!("kafka.sinks.{name}"), *topic);
+        }
+        if let Some(n) = spec.max_in_flight {
+            loader = loader.default_value("worker.max_in_flight", n as u64);
+        }
+        if let Some(n) = spec.partition_buffer {
+            loader = loader.default_value("worker.partition_buffer", n as u64);
+        }
+        loader
     }
 
     /// Loads with a loader carrying code defaults or overrides, and validates.
@@ -278,7 +351,8 @@ pub struct Security {
 /// brokers = "kafka-1:9092,kafka-2:9092"   # or "embedded"
 /// group = "billing"
 /// topics = ["orders"]
-/// output_topic = "invoices"               # where outputs go unless Output::to_topic says otherwise
+/// output_topic = "invoices"               # where outputs that name no sink go
+/// sinks = { billing = "billing.invoices" } # named sinks: Output::to("billing")
 /// group_protocol = "auto"                 # auto | consumer (KIP-848) | classic
 /// assignment_strategy = "cooperative-sticky"  # classic only
 /// session_timeout = "45s"                 # classic only
@@ -304,6 +378,8 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     /// The default topic for outputs.
     pub output_topic: Option<String>,
+    /// Named sinks: the topic of each (`[kafka.sinks]`, `billing = "billing.invoices"`).
+    pub sinks: BTreeMap<String, String>,
     /// The consumer-group protocol.
     pub group_protocol: GroupProtocol,
     /// The assignor of the classic protocol.
@@ -331,6 +407,7 @@ impl Default for KafkaConfig {
             group: None,
             topics: Vec::new(),
             output_topic: None,
+            sinks: BTreeMap::new(),
             group_protocol: GroupProtocol::Auto,
             assignment_strategy: AssignmentStrategy::CooperativeSticky,
             session_timeout: Duration::from_secs(45),
@@ -380,7 +457,23 @@ impl KafkaConfig {
                 "set the input topics: PYTHIA_KAFKA__TOPICS=orders,refunds or `topics = [\"orders\"]` under [kafka]",
             ));
         }
+        for (name, topic) in &self.sinks {
+            if topic.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("kafka.sinks.{name}"),
+                    "names no topic: set the sink's topic, e.g. `billing = \"billing.invoices\"` under [kafka.sinks]",
+                ));
+            }
+        }
         self.validate_clients()
+    }
+
+    /// Every topic the worker writes to: the output topic and the sinks' topics.
+    pub fn output_topics(&self) -> impl Iterator<Item = &str> {
+        self.output_topic
+            .iter()
+            .chain(self.sinks.values())
+            .map(String::as_str)
     }
 
     /// Checks what a producer-only use needs (brokers and raw properties).

@@ -110,7 +110,7 @@ impl EmbeddedBroker {
         &self.bootstrap
     }
 
-    /// Creates a topic with `partitions` partitions.
+    /// Creates a topic with `partitions` partitions; a topic that exists is left as it is.
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), EmbeddedError> {
         let topic_error = |reason: String| EmbeddedError::Topic {
             topic: name.to_owned(),
@@ -124,7 +124,8 @@ impl EmbeddedBroker {
         let err = unsafe {
             rdsys::rd_kafka_mock_topic_create(self.cluster, c_name.as_ptr(), partitions, 1)
         };
-        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        use rdsys::rd_kafka_resp_err_t::*;
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS {
             // SAFETY: rd_kafka_err2str returns a static string.
             let reason = unsafe { CStr::from_ptr(rdsys::rd_kafka_err2str(err)) };
             return Err(topic_error(reason.to_string_lossy().into_owned()));

@@ -3,17 +3,18 @@
 //! for development.
 //!
 //! ```no_run
-//! use pythia_kafka::{Config, Context, Json, Message, Outputs, ProcessError, Worker};
+//! use pythia_kafka::prelude::*;
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Order { id: u64, amount_cents: u64 }
 //!
+//! #[derive(Worker)]
+//! #[pythia(topic = "orders", output = "order-totals")]
 //! struct Totals;
 //!
-//! impl Worker for Totals {
+//! impl Process for Totals {
 //!     type Input = Order;
 //!     type Output = u64;
-//!     type Codec = Json;
 //!
 //!     async fn process(&self, msg: Message<Order>, _: &Context) -> Result<Outputs<u64>, ProcessError> {
 //!         Ok(Outputs::one(msg.payload().amount_cents))
@@ -21,9 +22,9 @@
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // PYTHIA_KAFKA__BROKERS=host:9092 PYTHIA_KAFKA__GROUP=totals PYTHIA_KAFKA__TOPICS=orders
-//!     pythia_kafka::run(Totals, Config::load()?).await?;
+//! async fn main() -> Result<(), pythia_kafka::core::Error> {
+//!     // PYTHIA_KAFKA__BROKERS=host:9092, or "embedded" for an in-process broker
+//!     Totals.run().await?;
 //!     Ok(())
 //! }
 //! ```
@@ -31,6 +32,7 @@
 mod config;
 mod embedded;
 mod error;
+mod pipeline;
 mod run;
 mod sink;
 mod source;
@@ -40,15 +42,24 @@ pub use config::{
 };
 pub use embedded::{EMBEDDED_SESSION_TIMEOUT, EmbeddedBroker, EmbeddedError};
 pub use error::KafkaError;
-pub use run::{EMBEDDED_FETCH_WAIT, KafkaWorker, run, run_shared, run_until};
+pub use pipeline::{Pipeline, PipelineBuilder, StageSummary};
+pub use run::{EMBEDDED_FETCH_WAIT, KafkaWorker, WorkerExt, run, run_shared, run_until};
 pub use sink::{KafkaDelivery, KafkaSink};
 pub use source::{KafkaAcker, KafkaSource};
 
 pub use pythia_core as core;
 pub use pythia_core::{
-    ConfigLoader, Context, Json, Message, Output, Outputs, Phase, ProcessError, Raw, RunSummary,
-    Status, Utf8, Worker,
+    ConfigLoader, Context, Json, Message, Output, Outputs, Phase, Process, ProcessError, Raw,
+    RunSummary, Status, Utf8, Worker, WorkerSpec,
 };
+
+/// What a worker's source file needs: `use pythia_kafka::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Config, KafkaWorker, Pipeline, WorkerExt};
+    pub use pythia_core::{
+        Context, Json, Message, Output, Outputs, Process, ProcessError, Raw, Utf8, Worker,
+    };
+}
 
 /// The README's examples compile as doc tests.
 #[doc = include_str!("../../README.md")]

@@ -39,8 +39,20 @@ impl Config {
             return Ok(None);
         }
         let broker = EmbeddedBroker::start()?;
+        self.use_embedded(&broker)?;
+        Ok(Some(broker))
+    }
+
+    /// Points the config at a running embedded broker and creates the topics
+    /// it reads and writes there (`kafka.embedded_partitions` each), with the
+    /// settings that suit the mock cluster.
+    pub fn use_embedded(&mut self, broker: &EmbeddedBroker) -> Result<(), KafkaError> {
         let partitions = self.kafka.embedded_partitions;
-        for topic in self.kafka.topics.iter().chain(&self.kafka.output_topic) {
+        let topics: Vec<String> = (self.kafka.topics.iter().map(String::as_str))
+            .chain(self.kafka.output_topics())
+            .map(str::to_owned)
+            .collect();
+        for topic in &topics {
             broker.create_topic(topic, partitions)?;
         }
         if self.kafka.group_protocol == GroupProtocol::Auto {
@@ -54,9 +66,57 @@ impl Config {
                 .set(EMBEDDED_FETCH_WAIT.0, EMBEDDED_FETCH_WAIT.1);
         }
         self.kafka.brokers = Some(broker.bootstrap_servers().to_owned());
-        Ok(Some(broker))
+        Ok(())
     }
 }
+
+/// The entry points of every [`Worker`] on Kafka.
+///
+/// ```no_run
+/// use pythia_kafka::prelude::*;
+///
+/// #[derive(Worker)]
+/// #[pythia(topic = "orders")]
+/// struct Audit;
+///
+/// impl Process for Audit {
+///     type Input = serde_json::Value;
+///     type Output = ();
+///     async fn process(&self, msg: Message<serde_json::Value>, _: &Context) -> Result<Outputs<()>, ProcessError> {
+///         println!("{}", msg.payload());
+///         Ok(Outputs::none())
+///     }
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), pythia_kafka::core::Error> {
+///     // The derive's defaults < pythia.toml < PYTHIA_* variables.
+///     Audit.run().await?;
+///     Ok(())
+/// }
+/// ```
+pub trait WorkerExt: Worker + Sized {
+    /// Loads the worker's configuration ([`Config::for_worker`]: its declared
+    /// defaults, `pythia.toml`, `PYTHIA_*` variables) and runs it until SIGTERM
+    /// or SIGINT, then drains, commits and leaves. See [`run`].
+    fn run(self) -> impl Future<Output = Result<RunSummary, pythia_core::Error>> + Send {
+        async move {
+            crate::init_tracing();
+            let config = Config::for_worker::<Self>()?;
+            run(self, config).await
+        }
+    }
+
+    /// Runs the worker with an explicit configuration until SIGTERM or SIGINT.
+    fn run_with(
+        self,
+        config: Config,
+    ) -> impl Future<Output = Result<RunSummary, pythia_core::Error>> + Send {
+        run(self, config)
+    }
+}
+
+impl<W: Worker> WorkerExt for W {}
 
 /// Runs `worker` until SIGTERM or SIGINT, then drains, commits and leaves.
 ///
@@ -65,13 +125,14 @@ impl Config {
 /// redelivered after a restart).
 ///
 /// ```no_run
-/// use pythia_kafka::{Config, Context, Json, Message, Outputs, ProcessError, Worker};
+/// use pythia_kafka::{Config, Context, Message, Outputs, Process, ProcessError, Worker};
 ///
+/// #[derive(Worker)]
+/// #[pythia(topic = "events")]
 /// struct Printer;
-/// impl Worker for Printer {
+/// impl Process for Printer {
 ///     type Input = serde_json::Value;
 ///     type Output = ();
-///     type Codec = Json;
 ///     async fn process(&self, msg: Message<serde_json::Value>, _: &Context) -> Result<Outputs<()>, ProcessError> {
 ///         println!("{}", msg.payload());
 ///         Ok(Outputs::none())
@@ -80,7 +141,7 @@ impl Config {
 ///
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     let config = Config::load()?; // pythia.toml + PYTHIA_* variables
+///     let config = Config::for_worker::<Printer>()?; // + pythia.toml + PYTHIA_* variables
 ///     pythia_kafka::run(Printer, config).await?;
 ///     Ok(())
 /// }

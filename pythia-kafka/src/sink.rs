@@ -1,5 +1,6 @@
 //! The Kafka sink: an idempotent producer whose delivery report gates commits.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,16 +29,39 @@ use crate::error::KafkaError;
 pub struct KafkaSink {
     producer: FutureProducer,
     default_topic: Option<Arc<str>>,
+    sinks: Arc<HashMap<String, Arc<str>>>,
 }
 
 impl KafkaSink {
-    /// A producer for `config.brokers`, sending to `config.output_topic` by default.
+    /// A producer for `config.brokers`, sending records that name a sink to
+    /// that sink's topic (`config.sinks`) and the others to `config.output_topic`.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
         let producer: FutureProducer = config.producer_client_config()?.create()?;
+        let sinks = config
+            .sinks
+            .iter()
+            .map(|(name, topic)| (name.clone(), Arc::from(topic.as_str())))
+            .collect();
         Ok(Self {
             producer,
             default_topic: config.output_topic.as_deref().map(Arc::from),
+            sinks: Arc::new(sinks),
         })
+    }
+
+    /// The topic a record goes to: its own, else its sink's, else the default.
+    fn topic_of(&self, record: &Record) -> Result<Arc<str>, SinkError> {
+        if let Some(topic) = &record.topic {
+            return Ok(topic.clone());
+        }
+        match record.sink {
+            Some(sink) => self
+                .sinks
+                .get(sink)
+                .cloned()
+                .ok_or_else(|| SinkError::UnknownSink { sink: sink.into() }),
+            None => self.default_topic.clone().ok_or(SinkError::NoTopic),
+        }
     }
 
     /// Waits until every queued record is delivered or `timeout` passes.
@@ -55,6 +79,7 @@ impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
             .field("default_topic", &self.default_topic)
+            .field("sinks", &self.sinks)
             .finish_non_exhaustive()
     }
 }
@@ -90,10 +115,7 @@ impl Sink for KafkaSink {
     type Delivery = KafkaDelivery;
 
     async fn send(&self, record: Record) -> Result<KafkaDelivery, SinkError> {
-        let topic = record
-            .topic
-            .or_else(|| self.default_topic.clone())
-            .ok_or(SinkError::NoTopic)?;
+        let topic = self.topic_of(&record)?;
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for h in record.headers.iter() {
             headers = headers.insert(Header {

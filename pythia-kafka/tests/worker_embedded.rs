@@ -7,22 +7,22 @@ use std::time::Duration;
 
 use pythia_kafka::core::{Record, Sink};
 use pythia_kafka::{
-    Config, ConfigLoader, Context, KafkaSink, KafkaWorker, Message, Output, Outputs, ProcessError,
-    Utf8, Worker,
+    Config, Context, KafkaSink, KafkaWorker, Message, Output, Outputs, Process, ProcessError,
+    Worker,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Upper-cases each input and remembers where it came from.
-#[derive(Default)]
+#[derive(Default, Worker)]
+#[pythia(topics = ["left", "right"], output = "shouted", codec = "utf8")]
 struct Upper {
     seen: Mutex<BTreeMap<String, usize>>,
 }
 
-impl Worker for Upper {
+impl Process for Upper {
     type Input = String;
     type Output = String;
-    type Codec = Utf8;
 
     async fn process(
         &self,
@@ -84,18 +84,17 @@ fn high_total(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_on_two_topics_delivers_outputs_and_commits_everything() {
     const PER_TOPIC: usize = 300;
+    // Topics, group ("upper", from the name) and output come from the derive.
     let mut config = Config::from_loader(
-        ConfigLoader::new()
+        Config::loader_for::<Upper>()
             .no_file()
             .env::<&str, &str>([])
             .set("kafka.brokers", "embedded")
-            .set("kafka.group", "upper")
-            .set("kafka.topics", "left,right")
-            .set("kafka.output_topic", "shouted")
             .set("kafka.embedded_partitions", 3)
             .set("kafka.commit_interval", "100ms"),
     )
     .unwrap();
+    assert_eq!(config.kafka.group.as_deref(), Some("upper"));
     let broker = config.start_embedded().unwrap().expect("embedded broker");
     let bootstrap = broker.bootstrap_servers().to_owned();
 

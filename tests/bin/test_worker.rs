@@ -14,7 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use pythia_kafka::{Config, Context, KafkaWorker, Message, Outputs, ProcessError, Raw, Worker};
+use pythia_kafka::{
+    Config, Context, KafkaWorker, Message, Outputs, Process, ProcessError, Raw, Worker,
+};
 
 struct TestWorker {
     record: Mutex<File>,
@@ -39,10 +41,14 @@ impl TestWorker {
     }
 }
 
+// Declared by hand, with no spec: everything comes from `PYTHIA_*` variables.
 impl Worker for TestWorker {
+    type Codec = Raw;
+}
+
+impl Process for TestWorker {
     type Input = Bytes;
     type Output = Bytes;
-    type Codec = Raw;
 
     async fn process(
         &self,
