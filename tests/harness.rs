@@ -375,3 +375,140 @@ pub fn spread(n: u64, partitions: i32) -> Vec<i64> {
         .map(|p| ((n + partitions as u64 - 1 - p) / partitions as u64) as i64)
         .collect()
 }
+
+/// An example program of `pythia-examples`, built by `cargo test --workspace`
+/// beside the test executables (`target/<profile>/examples/`); built on demand
+/// when a single test is run on its own.
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "pythia-examples", "--example", name]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building example {name} failed");
+    }
+    bin
+}
+
+/// Runs an example to completion with `env`; returns its stdout, failing the
+/// test (with its stderr) if it exits non-zero or runs past `timeout`.
+pub fn run_example(name: &str, env: &[(&str, &str)], timeout: Duration) -> String {
+    let dir = scratch(name);
+    let out = dir.join("stdout");
+    let err = dir.join("stderr");
+    let mut command = Command::new(example_bin(name));
+    command
+        .env("RUST_LOG", "warn")
+        .env_remove("PYTHIA_CONFIG")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("spawn example");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "example {name} ran past {timeout:?}; stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        status.success(),
+        "example {name} failed ({status}); stdout:\n{stdout}\nstderr:\n{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    stdout
+}
+
+/// Starts an example program as a long-running process (a pipeline stage,
+/// say), logging to `dir/<name>.log`.
+pub fn spawn_example(
+    dir: &Path,
+    name: &str,
+    example: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Worker {
+    let record = dir.join(format!("{name}.rec"));
+    let log = dir.join(format!("{name}.log"));
+    let mut command = Command::new(example_bin(example));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).expect("stdout file"))
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().expect("spawn example");
+    Worker { child, record, log }
+}
+
+/// The value of `key=<number>` in a summary line.
+pub fn summary_value(line: &str, key: &str) -> Option<i64> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Produces `payloads` to `topic`, round-robin over its partitions, and waits
+/// until all are delivered.
+pub fn produce_payloads(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    payloads: impl IntoIterator<Item = String>,
+) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "2")
+        .create()
+        .expect("producer");
+    for (i, payload) in payloads.into_iter().enumerate() {
+        let partition = (i % partitions as usize) as i32;
+        loop {
+            let record = BaseRecord::<(), _>::to(topic)
+                .payload(&payload)
+                .partition(partition);
+            match producer.send(record) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("all payloads delivered");
+}

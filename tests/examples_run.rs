@@ -1,0 +1,104 @@
+//! Every example runs on the embedded broker and its summary line shows every
+//! message processed and routed as its rules imply. The expected counts are
+//! computed here from the rules each example documents.
+
+use std::time::Duration;
+
+use pythia_tests::{run_example, summary_value};
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// The summary line: the last line of stdout starting with `produced=`.
+fn summary(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("produced="))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+}
+
+fn value(line: &str, key: &str) -> i64 {
+    summary_value(line, key).unwrap_or_else(|| panic!("no `{key}=` in `{line}`"))
+}
+
+#[test]
+fn quickstart_processes_every_order_with_two_instances() {
+    let stdout = run_example("quickstart", &[], LIMIT);
+    let line = summary(&stdout);
+    assert_eq!(value(line, "produced"), 10_000, "{line}");
+    assert_eq!(value(line, "processed"), 10_000, "{line}");
+    // Each instance got a share of the partitions and processed some orders.
+    let shares = line
+        .split("per_instance=[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no per_instance in `{line}`"));
+    let shares: Vec<i64> = shares.split(',').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(shares.len(), 2, "{line}");
+    assert!(shares.iter().all(|n| *n > 0), "{line}");
+    assert_eq!(shares.iter().sum::<i64>(), 10_000, "{line}");
+    // Amounts are 100 + id % 900 cents for ids 1..=10000.
+    let revenue: i64 = (1..=10_000).map(|id| 100 + id % 900).sum();
+    assert_eq!(value(line, "revenue_cents"), revenue, "{line}");
+}
+
+#[test]
+fn fan_out_routes_each_output_to_its_sink() {
+    let stdout = run_example("fan_out", &[], LIMIT);
+    let line = summary(&stdout);
+    // Order `id` has 1 + id % 3 items and is free (no invoice) when id % 10 == 0.
+    let orders = 2_000i64;
+    let items: i64 = (1..=orders).map(|id| 1 + id % 3).sum();
+    let invoices = (1..=orders).filter(|id| id % 10 != 0).count() as i64;
+    assert_eq!(value(line, "produced"), orders, "{line}");
+    assert_eq!(value(line, "processed"), orders, "{line}");
+    let routed = line
+        .split(" routed ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no routed counts in `{line}`"));
+    assert_eq!(value(routed, "orders"), orders, "{line}");
+    assert_eq!(value(routed, "inventory"), items, "{line}");
+    assert_eq!(value(routed, "billing"), invoices, "{line}");
+}
+
+#[test]
+fn multi_topic_consumes_every_topic() {
+    let stdout = run_example("multi_topic", &[], LIMIT);
+    let line = summary(&stdout);
+    assert_eq!(value(line, "produced"), 4_750, "{line}");
+    assert_eq!(value(line, "processed"), 4_750, "{line}");
+    assert_eq!(value(line, "page.views"), 3_000, "{line}");
+    assert_eq!(value(line, "page.clicks"), 1_500, "{line}");
+    assert_eq!(value(line, "purchases"), 250, "{line}");
+}
+
+#[test]
+fn order_pipeline_in_one_process_ends_every_line_in_one_place() {
+    let stdout = run_example("order_pipeline", &[], LIMIT);
+    let line = summary(&stdout);
+    // Line `id`: malformed when id % 50 == 0, rejected when id % 20 == 0, else stored.
+    let lines = 5_000i64;
+    let malformed = (1..=lines).filter(|id| id % 50 == 0).count() as i64;
+    let rejected = (1..=lines)
+        .filter(|id| id % 20 == 0 && id % 50 != 0)
+        .count() as i64;
+    assert_eq!(value(line, "produced"), lines, "{line}");
+    assert_eq!(value(line, "processed"), lines, "{line}");
+    assert_eq!(value(line, "malformed"), malformed, "{line}");
+    assert_eq!(value(line, "rejected"), rejected, "{line}");
+    assert_eq!(
+        value(line, "stored"),
+        lines - malformed - rejected,
+        "{line}"
+    );
+    // Each stage saw what the previous one let through.
+    assert!(line.contains(&format!("ingest:{lines}")), "{line}");
+    assert!(
+        line.contains(&format!("validate:{}", lines - malformed)),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("store:{}", lines - malformed - rejected)),
+        "{line}"
+    );
+}
