@@ -124,7 +124,11 @@ fn order(id: u64) -> Order {
             quantity: 1 + (i as u32),
         })
         .collect();
-    let total_cents = if id % 10 == 0 { 0 } else { 500 + id % 1000 };
+    let total_cents = if id.is_multiple_of(10) {
+        0
+    } else {
+        500 + id % 1000
+    };
     Order {
         id,
         customer: format!("customer-{}", id % 100),

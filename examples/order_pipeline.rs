@@ -198,8 +198,8 @@ const LINES: u64 = 5_000;
 /// `id % 20 == 0`, else a valid order.
 fn line(id: u64) -> String {
     match id {
-        _ if id % 50 == 0 => format!("{id};customer-{}", id % 100),
-        _ if id % 20 == 0 => format!("{id},customer-{},0", id % 100),
+        _ if id.is_multiple_of(50) => format!("{id};customer-{}", id % 100),
+        _ if id.is_multiple_of(20) => format!("{id},customer-{},0", id % 100),
         _ => format!("{id},customer-{},{}", id % 100, 100 + id % 900),
     }
 }
@@ -280,9 +280,9 @@ async fn all_in_one() -> anyhow::Result<()> {
         stored + rejected + malformed,
         per_stage.join(",")
     );
-    let expect_malformed = (1..=LINES).filter(|id| id % 50 == 0).count() as u64;
+    let expect_malformed = (1..=LINES).filter(|id| id.is_multiple_of(50)).count() as u64;
     let expect_rejected = (1..=LINES)
-        .filter(|id| id % 20 == 0 && id % 50 != 0)
+        .filter(|id| id.is_multiple_of(20) && !id.is_multiple_of(50))
         .count() as u64;
     ensure!(
         malformed == expect_malformed,

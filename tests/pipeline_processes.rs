@@ -14,8 +14,8 @@ const LINES: u64 = 3_000;
 /// The example's rule: malformed when id % 50 == 0, a zero amount when id % 20 == 0.
 fn line(id: u64) -> String {
     match id {
-        _ if id % 50 == 0 => format!("{id};customer-{}", id % 100),
-        _ if id % 20 == 0 => format!("{id},customer-{},0", id % 100),
+        _ if id.is_multiple_of(50) => format!("{id};customer-{}", id % 100),
+        _ if id.is_multiple_of(20) => format!("{id},customer-{},0", id % 100),
         _ => format!("{id},customer-{},{}", id % 100, 100 + id % 900),
     }
 }
@@ -57,9 +57,9 @@ fn three_stage_processes_move_every_line_end_to_end() {
 
     produce_payloads(bootstrap, "orders.raw", PARTITIONS, (1..=LINES).map(line));
 
-    let malformed: BTreeSet<u64> = (1..=LINES).filter(|id| id % 50 == 0).collect();
+    let malformed: BTreeSet<u64> = (1..=LINES).filter(|id| id.is_multiple_of(50)).collect();
     let rejected: BTreeSet<u64> = (1..=LINES)
-        .filter(|id| id % 20 == 0 && id % 50 != 0)
+        .filter(|id| id.is_multiple_of(20) && !id.is_multiple_of(50))
         .collect();
     let valid: BTreeSet<u64> = (1..=LINES)
         .filter(|id| !malformed.contains(id) && !rejected.contains(id))

@@ -165,3 +165,58 @@ async fn an_input_commits_only_when_every_sink_delivered() {
     );
     assert!(high_watermark(&bootstrap, "orders.audit") >= MESSAGES as i64);
 }
+
+/// Routes to a sink name it never declared.
+#[derive(Worker)]
+#[pythia(
+    topic = "orders",
+    group = "misrouted",
+    codec = "utf8",
+    sinks(audit = "orders.audit")
+)]
+struct Misrouted;
+
+impl Process for Misrouted {
+    type Input = String;
+    type Output = String;
+
+    async fn process(
+        &self,
+        msg: Message<String>,
+        _: &Context,
+    ) -> Result<Outputs<String>, ProcessError> {
+        Ok(Outputs::from(Output::new(msg.into_payload()).to("auditt")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeclared_sink_stops_the_worker_with_a_clear_error() {
+    let mut config = Config::from_loader(
+        Config::loader_for::<Misrouted>()
+            .no_file()
+            .env::<&str, &str>([])
+            .set("kafka.brokers", "embedded")
+            .set("kafka.embedded_partitions", 1),
+    )
+    .unwrap();
+    let broker = config.start_embedded().unwrap().expect("embedded broker");
+    let producer = KafkaSink::new(&config.kafka).unwrap();
+    let record = Record::new("order-1").with_topic("orders");
+    producer.send(record).await.unwrap().await.unwrap();
+
+    let result = KafkaWorker::new(Misrouted, config)
+        .unwrap()
+        .run(tokio::time::sleep(Duration::from_secs(60)))
+        .await;
+    let error = result.expect_err("an output to an undeclared sink fails");
+    let text = error.to_string();
+    assert!(
+        matches!(
+            &error,
+            Error::Delivery { source: SinkError::UnknownSink { sink }, .. } if sink == "auditt"
+        ),
+        "{error:?}"
+    );
+    assert!(text.contains("kafka.sinks.auditt"), "{text}");
+    drop(broker);
+}
