@@ -87,6 +87,8 @@ pub(crate) struct Attrs {
     pub(crate) max_in_flight: Option<Attr<LitInt>>,
     pub(crate) partition_buffer: Option<Attr<LitInt>>,
     pub(crate) krate: Option<Attr<syn::Path>>,
+    /// Whether `topic` or `topics` was written, even with a bad value.
+    pub(crate) source_seen: bool,
 }
 
 impl Attrs {
@@ -94,7 +96,19 @@ impl Attrs {
     pub(crate) fn parse(cx: &Ctxt, attrs: &[syn::Attribute]) -> Self {
         let mut out = Self::default();
         for attr in attrs.iter().filter(|a| a.path().is_ident(PYTHIA)) {
-            if let Err(error) = attr.parse_nested_meta(|meta| out.parse_key(cx, meta)) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                let rest = meta.input;
+                match out.parse_key(cx, meta) {
+                    // A value of the wrong type was read whole: report it and
+                    // read the keys after it.
+                    Err(error) if rest.is_empty() || rest.peek(Token![,]) => {
+                        cx.push(error);
+                        Ok(())
+                    }
+                    result => result,
+                }
+            });
+            if let Err(error) = parsed {
                 cx.push(error);
             }
         }
@@ -103,8 +117,20 @@ impl Attrs {
 
     fn parse_key(&mut self, cx: &Ctxt, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
         let Some(key) = meta.path.get_ident().map(Ident::to_string) else {
-            return Err(meta.error(unknown_key("this path")));
+            let path = quote::ToTokens::to_token_stream(&meta.path)
+                .to_string()
+                .replace(' ', "");
+            return Err(syn::Error::new_spanned(
+                &meta.path,
+                format!(
+                    "`{path}` is not a pythia attribute: keys are single words, one of {}",
+                    KEYS.join(", ")
+                ),
+            ));
         };
+        if key == TOPIC || key == TOPICS {
+            self.source_seen = true;
+        }
         let span = meta
             .path
             .get_ident()
@@ -164,12 +190,15 @@ impl Attrs {
             }
             CRATE => {
                 let lit = string(&meta, CRATE, "\"pythia_kafka::core\"")?;
-                let path = syn::parse_str::<syn::Path>(&lit.value).map_err(|_| {
-                    syn::Error::new(
-                        lit.span,
-                        "expected a path, e.g. `crate = \"pythia_kafka::core\"`",
-                    )
-                })?;
+                // Spanned on the string, so that an unresolved path points at it.
+                let path = LitStr::new(&lit.value, lit.span)
+                    .parse::<syn::Path>()
+                    .map_err(|_| {
+                        syn::Error::new(
+                            lit.span,
+                            "expected a path, e.g. `crate = \"pythia_kafka::core\"`",
+                        )
+                    })?;
                 set(cx, &mut self.krate, span, CRATE, path)
             }
             _ => {
@@ -227,9 +256,19 @@ fn int(meta: &ParseNestedMeta<'_>, key: &str, example: &str) -> syn::Result<LitI
             lit: syn::Lit::Int(lit),
             ..
         }) => Ok(lit),
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) => Err(syn::Error::new_spanned(
+            &lit,
+            format!(
+                "`{key}` takes a number: write `{key} = {}` (without quotes)",
+                lit.value()
+            ),
+        )),
         other => Err(syn::Error::new_spanned(
             other,
-            format!("expected an integer, e.g. `{key} = {example}`"),
+            format!("expected a positive integer, e.g. `{key} = {example}`"),
         )),
     }
 }
@@ -238,7 +277,20 @@ fn string_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<Str>> {
     const HINT: &str = "expected a list of topic names, e.g. `topics = [\"orders\", \"refunds\"]` (or `topic = \"orders\"` for one)";
     let value = meta.value()?;
     if !value.peek(syn::token::Bracket) {
-        let wrong: TokenStream = value.parse()?;
+        let wrong: syn::Expr = value.parse()?;
+        if let syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) = &wrong
+        {
+            let topic = lit.value();
+            return Err(syn::Error::new_spanned(
+                lit,
+                format!(
+                    "`topics` takes a list: write `topics = [\"{topic}\"]`, or `topic = \"{topic}\"`"
+                ),
+            ));
+        }
         return Err(syn::Error::new_spanned(wrong, HINT));
     }
     let content;

@@ -2,7 +2,7 @@
 //!
 //! Every mistake is reported, each at the token that caused it.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::{DeriveInput, Ident};
 
@@ -35,7 +35,13 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
     let name = match attrs.name {
         Some(Attr { value, .. }) => {
             if value.value.trim().is_empty() {
-                cx.error(value.span, "the worker name cannot be empty");
+                cx.error(
+                    value.span,
+                    format!(
+                        "the worker name cannot be empty: write e.g. `name = \"billing\"`, or remove `name` to use `{}`",
+                        kebab_case(&input.ident.to_string())
+                    ),
+                );
             }
             value.value
         }
@@ -60,6 +66,8 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
             }
             many.value
         }
+        // A bad `topics` value was reported already.
+        (None, None) if attrs.source_seen => Vec::new(),
         (None, None) => {
             cx.error(
                 input.ident.span(),
@@ -85,7 +93,10 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
 
     let group = attrs.group.map(|g| {
         if g.value.value.trim().is_empty() {
-            cx.error(g.value.span, "the group cannot be empty");
+            cx.error(
+                g.value.span,
+                "the group cannot be empty: write e.g. `group = \"billing\"`, or remove `group` to use the worker's name",
+            );
         }
         g.value.value
     });
@@ -110,7 +121,10 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
             );
         }
         if sinks.iter().any(|(n, ..)| *n == name) {
-            cx.error(sink.name.span(), format!("sink `{name}` is declared twice"));
+            cx.error(
+                sink.name.span(),
+                format!("sink `{name}` is declared twice: give each sink its own name"),
+            );
         }
         check_topic(cx, &sink.topic);
         let constant = format_ident!("{}", name.to_uppercase(), span = sink.name.span());
@@ -146,10 +160,12 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
     let codec = match attrs.codec.map(|c| c.value) {
         None => quote!(#krate::codec::Json),
         Some(Codec::Type(ty)) => quote!(#ty),
+        // Spanned on the string, so that an input or output type the codec
+        // cannot handle is reported at `codec = "..."`.
         Some(Codec::Builtin(name)) => match name.value.as_str() {
-            "json" => quote!(#krate::codec::Json),
-            "raw" => quote!(#krate::codec::Raw),
-            "utf8" => quote!(#krate::codec::Utf8),
+            "json" => respan(quote!(#krate::codec::Json), name.span),
+            "raw" => respan(quote!(#krate::codec::Raw), name.span),
+            "utf8" => respan(quote!(#krate::codec::Utf8), name.span),
             other => {
                 cx.error(
                     name.span,
@@ -182,6 +198,17 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
     }
 }
 
+/// `tokens`, each placed at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
+}
+
 /// A worker is a struct with named fields (its state) or a unit struct.
 fn check_shape(cx: &Ctxt, input: &DeriveInput) {
     match &input.data {
@@ -211,7 +238,10 @@ fn check_topic(cx: &Ctxt, topic: &Str) {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
     if name.is_empty() {
-        cx.error(topic.span, "topic names cannot be empty");
+        cx.error(
+            topic.span,
+            "topic names cannot be empty: write e.g. `\"orders\"`",
+        );
     } else if let Some(c) = bad {
         cx.error(
             topic.span,

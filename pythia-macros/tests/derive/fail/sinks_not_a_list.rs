@@ -1,0 +1,7 @@
+use pythia_core::Worker;
+
+#[derive(Worker)]
+#[pythia(topic = "orders", sinks = "billing.invoices")]
+struct Billing;
+
+fn main() {}
