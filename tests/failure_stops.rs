@@ -1,5 +1,7 @@
-//! Until retries and dead letters exist, a failing message stops the worker with
-//! a clear error, and nothing at or past it in its partition is committed.
+//! With dead letters off (`worker.dead_letter.enabled = false`), a message that
+//! cannot be processed stops the worker with a clear error, and nothing at or
+//! past it in its partition is committed. An output that is not delivered stops
+//! the worker in every mode.
 
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ fn process_error_stops_the_worker_and_commits_nothing_past_it() {
     let mut worker = WorkerSpec::new(bootstrap, "fail", "tasks")
         .env("TEST_DELAY_MS", 2)
         .env("TEST_FAIL_AT", "2:30")
+        .env("PYTHIA_WORKER__DEAD_LETTER__ENABLED", false)
+        .env("PYTHIA_WORKER__RETRY__MAX_ATTEMPTS", 2)
         .spawn(&dir, "w");
     let log = worker.expect_failure(Duration::from_secs(60));
     assert!(
@@ -62,6 +66,7 @@ fn panic_in_process_stops_the_worker_like_an_error() {
     produce(bootstrap, "tasks", PARTITIONS, 0..40);
     let mut worker = WorkerSpec::new(bootstrap, "panic", "tasks")
         .env("TEST_PANIC_AT", "1:5")
+        .env("PYTHIA_WORKER__DEAD_LETTER__ENABLED", false)
         .spawn(&dir, "w");
     let log = worker.expect_failure(Duration::from_secs(60));
     assert!(

@@ -287,6 +287,10 @@ pub struct Records {
     pub processed: Vec<Processed>,
     /// The last assignment each process reported.
     pub assigned: HashMap<u32, Vec<String>>,
+    /// Every assignment change reported, by any process.
+    pub assignment_changes: usize,
+    /// Failed attempts, as (partition, offset), in record order.
+    pub failed: Vec<(i32, i64)>,
 }
 
 impl Records {
@@ -314,7 +318,11 @@ impl Records {
                             .map(str::to_owned)
                             .collect();
                         records.assigned.insert(pid.parse().unwrap(), list);
+                        records.assignment_changes += 1;
                     }
+                    ["failed", _pid, _topic, partition, offset] => records
+                        .failed
+                        .push((partition.parse().unwrap(), offset.parse().unwrap())),
                     _ => {} // a line cut short by SIGKILL
                 }
             }
@@ -511,4 +519,115 @@ pub fn produce_payloads(
     producer
         .flush(Duration::from_secs(30))
         .expect("all payloads delivered");
+}
+
+/// Produces `(partition, payload)` pairs (a `None` payload is a null one) with
+/// keys `key-<index>`, and waits until all are delivered.
+pub fn produce_records(bootstrap: &str, topic: &str, records: &[(i32, Option<Vec<u8>>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "2")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer");
+    for (i, (partition, payload)) in records.iter().enumerate() {
+        let key = format!("key-{i}");
+        loop {
+            let mut record = BaseRecord::<str, [u8]>::to(topic)
+                .key(key.as_str())
+                .partition(*partition);
+            record.payload = payload.as_deref();
+            match producer.send(record) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("all records delivered");
+}
+
+/// A message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    /// Its partition.
+    pub partition: i32,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its payload; `None` when null.
+    pub payload: Option<Vec<u8>>,
+    /// Its headers in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Consumed {
+    /// The value of the last header named `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_ref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Reads every message of `topic` (all `partitions`, from the beginning) until
+/// `expected` arrived or `timeout` passed, then a little longer to catch extras.
+pub fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "pythia-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition offset");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now > deadline || settle_until.is_some_and(|t| now > t) {
+            break;
+        }
+        if out.len() >= expected && settle_until.is_none() {
+            settle_until = Some(now + Duration::from_millis(500));
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = result.expect("consume");
+        let headers = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Consumed {
+            partition: message.partition(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    out
 }

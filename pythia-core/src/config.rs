@@ -12,6 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::dead_letter::DeadLetterConfig;
+use crate::retry::RetryConfig;
+
 /// The environment variable naming the config file.
 pub const CONFIG_PATH_VAR: &str = "PYTHIA_CONFIG";
 /// The file read when `PYTHIA_CONFIG` is unset, if it exists.
@@ -317,8 +320,15 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 /// partition_buffer = 1000    # fetched messages held per partition before it pauses
 /// shutdown_timeout = "30s"   # deadline of the whole shutdown: drain, commit, leave
 /// revoke_timeout = "10s"     # drain deadline for partitions taken by a rebalance
+/// max_message_bytes = 1048576  # larger payloads are dead-lettered unprocessed (default: no limit)
+///
+/// [worker.retry]             # see RetryConfig
+/// max_attempts = 3
+///
+/// [worker.dead_letter]       # see DeadLetterConfig
+/// topic = "{topic}.dlq"
 /// ```
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct WorkerConfig {
@@ -339,6 +349,13 @@ pub struct WorkerConfig {
     /// How long a rebalance waits for a revoked partition's in-flight messages.
     #[serde(with = "humantime_serde")]
     pub revoke_timeout: Duration,
+    /// The largest payload processed; larger ones go to the dead-letter topic
+    /// unprocessed. `None`: no limit beyond the client's.
+    pub max_message_bytes: Option<usize>,
+    /// Retries of transient failures.
+    pub retry: RetryConfig,
+    /// Where messages go when they cannot be processed.
+    pub dead_letter: DeadLetterConfig,
 }
 
 impl Default for WorkerConfig {
@@ -349,6 +366,9 @@ impl Default for WorkerConfig {
             partition_buffer: 1000,
             shutdown_timeout: Duration::from_secs(30),
             revoke_timeout: Duration::from_secs(10),
+            max_message_bytes: None,
+            retry: RetryConfig::default(),
+            dead_letter: DeadLetterConfig::default(),
         }
     }
 }
@@ -374,7 +394,14 @@ impl WorkerConfig {
                 "must be longer than zero, e.g. \"30s\"",
             ));
         }
-        Ok(())
+        if self.max_message_bytes == Some(0) {
+            return Err(ConfigError::invalid(
+                "worker.max_message_bytes",
+                "must be at least 1; leave it unset for no limit",
+            ));
+        }
+        self.retry.validate()?;
+        self.dead_letter.validate()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The runtime's error type.
 
-use crate::codec::{DecodeError, EncodeError};
 use crate::config::ConfigError;
+use crate::dead_letter::FailureKind;
 use crate::message::PartitionId;
 use crate::sink::SinkError;
 
@@ -12,39 +12,20 @@ pub enum Error {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A payload did not decode into the worker's input type.
+    /// A message could not be processed (it did not decode, `process` failed
+    /// or panicked, an output did not encode) and dead letters are off.
     #[error(
-        "message {partition}@{offset} could not be decoded: {source}; it and later offsets of its partition were not committed"
-    )]
-    Decode {
-        /// Where the message is.
-        partition: PartitionId,
-        /// Its offset.
-        offset: i64,
-        /// Why.
-        source: DecodeError,
-    },
-    /// The worker's `process` returned an error or panicked.
-    #[error(
-        "process failed for message {partition}@{offset}: {reason}; it and later offsets of its partition were not committed"
+        "message {partition}@{offset} failed ({kind}): {reason}; it and later offsets of its partition were not committed"
     )]
     Process {
         /// Where the message is.
         partition: PartitionId,
         /// Its offset.
         offset: i64,
+        /// What kind of failure.
+        kind: FailureKind,
         /// The error text.
         reason: String,
-    },
-    /// An output could not be encoded.
-    #[error("output of message {partition}@{offset} could not be encoded: {source}")]
-    Encode {
-        /// Where the input message is.
-        partition: PartitionId,
-        /// Its offset.
-        offset: i64,
-        /// Why.
-        source: EncodeError,
     },
     /// An output was not delivered, so its input was not committed.
     #[error(

@@ -18,11 +18,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::codec::{Decode, Encode};
+use crate::dead_letter::{self, DeadLetterConfig, Failure, FailureKind};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
+use crate::retry::RetryConfig;
 use crate::sink::{Record, Sink, SinkError};
 use crate::source::Acker;
-use crate::worker::{Context, Worker};
+use crate::worker::{Context, Output, Worker};
 
 /// What the runtime and a lane share about it.
 #[derive(Debug, Default)]
@@ -60,6 +62,17 @@ pub(crate) struct Shared<W, K, A> {
     pub(crate) resume_at: usize,
     pub(crate) failures: mpsc::UnboundedSender<Error>,
     pub(crate) processed: AtomicU64,
+    /// Retries, dead letters and the payload size limit.
+    pub(crate) policy: FailurePolicy,
+}
+
+/// What happens to a message that cannot be processed.
+#[derive(Debug, Clone)]
+pub(crate) struct FailurePolicy {
+    pub(crate) retry: RetryConfig,
+    /// `None` when dead letters are off: a failure stops the run.
+    pub(crate) dead_letter: Option<DeadLetterConfig>,
+    pub(crate) max_message_bytes: Option<usize>,
 }
 
 /// The runtime's handle on a running lane.
@@ -156,6 +169,18 @@ impl Lane {
     }
 }
 
+/// What became of a message the lane took.
+enum Handled {
+    /// Sent (outputs or dead letter); acknowledged once delivered.
+    Pending(Pending),
+    /// Done with no outputs, acknowledged.
+    Acked,
+    /// The lane was stopped while the message waited to be retried.
+    Stopped,
+    /// A delivery failed meanwhile; the run is stopping.
+    Failed,
+}
+
 enum Wait {
     Permit(OwnedSemaphorePermit),
     Stop,
@@ -192,9 +217,12 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         Wait::Stop => { stopping = true; continue }
                         Wait::Fail => return,
                     };
-                    match self.handle(message, permit).await {
-                        Ok(Some(delivery)) => pending.push(delivery),
-                        Ok(None) => {}
+                    match self.handle(message, permit, &mut pending).await {
+                        Ok(Handled::Pending(delivery)) => pending.push(delivery),
+                        Ok(Handled::Acked) => {}
+                        // Unacknowledged: redelivered to whoever owns the partition next.
+                        Ok(Handled::Stopped) => stopping = true,
+                        Ok(Handled::Failed) => return,
                         Err(error) => {
                             self.fail(error);
                             return;
@@ -246,29 +274,51 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         }
     }
 
-    /// Decodes, processes and sends one message. Returns the pending delivery of
-    /// its outputs, or `None` when it had none and is already acknowledged.
+    /// Decodes and processes one message, retrying transient failures, and
+    /// sends its outputs — or, when it cannot be processed, its dead letter.
     async fn handle(
         &self,
         raw: Message<Option<Bytes>>,
         permit: OwnedSemaphorePermit,
-    ) -> Result<Option<Pending>, Error> {
-        let offset = raw.offset();
+        pending: &mut FuturesUnordered<Pending>,
+    ) -> Result<Handled, Error> {
         let span = tracing::debug_span!(
             "message",
             worker = %self.shared.ctx.worker(),
             topic = %self.partition.topic(),
             partition = self.partition.index(),
-            offset,
+            offset = raw.offset(),
         );
-        async {
-            let message = raw
-                .try_map(|payload| W::Codec::decode(payload.as_ref()))
-                .map_err(|source| Error::Decode {
-                    partition: self.partition.clone(),
-                    offset,
-                    source,
-                })?;
+        self.attempts(raw, permit, pending).instrument(span).await
+    }
+
+    async fn attempts(
+        &self,
+        raw: Message<Option<Bytes>>,
+        mut permit: OwnedSemaphorePermit,
+        pending: &mut FuturesUnordered<Pending>,
+    ) -> Result<Handled, Error> {
+        let policy = &self.shared.policy;
+        let size = raw.payload.as_ref().map_or(0, Bytes::len);
+        if let Some(limit) = policy.max_message_bytes.filter(|limit| size > *limit) {
+            let reason =
+                format!("payload of {size} bytes exceeds worker.max_message_bytes = {limit}");
+            return self
+                .give_up(raw, FailureKind::TooLarge, reason, 0, permit)
+                .await;
+        }
+        let mut attempt = 0;
+        loop {
+            // Decoded afresh for each attempt: `process` takes the message.
+            let message = match raw.clone().try_map(|p| W::Codec::decode(p.as_ref())) {
+                Ok(message) => message,
+                Err(error) => {
+                    return self
+                        .give_up(raw, FailureKind::Decode, error.to_string(), attempt, permit)
+                        .await;
+                }
+            };
+            attempt += 1;
             // Built inside the async block so a panic while creating the future
             // is caught too.
             let result = AssertUnwindSafe(async {
@@ -276,64 +326,163 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             })
             .catch_unwind()
             .await;
-            let outputs = match result {
-                Ok(Ok(outputs)) => outputs.into_vec(),
-                Ok(Err(error)) => {
-                    return Err(Error::Process {
-                        partition: self.partition.clone(),
-                        offset,
-                        reason: error.to_string(),
-                    });
+            let error = match result {
+                Ok(Ok(outputs)) => {
+                    return self.send(raw, outputs.into_vec(), attempt, permit).await;
                 }
+                Ok(Err(error)) => error,
                 Err(panic) => {
-                    return Err(Error::Process {
-                        partition: self.partition.clone(),
-                        offset,
-                        reason: format!("process panicked: {}", panic_text(&*panic)),
-                    });
+                    let reason = format!("process panicked: {}", panic_text(&*panic));
+                    return self
+                        .give_up(raw, FailureKind::Panic, reason, attempt, permit)
+                        .await;
                 }
             };
-            if outputs.is_empty() {
-                drop(permit);
-                self.ack(offset);
-                return Ok(None);
-            }
-            let mut deliveries = Vec::with_capacity(outputs.len());
-            for output in outputs {
-                let payload = W::Codec::encode(&output.value).map_err(|source| Error::Encode {
-                    partition: self.partition.clone(),
-                    offset,
-                    source,
-                })?;
-                let record = Record {
-                    topic: output.topic,
-                    sink: output.sink.or(W::SPEC.default_sink),
-                    key: output.key,
-                    payload,
-                    headers: output.headers,
+            if error.is_permanent() || attempt >= policy.retry.max_attempts {
+                let kind = if error.is_permanent() {
+                    FailureKind::Permanent
+                } else {
+                    FailureKind::Transient
                 };
-                let delivery =
-                    self.shared
-                        .sink
-                        .send(record)
-                        .await
-                        .map_err(|source| Error::Delivery {
-                            partition: self.partition.clone(),
-                            offset,
-                            source,
-                        })?;
-                deliveries.push(delivery);
+                return self
+                    .give_up(raw, kind, error.to_string(), attempt, permit)
+                    .await;
             }
-            tracing::debug!(outputs = deliveries.len(), "outputs sent");
-            let pending: Pending = Box::pin(async move {
-                let result = futures::future::try_join_all(deliveries).await.map(drop);
-                drop(permit);
-                (offset, result)
-            });
-            Ok(Some(pending))
+            let wait = policy.retry.jittered_backoff(attempt);
+            tracing::warn!(
+                message = %format_args!("{}@{}", self.partition, raw.offset()),
+                attempt,
+                ?wait,
+                %error,
+                "process failed; retrying"
+            );
+            // Only this partition waits: the permit goes back meanwhile.
+            drop(permit);
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(delivered) = pending.next(), if !pending.is_empty() => {
+                        if !self.settle(delivered) {
+                            return Ok(Handled::Failed);
+                        }
+                    }
+                    () = self.stop.cancelled() => return Ok(Handled::Stopped),
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            permit = match self.permit(pending).await {
+                Wait::Permit(permit) => permit,
+                Wait::Stop => return Ok(Handled::Stopped),
+                Wait::Fail => return Ok(Handled::Failed),
+            };
         }
-        .instrument(span)
-        .await
+    }
+
+    /// Encodes and sends the outputs of a processed message.
+    async fn send(
+        &self,
+        raw: Message<Option<Bytes>>,
+        outputs: Vec<Output<W::Output>>,
+        attempt: u32,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Handled, Error> {
+        let offset = raw.offset();
+        if outputs.is_empty() {
+            drop(permit);
+            self.ack(offset);
+            return Ok(Handled::Acked);
+        }
+        let mut records = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let payload = match W::Codec::encode(&output.value) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    let reason = format!("an output could not be encoded: {error}");
+                    return self
+                        .give_up(raw, FailureKind::Encode, reason, attempt, permit)
+                        .await;
+                }
+            };
+            records.push(Record {
+                topic: output.topic,
+                sink: output.sink.or(W::SPEC.default_sink),
+                key: output.key,
+                payload: Some(payload),
+                headers: output.headers,
+            });
+        }
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            let delivery =
+                self.shared
+                    .sink
+                    .send(record)
+                    .await
+                    .map_err(|source| Error::Delivery {
+                        partition: self.partition.clone(),
+                        offset,
+                        source,
+                    })?;
+            deliveries.push(delivery);
+        }
+        tracing::debug!(outputs = deliveries.len(), "outputs sent");
+        Ok(Handled::Pending(Box::pin(async move {
+            let result = futures::future::try_join_all(deliveries).await.map(drop);
+            drop(permit);
+            (offset, result)
+        })))
+    }
+
+    /// Sends a message that cannot be processed to the dead-letter topic, or
+    /// stops the run when dead letters are off.
+    async fn give_up(
+        &self,
+        raw: Message<Option<Bytes>>,
+        kind: FailureKind,
+        reason: String,
+        attempts: u32,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Handled, Error> {
+        let offset = raw.offset();
+        let Some(config) = &self.shared.policy.dead_letter else {
+            return Err(Error::Process {
+                partition: self.partition.clone(),
+                offset,
+                kind,
+                reason,
+            });
+        };
+        let topic = config.topic_for(self.partition.topic());
+        tracing::warn!(
+            message = %format_args!("{}@{offset}", self.partition),
+            %kind,
+            attempts,
+            %reason,
+            dead_letter_topic = %topic,
+            "dead-lettering message"
+        );
+        let failure = Failure {
+            kind,
+            reason,
+            attempts,
+        };
+        let record = dead_letter::record(raw, topic, self.shared.ctx.worker(), &failure);
+        let delivery = self
+            .shared
+            .sink
+            .send(record)
+            .await
+            .map_err(|source| Error::Delivery {
+                partition: self.partition.clone(),
+                offset,
+                source,
+            })?;
+        Ok(Handled::Pending(Box::pin(async move {
+            let result = delivery.await;
+            drop(permit);
+            (offset, result)
+        })))
     }
 
     fn ack(&self, offset: i64) {

@@ -12,10 +12,12 @@
 
 pub mod codec;
 pub mod config;
+pub mod dead_letter;
 mod error;
 mod lane;
 mod message;
 pub mod offsets;
+pub mod retry;
 pub mod runtime;
 pub mod shutdown;
 pub mod sink;
@@ -25,8 +27,10 @@ mod worker;
 
 pub use codec::{Json, Raw, Utf8};
 pub use config::{ConfigError, ConfigLoader, WorkerConfig};
+pub use dead_letter::{DeadLetterConfig, FailureKind};
 pub use error::Error;
 pub use message::{Header, Headers, Message, PartitionId};
+pub use retry::RetryConfig;
 pub use runtime::{Phase, RunSummary, Runtime, Status};
 pub use sink::{NoSink, Record, Sink, SinkError};
 pub use source::{Acker, Revocation, Source, SourceEvent};

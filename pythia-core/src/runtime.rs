@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
 use crate::error::Error;
-use crate::lane::{Lane, Shared};
+use crate::lane::{FailurePolicy, Lane, Shared};
 use crate::message::PartitionId;
 use crate::sink::Sink;
 use crate::source::{Revocation, Source, SourceEvent};
@@ -134,6 +134,14 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             resume_at: config.partition_buffer / 2,
             failures,
             processed: Default::default(),
+            policy: FailurePolicy {
+                retry: config.retry.clone(),
+                dead_letter: config
+                    .dead_letter
+                    .enabled
+                    .then(|| config.dead_letter.clone()),
+                max_message_bytes: config.max_message_bytes,
+            },
         });
         let mut lanes: HashMap<PartitionId, Lane> = HashMap::new();
         let mut failure = None;

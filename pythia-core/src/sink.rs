@@ -17,8 +17,9 @@ pub struct Record {
     pub sink: Option<&'static str>,
     /// The key, if any.
     pub key: Option<Bytes>,
-    /// The encoded payload.
-    pub payload: Bytes,
+    /// The encoded payload; `None` for a null payload (a dead letter keeps its
+    /// original's).
+    pub payload: Option<Bytes>,
     /// Headers to send.
     pub headers: Headers,
 }
@@ -35,7 +36,7 @@ impl Record {
             topic: None,
             sink: None,
             key: None,
-            payload: payload.into(),
+            payload: Some(payload.into()),
             headers: Headers::new(),
         }
     }

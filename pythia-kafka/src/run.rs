@@ -48,10 +48,14 @@ impl Config {
     /// settings that suit the mock cluster.
     pub fn use_embedded(&mut self, broker: &EmbeddedBroker) -> Result<(), KafkaError> {
         let partitions = self.kafka.embedded_partitions;
-        let topics: Vec<String> = (self.kafka.topics.iter().map(String::as_str))
+        let mut topics: Vec<String> = (self.kafka.topics.iter().map(String::as_str))
             .chain(self.kafka.output_topics())
             .map(str::to_owned)
             .collect();
+        if self.worker.dead_letter.enabled {
+            let dead_letter = &self.worker.dead_letter;
+            topics.extend(self.kafka.topics.iter().map(|t| dead_letter.topic_for(t)));
+        }
         for topic in &topics {
             broker.create_topic(topic, partitions)?;
         }

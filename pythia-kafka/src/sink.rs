@@ -123,12 +123,10 @@ impl Sink for KafkaSink {
                 value: h.value.as_deref(),
             });
         }
-        let mut future_record = FutureRecord::to(&topic)
-            .payload(&record.payload[..])
-            .headers(headers);
-        if let Some(key) = &record.key {
-            future_record = future_record.key(&key[..]);
-        }
+        let mut future_record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&topic).headers(headers);
+        future_record.payload = record.payload.as_deref();
+        future_record.key = record.key.as_deref();
         loop {
             match self.producer.send_result(future_record) {
                 Ok(inner) => {
