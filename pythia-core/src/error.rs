@@ -2,6 +2,7 @@
 
 use crate::codec::{DecodeError, EncodeError};
 use crate::config::ConfigError;
+use crate::endpoint::EndpointError;
 use crate::message::PartitionId;
 use crate::sink::SinkError;
 
@@ -71,4 +72,7 @@ pub enum Error {
     /// The broker connection failed in a way the source cannot recover from.
     #[error("source failed: {0}")]
     Source(String),
+    /// The metrics and health endpoint could not start.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
 }

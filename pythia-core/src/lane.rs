@@ -20,8 +20,10 @@ use tracing::Instrument;
 use crate::codec::{Decode, Encode};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
+use crate::metrics::{Metrics, TopicMetrics};
 use crate::sink::{Record, Sink, SinkError};
 use crate::source::Acker;
+use crate::trace::TraceParent;
 use crate::worker::{Context, Worker};
 
 /// What the runtime and a lane share about it.
@@ -60,6 +62,7 @@ pub(crate) struct Shared<W, K, A> {
     pub(crate) resume_at: usize,
     pub(crate) failures: mpsc::UnboundedSender<Error>,
     pub(crate) processed: AtomicU64,
+    pub(crate) metrics: Option<Metrics>,
 }
 
 /// The runtime's handle on a running lane.
@@ -90,7 +93,10 @@ impl Lane {
         let state = Arc::new(LaneState::default());
         let stop = CancellationToken::new();
         let failures = shared.failures.clone();
+        let metrics =
+            (shared.metrics.as_ref()).map(|m| m.topic(shared.ctx.worker(), partition.topic()));
         let run = LaneTask {
+            metrics,
             partition: partition.clone(),
             rx,
             state: state.clone(),
@@ -170,6 +176,7 @@ struct LaneTask<W, K, A> {
     state: Arc<LaneState>,
     stop: CancellationToken,
     shared: Arc<Shared<W, K, A>>,
+    metrics: Option<TopicMetrics>,
 }
 
 impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
@@ -254,12 +261,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         permit: OwnedSemaphorePermit,
     ) -> Result<Option<Pending>, Error> {
         let offset = raw.offset();
+        let trace = TraceParent::from_headers(raw.headers()).map(|t| t.child());
         let span = tracing::debug_span!(
             "message",
             worker = %self.shared.ctx.worker(),
             topic = %self.partition.topic(),
             partition = self.partition.index(),
             offset,
+            trace_id = trace.as_ref().map(TraceParent::trace_id),
         );
         async {
             let message = raw
@@ -271,11 +280,15 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 })?;
             // Built inside the async block so a panic while creating the future
             // is caught too.
+            let started = std::time::Instant::now();
             let result = AssertUnwindSafe(async {
                 self.shared.worker.process(message, &self.shared.ctx).await
             })
             .catch_unwind()
             .await;
+            if let Some(metrics) = &self.metrics {
+                metrics.duration.observe(started.elapsed().as_secs_f64());
+            }
             let outputs = match result {
                 Ok(Ok(outputs)) => outputs.into_vec(),
                 Ok(Err(error)) => {
@@ -305,12 +318,15 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     offset,
                     source,
                 })?;
-                let record = Record {
+                let mut record = Record {
                     topic: output.topic,
                     key: output.key,
                     payload,
                     headers: output.headers,
                 };
+                if let Some(trace) = &trace {
+                    trace.inject(&mut record.headers);
+                }
                 let delivery =
                     self.shared
                         .sink
@@ -338,6 +354,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     fn ack(&self, offset: i64) {
         self.shared.acker.ack(&self.partition, offset);
         self.shared.processed.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.ok.inc();
+        }
         let held = self.state.held.fetch_sub(1, Ordering::AcqRel) - 1;
         if held <= self.shared.resume_at && self.state.is_paused() {
             self.shared.wake.notify_one();
@@ -345,6 +364,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     }
 
     fn fail(&self, error: Error) {
+        if let Some(metrics) = &self.metrics {
+            metrics.error.inc();
+        }
         // Logged once, by the runtime, which stops the run.
         let _ = self.shared.failures.send(error);
     }
