@@ -6,7 +6,8 @@
 //! - `TEST_DELAY_MS`: sleep this long in each `process` call;
 //! - `TEST_FAIL_AT`: `PARTITION:OFFSET` whose processing returns an error;
 //! - `TEST_PANIC_AT`: `PARTITION:OFFSET` whose processing panics;
-//! - `TEST_OUTPUT`: when set, each message produces one output (its payload) to the output topic.
+//! - `TEST_OUTPUT`: when set, each message produces one output (its payload) to the output topic;
+//! - `TEST_GATE_FILE`: `process` waits until this file exists (a blocked or hung handler).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -22,6 +23,7 @@ struct TestWorker {
     fail_at: Option<(i32, i64)>,
     panic_at: Option<(i32, i64)>,
     output: bool,
+    gate: Option<std::path::PathBuf>,
 }
 
 fn micros() -> u128 {
@@ -49,6 +51,11 @@ impl Worker for TestWorker {
         msg: Message<Bytes>,
         _: &Context,
     ) -> Result<Outputs<Bytes>, ProcessError> {
+        if let Some(gate) = &self.gate {
+            while !gate.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let start = micros();
         if self.fail_at == Some((msg.partition(), msg.offset())) {
             return Err(ProcessError::msg("injected failure"));
@@ -88,8 +95,8 @@ fn env_parse<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pythia_kafka::init_tracing();
     let config = Config::load()?;
+    pythia_kafka::init_logs(&config.log);
     let record_path = std::env::var("TEST_RECORD_FILE").unwrap_or_else(|_| "/dev/null".into());
     let record = OpenOptions::new()
         .create(true)
@@ -107,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         fail_at: position("TEST_FAIL_AT"),
         panic_at: position("TEST_PANIC_AT"),
         output: std::env::var_os("TEST_OUTPUT").is_some(),
+        gate: std::env::var_os("TEST_GATE_FILE").map(Into::into),
     };
     let instance = KafkaWorker::new(worker, config)?;
     let mut status = instance.status();
