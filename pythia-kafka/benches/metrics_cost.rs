@@ -65,13 +65,12 @@ fn produce(bootstrap: &str, n: u64) {
 async fn run(bootstrap: &str, group: &str, n: u64, metrics: bool) -> f64 {
     let mut loader = ConfigLoader::new()
         .no_file()
-        .env::<&str, &str>([])
+        .env([("PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", "100")])
         .set("kafka.brokers", bootstrap)
         .set("kafka.group", group)
         .set("kafka.topics", "in")
         .set("kafka.output_topic", "out")
-        .set("kafka.group_protocol", "consumer")
-        .set("kafka.consumer.fetch.wait.max.ms", "100");
+        .set("kafka.group_protocol", "consumer");
     if metrics {
         loader = loader.set("metrics.address", "127.0.0.1:0");
     }
