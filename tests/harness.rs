@@ -14,6 +14,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub use pythia_kafka;
 
+pub mod prometheus_server;
+
 /// The test worker binary, built by cargo beside the test executables
 /// (`target/<profile>/pythia-test-worker`, tests in `target/<profile>/deps/`).
 pub fn worker_bin() -> PathBuf {
@@ -630,4 +632,72 @@ pub fn consume_all(
         });
     }
     out
+}
+
+impl Worker {
+    /// The address of its `/metrics` and `/health/*` server, read from its log
+    /// (start it with `PYTHIA_METRICS__ADDRESS=127.0.0.1:0`).
+    pub fn metrics_address(&self, timeout: Duration) -> String {
+        let mut address = None;
+        wait_until(
+            timeout,
+            "the worker's metrics server address in its log",
+            || {
+                address = self.log_text().lines().find_map(|line| {
+                    let rest = line.split("serving /metrics").nth(1)?;
+                    let at = rest.find("address=")? + "address=".len();
+                    Some(rest[at..].split_whitespace().next()?.to_owned())
+                });
+                address.is_some()
+            },
+        );
+        address.unwrap_or_default()
+    }
+}
+
+/// `GET path` from `address` (`IP:PORT`): the status code and body.
+pub fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The value of one sample in Prometheus text, e.g.
+/// `sample(text, "pythia_consumer_lag", &[("partition", "0")])`; `None` if absent.
+/// Samples matching the labels are summed.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(parts) => parts,
+            None => continue,
+        };
+        let (metric, label_text) = series.split_once('{').unwrap_or((series, ""));
+        if metric != name {
+            continue;
+        }
+        if labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(f64::NAN);
+        }
+    }
+    found
 }

@@ -2,6 +2,7 @@
 
 use crate::config::ConfigError;
 use crate::dead_letter::FailureKind;
+use crate::endpoint::EndpointError;
 use crate::message::PartitionId;
 use crate::sink::SinkError;
 
@@ -52,4 +53,7 @@ pub enum Error {
     /// The broker connection failed in a way the source cannot recover from.
     #[error("source failed: {0}")]
     Source(String),
+    /// The metrics and health endpoint could not start.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
 }

@@ -21,9 +21,11 @@ use crate::codec::{Decode, Encode};
 use crate::dead_letter::{self, DeadLetterConfig, Failure, FailureKind};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
+use crate::metrics::{Metrics, TopicMetrics};
 use crate::retry::RetryConfig;
 use crate::sink::{Record, Sink, SinkError};
 use crate::source::Acker;
+use crate::trace::TraceParent;
 use crate::worker::{Context, Output, Worker};
 
 /// What the runtime and a lane share about it.
@@ -64,6 +66,7 @@ pub(crate) struct Shared<W, K, A> {
     pub(crate) processed: AtomicU64,
     /// Retries, dead letters and the payload size limit.
     pub(crate) policy: FailurePolicy,
+    pub(crate) metrics: Option<Metrics>,
 }
 
 /// What happens to a message that cannot be processed.
@@ -103,7 +106,10 @@ impl Lane {
         let state = Arc::new(LaneState::default());
         let stop = CancellationToken::new();
         let failures = shared.failures.clone();
+        let metrics =
+            (shared.metrics.as_ref()).map(|m| m.topic(shared.ctx.worker(), partition.topic()));
         let run = LaneTask {
+            metrics,
             partition: partition.clone(),
             rx,
             state: state.clone(),
@@ -187,7 +193,17 @@ enum Wait {
     Fail,
 }
 
-type Pending = Pin<Box<dyn std::future::Future<Output = (i64, Result<(), SinkError>)> + Send>>;
+/// A message's deliveries in flight: its offset, what it will count as, and
+/// whether every record was delivered.
+type Pending =
+    Pin<Box<dyn std::future::Future<Output = (i64, Outcome, Result<(), SinkError>)> + Send>>;
+
+/// How a finished message counts in the metrics.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Processed,
+    DeadLettered,
+}
 
 struct LaneTask<W, K, A> {
     partition: PartitionId,
@@ -195,6 +211,7 @@ struct LaneTask<W, K, A> {
     state: Arc<LaneState>,
     stop: CancellationToken,
     shared: Arc<Shared<W, K, A>>,
+    metrics: Option<TopicMetrics>,
 }
 
 impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
@@ -257,10 +274,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
 
     /// Acknowledges a delivered message; on a failed delivery reports it and
     /// returns false.
-    fn settle(&self, (offset, result): (i64, Result<(), SinkError>)) -> bool {
+    fn settle(&self, (offset, outcome, result): (i64, Outcome, Result<(), SinkError>)) -> bool {
         match result {
             Ok(()) => {
-                self.ack(offset);
+                self.ack(offset, outcome);
                 true
             }
             Err(source) => {
@@ -282,14 +299,19 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         permit: OwnedSemaphorePermit,
         pending: &mut FuturesUnordered<Pending>,
     ) -> Result<Handled, Error> {
+        // W3C trace context: outputs continue the input's trace.
+        let trace = TraceParent::from_headers(raw.headers()).map(|t| t.child());
         let span = tracing::debug_span!(
             "message",
             worker = %self.shared.ctx.worker(),
             topic = %self.partition.topic(),
             partition = self.partition.index(),
             offset = raw.offset(),
+            trace_id = trace.as_ref().map(TraceParent::trace_id),
         );
-        self.attempts(raw, permit, pending).instrument(span).await
+        self.attempts(raw, permit, pending, trace.as_ref())
+            .instrument(span)
+            .await
     }
 
     async fn attempts(
@@ -297,6 +319,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         raw: Message<Option<Bytes>>,
         mut permit: OwnedSemaphorePermit,
         pending: &mut FuturesUnordered<Pending>,
+        trace: Option<&TraceParent>,
     ) -> Result<Handled, Error> {
         let policy = &self.shared.policy;
         let size = raw.payload.as_ref().map_or(0, Bytes::len);
@@ -321,14 +344,20 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             attempt += 1;
             // Built inside the async block so a panic while creating the future
             // is caught too.
+            let started = std::time::Instant::now();
             let result = AssertUnwindSafe(async {
                 self.shared.worker.process(message, &self.shared.ctx).await
             })
             .catch_unwind()
             .await;
+            if let Some(metrics) = &self.metrics {
+                metrics.duration.observe(started.elapsed().as_secs_f64());
+            }
             let error = match result {
                 Ok(Ok(outputs)) => {
-                    return self.send(raw, outputs.into_vec(), attempt, permit).await;
+                    return self
+                        .send(raw, outputs.into_vec(), attempt, permit, trace)
+                        .await;
                 }
                 Ok(Err(error)) => error,
                 Err(panic) => {
@@ -347,6 +376,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 return self
                     .give_up(raw, kind, error.to_string(), attempt, permit)
                     .await;
+            }
+            if let Some(metrics) = &self.metrics {
+                metrics.retried.inc();
             }
             let wait = policy.retry.jittered_backoff(attempt);
             tracing::warn!(
@@ -386,11 +418,12 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         outputs: Vec<Output<W::Output>>,
         attempt: u32,
         permit: OwnedSemaphorePermit,
+        trace: Option<&TraceParent>,
     ) -> Result<Handled, Error> {
         let offset = raw.offset();
         if outputs.is_empty() {
             drop(permit);
-            self.ack(offset);
+            self.ack(offset, Outcome::Processed);
             return Ok(Handled::Acked);
         }
         let mut records = Vec::with_capacity(outputs.len());
@@ -404,13 +437,17 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         .await;
                 }
             };
-            records.push(Record {
+            let mut record = Record {
                 topic: output.topic,
                 sink: output.sink.or(W::SPEC.default_sink),
                 key: output.key,
                 payload: Some(payload),
                 headers: output.headers,
-            });
+            };
+            if let Some(trace) = trace {
+                trace.inject(&mut record.headers);
+            }
+            records.push(record);
         }
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
@@ -430,7 +467,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         Ok(Handled::Pending(Box::pin(async move {
             let result = futures::future::try_join_all(deliveries).await.map(drop);
             drop(permit);
-            (offset, result)
+            (offset, Outcome::Processed, result)
         })))
     }
 
@@ -481,13 +518,19 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         Ok(Handled::Pending(Box::pin(async move {
             let result = delivery.await;
             drop(permit);
-            (offset, result)
+            (offset, Outcome::DeadLettered, result)
         })))
     }
 
-    fn ack(&self, offset: i64) {
+    fn ack(&self, offset: i64, outcome: Outcome) {
         self.shared.acker.ack(&self.partition, offset);
         self.shared.processed.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            match outcome {
+                Outcome::Processed => metrics.ok.inc(),
+                Outcome::DeadLettered => metrics.dead_lettered.inc(),
+            }
+        }
         let held = self.state.held.fetch_sub(1, Ordering::AcqRel) - 1;
         if held <= self.shared.resume_at && self.state.is_paused() {
             self.shared.wake.notify_one();
@@ -495,6 +538,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     }
 
     fn fail(&self, error: Error) {
+        if let Some(metrics) = &self.metrics {
+            metrics.error.inc();
+        }
         // Logged once, by the runtime, which stops the run.
         let _ = self.shared.failures.send(error);
     }

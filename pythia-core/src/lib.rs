@@ -8,14 +8,18 @@
 //!
 //! The path of a message, module by module: [`source`] → [`runtime`] (routing,
 //! backpressure) → lane (ordering) → [`codec`] (decode) → [`Worker::process`] →
-//! [`sink`] (delivery) → [`offsets`] (what is safe to commit).
+//! [`sink`] (delivery) → [`offsets`] (what is safe to commit). Observing a run:
+//! [`metrics`], [`health`], [`endpoint`] (the HTTP server for both), [`trace`].
 
 pub mod codec;
 pub mod config;
 pub mod dead_letter;
+pub mod endpoint;
 mod error;
+pub mod health;
 mod lane;
 mod message;
+pub mod metrics;
 pub mod offsets;
 pub mod retry;
 pub mod runtime;
@@ -23,6 +27,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 mod spec;
+pub mod trace;
 mod worker;
 
 pub use codec::{Json, Raw, Utf8};
@@ -30,6 +35,7 @@ pub use config::{ConfigError, ConfigLoader, WorkerConfig};
 pub use dead_letter::{DeadLetterConfig, FailureKind};
 pub use error::Error;
 pub use message::{Header, Headers, Message, PartitionId};
+pub use metrics::Metrics;
 pub use retry::RetryConfig;
 pub use runtime::{Phase, RunSummary, Runtime, Status};
 pub use sink::{NoSink, Record, Sink, SinkError};

@@ -17,6 +17,7 @@ use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::lane::{FailurePolicy, Lane, Shared};
 use crate::message::PartitionId;
+use crate::metrics::Metrics;
 use crate::sink::Sink;
 use crate::source::{Revocation, Source, SourceEvent};
 use crate::worker::{Context, Worker};
@@ -68,6 +69,7 @@ pub struct Runtime<W, S, K> {
     source: S,
     sink: Arc<K>,
     status: watch::Sender<Status>,
+    metrics: Option<Metrics>,
 }
 
 impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
@@ -91,7 +93,22 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             source,
             sink,
             status: watch::Sender::new(Status::default()),
+            metrics: None,
         }
+    }
+
+    /// Records message counts, processing time and in-flight messages in
+    /// `metrics` (see [`crate::metrics`]).
+    ///
+    /// ```
+    /// # fn demo<W: pythia_core::Worker, S: pythia_core::Source, K: pythia_core::Sink>(runtime: pythia_core::Runtime<W, S, K>) {
+    /// let metrics = pythia_core::Metrics::new();
+    /// let runtime = runtime.with_metrics(metrics.clone());
+    /// # }
+    /// ```
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Watches the run's phase and assignment, e.g. for readiness checks.
@@ -121,6 +138,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             mut source,
             sink,
             status,
+            metrics,
         } = self;
         let stopping = CancellationToken::new();
         let (failures, mut failed) = mpsc::unbounded_channel();
@@ -142,7 +160,11 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                     .then(|| config.dead_letter.clone()),
                 max_message_bytes: config.max_message_bytes,
             },
+            metrics,
         });
+        if let Some(metrics) = &shared.metrics {
+            metrics.watch_in_flight(&name, &shared.permits, config.max_in_flight);
+        }
         let mut lanes: HashMap<PartitionId, Lane> = HashMap::new();
         let mut failure = None;
         let mut abandoned = 0;

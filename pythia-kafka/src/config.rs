@@ -4,9 +4,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use pythia_core::endpoint::MetricsConfig;
+use pythia_core::health::HealthConfig;
 use pythia_core::{ConfigError, ConfigLoader, Worker, WorkerConfig, WorkerSpec};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Deserializer};
+
+use crate::log::LogConfig;
 
 /// The value of `kafka.brokers` that starts an in-process broker.
 pub const EMBEDDED: &str = "embedded";
@@ -40,6 +44,15 @@ pub struct Config {
     /// Broker connection, group and client settings.
     #[serde(default)]
     pub kafka: KafkaConfig,
+    /// The `/metrics` and `/health/*` server and lag reading.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// When the worker counts as stuck.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Log format.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 impl Config {
@@ -132,6 +145,8 @@ impl Config {
     /// Checks every setting; the error names the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.worker.validate()?;
+        self.metrics.validate()?;
+        self.health.validate()?;
         self.kafka.validate()
     }
 
@@ -522,7 +537,7 @@ impl KafkaConfig {
         }
     }
 
-    fn base(&self) -> ClientConfig {
+    pub(crate) fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set(
             "bootstrap.servers",

@@ -18,6 +18,9 @@ pub enum KafkaError {
     /// A thread or I/O resource could not be created.
     #[error("cannot start consumer thread: {0}")]
     Io(String),
+    /// The metrics and health endpoint could not start.
+    #[error(transparent)]
+    Endpoint(#[from] pythia_core::endpoint::EndpointError),
 }
 
 impl KafkaError {
@@ -34,6 +37,7 @@ impl From<KafkaError> for pythia_core::Error {
     fn from(error: KafkaError) -> Self {
         match error {
             KafkaError::Config(e) => Self::Config(e),
+            KafkaError::Endpoint(e) => Self::Endpoint(e),
             other => Self::Source(other.to_string()),
         }
     }

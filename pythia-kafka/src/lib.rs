@@ -32,6 +32,9 @@
 mod config;
 mod embedded;
 mod error;
+mod lag;
+mod log;
+mod observe;
 mod pipeline;
 mod run;
 mod sink;
@@ -42,6 +45,8 @@ pub use config::{
 };
 pub use embedded::{EMBEDDED_SESSION_TIMEOUT, EmbeddedBroker, EmbeddedError};
 pub use error::KafkaError;
+pub use lag::{LagReader, lag_json};
+pub use log::{LogConfig, LogFormat, init_logs};
 pub use pipeline::{Pipeline, PipelineBuilder, StageSummary};
 pub use run::{EMBEDDED_FETCH_WAIT, KafkaWorker, WorkerExt, run, run_shared, run_until};
 pub use sink::{KafkaDelivery, KafkaSink};
@@ -68,15 +73,7 @@ pub struct ReadmeDoctests;
 
 /// Installs a human-readable log subscriber on stderr, filtered by `RUST_LOG`
 /// (default `info`; librdkafka's own logs come through at `warn`). Does nothing
-/// if a subscriber is already installed.
+/// if a subscriber is already installed. See [`init_logs`] for JSON logs.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logs(&LogConfig::default());
 }

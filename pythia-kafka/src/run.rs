@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::config::{Config, GroupProtocol};
 use crate::embedded::EmbeddedBroker;
 use crate::error::KafkaError;
+use crate::observe::Observer;
 use crate::sink::KafkaSink;
 use crate::source::KafkaSource;
 
@@ -151,7 +152,7 @@ impl<W: Worker> WorkerExt for W {}
 /// }
 /// ```
 pub async fn run<W: Worker>(worker: W, config: Config) -> Result<RunSummary, pythia_core::Error> {
-    crate::init_tracing();
+    crate::init_logs(&config.log);
     run_until(worker, config, async {
         pythia_core::shutdown::signal().await;
         tokio::spawn(async {
@@ -196,6 +197,7 @@ pub async fn run_shared<W: Worker>(
 /// ```
 pub struct KafkaWorker<W: Worker> {
     runtime: Runtime<W, KafkaSource, KafkaSink>,
+    observer: Option<Observer>,
     // Lives as long as the run when `kafka.brokers = "embedded"`.
     _broker: Option<EmbeddedBroker>,
 }
@@ -212,13 +214,25 @@ impl<W: Worker> KafkaWorker<W> {
         let broker = config.start_embedded()?;
         let name = config.name().to_owned();
         let member = format!("{name}-{}", std::process::id());
+        let observer = Observer::new(&config)?;
+        let metrics = observer.as_ref().map(|o| o.metrics.clone());
         let sink = Arc::new(KafkaSink::new(&config.kafka)?);
-        let source = KafkaSource::new(&config, &member)?;
-        let runtime = Runtime::with_shared(config.worker, &name, worker, source, sink);
+        let source = KafkaSource::with_metrics(&config, &member, metrics.clone())?;
+        let mut runtime = Runtime::with_shared(config.worker, &name, worker, source, sink);
+        if let Some(metrics) = metrics {
+            runtime = runtime.with_metrics(metrics);
+        }
         Ok(Self {
             runtime,
+            observer,
             _broker: broker,
         })
+    }
+
+    /// The metrics this worker exports when `metrics.address` is set; register
+    /// an application's own metrics in its [`registry`](pythia_core::Metrics::registry).
+    pub fn metrics(&self) -> Option<&pythia_core::Metrics> {
+        self.observer.as_ref().map(|o| &o.metrics)
     }
 
     /// Watches the phase and the assigned partitions.
@@ -234,6 +248,10 @@ impl<W: Worker> KafkaWorker<W> {
     ) -> Result<RunSummary, pythia_core::Error> {
         // Every acknowledged message's outputs were delivered already; the
         // producer purges anything else when dropped.
+        let _observing = match self.observer {
+            Some(observer) => Some(observer.start(self.runtime.status())?),
+            None => None,
+        };
         self.runtime.run(shutdown).await
     }
 }

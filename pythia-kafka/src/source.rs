@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pythia_core::offsets::OffsetTracker;
-use pythia_core::{Acker, Header, Headers, Message, PartitionId, Revocation, Source, SourceEvent};
+use pythia_core::{
+    Acker, Header, Headers, Message, Metrics, PartitionId, Revocation, Source, SourceEvent,
+};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers as _};
@@ -61,6 +63,15 @@ impl KafkaSource {
     /// `member` names this member in client ids and logs. The brokers must be
     /// real addresses here: [`crate::run`] resolves `"embedded"` first.
     pub fn new(config: &Config, member: &str) -> Result<Self, KafkaError> {
+        Self::with_metrics(config, member, None)
+    }
+
+    /// Like [`KafkaSource::new`], counting rebalances and failed commits in `metrics`.
+    pub(crate) fn with_metrics(
+        config: &Config,
+        member: &str,
+        metrics: Option<Metrics>,
+    ) -> Result<Self, KafkaError> {
         let client = config.kafka.consumer_client_config(member)?;
         let tracker = Arc::new(OffsetTracker::new());
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -69,6 +80,7 @@ impl KafkaSource {
             tracker: tracker.clone(),
             pending: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
+            metrics: metrics.map(|m| (m, config.kafka.group.clone().unwrap_or_default())),
             // The runtime releases a revocation by its deadline: revoke_timeout
             // while running, the shutdown deadline while draining. Wait a little
             // longer than either, so a partition is never handed over early.
@@ -169,6 +181,8 @@ struct SourceContext {
     pending: Mutex<Vec<Message<Option<Bytes>>>>,
     closing: AtomicBool,
     revoke_wait: Duration,
+    /// Where rebalances and failed commits are counted, with the group label.
+    metrics: Option<(Metrics, String)>,
 }
 
 impl SourceContext {
@@ -188,6 +202,12 @@ impl SourceContext {
     fn send(&self, event: SourceEvent) {
         let _ = self.events.send(event);
     }
+
+    fn count(&self, what: fn(&Metrics, &str)) {
+        if let Some((metrics, group)) = &self.metrics {
+            what(metrics, group);
+        }
+    }
 }
 
 impl ClientContext for SourceContext {}
@@ -198,6 +218,7 @@ impl ConsumerContext for SourceContext {
             Rebalance::Assign(tpl) => {
                 let partitions = partition_ids(tpl);
                 if !partitions.is_empty() {
+                    self.count(Metrics::rebalanced);
                     self.flush();
                     self.send(SourceEvent::Assigned(partitions));
                 }
@@ -207,6 +228,7 @@ impl ConsumerContext for SourceContext {
                 if partitions.is_empty() {
                     return;
                 }
+                self.count(Metrics::rebalanced);
                 self.flush();
                 // librdkafka keeps a partition's pause across unassign/assign:
                 // clear it, or a partition paused now stays paused if it returns.
@@ -253,6 +275,7 @@ impl ConsumerContext for SourceContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(error) = result {
+            self.count(Metrics::commit_failed);
             // Ask for the same commit again on the next tick.
             self.tracker.forget_commits(partition_ids(offsets));
             tracing::warn!(%error, "offset commit failed; will retry");
@@ -287,6 +310,7 @@ fn commit(
             true
         }
         Err(error) => {
+            consumer.context().count(Metrics::commit_failed);
             tracing::warn!(%error, reason, "offset commit failed; messages after the last commit may be redelivered");
             false
         }

@@ -11,7 +11,8 @@
 //! - `TEST_FAIL_TIMES`: fail only the first this many attempts there (default: every attempt);
 //! - `TEST_FAIL_PERMANENT`: when set, those errors are permanent (not retried);
 //! - `TEST_PANIC_AT`: `PARTITION:OFFSET` whose processing panics;
-//! - `TEST_OUTPUT`: when set, each message produces one output (its payload) to the output topic.
+//! - `TEST_OUTPUT`: when set, each message produces one output (its payload) to the output topic;
+//! - `TEST_GATE_FILE`: `process` waits until this file exists (a blocked or hung handler).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -35,6 +36,8 @@ struct Behaviour {
     failures: Mutex<HashMap<(i32, i64), u32>>,
     panic_at: Option<(i32, i64)>,
     output: bool,
+    /// `process` waits until this file exists.
+    gate: Option<std::path::PathBuf>,
 }
 
 /// The test worker for codec `C`; declared by hand, with no spec: everything
@@ -65,6 +68,11 @@ impl Behaviour {
 
     /// Everything but the output: delays, injected failures, the record line.
     async fn run<T>(&self, msg: &Message<T>) -> Result<(), ProcessError> {
+        if let Some(gate) = &self.gate {
+            while !gate.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let start = micros();
         let at = (msg.partition(), msg.offset());
         if self.fail_at.contains(&at) {
@@ -218,8 +226,8 @@ async fn run<W: Worker>(worker: W, config: Config, record_path: &str) -> anyhow:
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pythia_kafka::init_tracing();
     let config = Config::load()?;
+    pythia_kafka::init_logs(&config.log);
     let record_path = std::env::var("TEST_RECORD_FILE").unwrap_or_else(|_| "/dev/null".into());
     let record = OpenOptions::new()
         .create(true)
@@ -234,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
         failures: Mutex::default(),
         panic_at: positions("TEST_PANIC_AT").first().copied(),
         output: std::env::var_os("TEST_OUTPUT").is_some(),
+        gate: std::env::var_os("TEST_GATE_FILE").map(Into::into),
     };
     match std::env::var("TEST_CODEC").as_deref().unwrap_or("raw") {
         "raw" => {

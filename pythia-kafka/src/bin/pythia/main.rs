@@ -27,6 +27,13 @@ enum Command {
         #[arg(long = "topic", value_name = "NAME:PARTITIONS", value_parser = parse_topic)]
         topics: Vec<(String, i32)>,
     },
+    /// Show a consumer group's lag per partition: committed offset, watermarks, lag.
+    ///
+    /// Lag is read from the broker, so it is right whether or not any consumer
+    /// of the group runs. With --serve it keeps running as an exporter: lag
+    /// gauges on /metrics, and JSON on /lag for KEDA's metrics-api scaler
+    /// (valueLocation: lag).
+    Lag(lag::LagArgs),
 }
 
 fn parse_topic(spec: &str) -> Result<(String, i32), String> {
@@ -43,6 +50,8 @@ fn parse_topic(spec: &str) -> Result<(String, i32), String> {
     })?;
     Ok((name.to_owned(), partitions))
 }
+
+mod lag;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -67,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
             drop(broker);
             tracing::info!("embedded broker stopped");
         }
+        Command::Lag(args) => lag::run(args).await?,
     }
     Ok(())
 }

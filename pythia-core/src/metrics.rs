@@ -1,0 +1,500 @@
+//! Metrics: every metric Pythia exports, with its name and labels, in one place.
+//!
+//! The names are part of the public API (dashboards and alert rules use them):
+//!
+//! | name | type | labels | what |
+//! |---|---|---|---|
+//! | `pythia_messages_total` | counter | `worker`, `topic`, `outcome` | messages by outcome: `ok` (processed, outputs delivered, offset may be committed), `dead_lettered` (given up on and delivered to the dead-letter topic), `retried` (a failed attempt that will be retried; one per attempt) or `error` (stopped the run) |
+//! | `pythia_process_duration_seconds` | histogram | `worker`, `topic` | time spent in `process` per message |
+//! | `pythia_in_flight_messages` | gauge | `worker` | messages processing or awaiting output delivery |
+//! | `pythia_consumer_lag` | gauge | `group`, `topic`, `partition` | messages not yet committed: high watermark − max(committed offset, low watermark), never negative |
+//! | `pythia_consumer_lag_seconds` | gauge | `group`, `topic`, `partition` | age of the oldest uncommitted message (0 when there is no lag) |
+//! | `pythia_committed_offset` | gauge | `group`, `topic`, `partition` | the group's committed offset (−1 before the first commit) |
+//! | `pythia_high_watermark` | gauge | `group`, `topic`, `partition` | offset of the next message to be written |
+//! | `pythia_low_watermark` | gauge | `group`, `topic`, `partition` | oldest offset still readable (retention moves it) |
+//! | `pythia_assigned_partitions` | gauge | `group` | partitions assigned to this member |
+//! | `pythia_rebalances_total` | counter | `group` | assignment changes (assign or revoke) seen by this member |
+//! | `pythia_commit_failures_total` | counter | `group` | offset commits the broker rejected or that could not be sent |
+//!
+//! A worker exports the partition gauges for the partitions assigned to it, so
+//! `sum by (group)` over all instances counts each partition once; the
+//! standalone exporter (`pythia lag --serve`) exports every partition of the group.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tokio::sync::Semaphore;
+
+/// `pythia_messages_total`.
+pub const MESSAGES_TOTAL: &str = "pythia_messages_total";
+/// `pythia_process_duration_seconds`.
+pub const PROCESS_DURATION_SECONDS: &str = "pythia_process_duration_seconds";
+/// `pythia_in_flight_messages`.
+pub const IN_FLIGHT_MESSAGES: &str = "pythia_in_flight_messages";
+/// `pythia_consumer_lag`.
+pub const CONSUMER_LAG: &str = "pythia_consumer_lag";
+/// `pythia_consumer_lag_seconds`.
+pub const CONSUMER_LAG_SECONDS: &str = "pythia_consumer_lag_seconds";
+/// `pythia_committed_offset`.
+pub const COMMITTED_OFFSET: &str = "pythia_committed_offset";
+/// `pythia_high_watermark`.
+pub const HIGH_WATERMARK: &str = "pythia_high_watermark";
+/// `pythia_low_watermark`.
+pub const LOW_WATERMARK: &str = "pythia_low_watermark";
+/// `pythia_assigned_partitions`.
+pub const ASSIGNED_PARTITIONS: &str = "pythia_assigned_partitions";
+/// `pythia_rebalances_total`.
+pub const REBALANCES_TOTAL: &str = "pythia_rebalances_total";
+/// `pythia_commit_failures_total`.
+pub const COMMIT_FAILURES_TOTAL: &str = "pythia_commit_failures_total";
+
+/// Every metric name above, for checks that dashboards and rules use real names.
+pub const ALL: &[&str] = &[
+    MESSAGES_TOTAL,
+    PROCESS_DURATION_SECONDS,
+    IN_FLIGHT_MESSAGES,
+    CONSUMER_LAG,
+    CONSUMER_LAG_SECONDS,
+    COMMITTED_OFFSET,
+    HIGH_WATERMARK,
+    LOW_WATERMARK,
+    ASSIGNED_PARTITIONS,
+    REBALANCES_TOTAL,
+    COMMIT_FAILURES_TOTAL,
+];
+
+/// Outcome label values of `pythia_messages_total`.
+pub mod outcome {
+    /// Processed and acknowledged.
+    pub const OK: &str = "ok";
+    /// Failed; the run stopped on it (dead letters off, or an output not delivered).
+    pub const ERROR: &str = "error";
+    /// A failed attempt that will be retried (counted per attempt).
+    pub const RETRIED: &str = "retried";
+    /// Given up on and delivered to the dead-letter topic; its offset may be committed.
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+}
+
+/// The lag of one partition for a group, as read from the broker.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition index.
+    pub partition: i32,
+    /// Oldest readable offset.
+    pub low_watermark: i64,
+    /// Offset the next message will get.
+    pub high_watermark: i64,
+    /// The group's committed offset, `None` before its first commit.
+    pub committed: Option<i64>,
+    /// Messages not yet committed (see [`lag`]).
+    pub lag: i64,
+    /// Age of the oldest uncommitted message in seconds; 0 without lag, `None`
+    /// when it could not be read.
+    pub lag_seconds: Option<f64>,
+}
+
+impl PartitionLag {
+    /// A partition's lag from its watermarks and committed offset.
+    ///
+    /// ```
+    /// use pythia_core::metrics::PartitionLag;
+    /// let p = PartitionLag::new("orders", 0, 100, 250, Some(40));
+    /// assert_eq!(p.lag, 150); // offsets 40..100 were deleted by retention
+    /// ```
+    pub fn new(
+        topic: impl Into<String>,
+        partition: i32,
+        low_watermark: i64,
+        high_watermark: i64,
+        committed: Option<i64>,
+    ) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+            low_watermark,
+            high_watermark,
+            committed,
+            lag: lag(low_watermark, high_watermark, committed),
+            lag_seconds: None,
+        }
+    }
+
+    /// The offset of the oldest message the group still has to process.
+    pub fn next_offset(&self) -> i64 {
+        self.committed
+            .unwrap_or(self.low_watermark)
+            .max(self.low_watermark)
+    }
+}
+
+/// Messages between a committed offset and the high watermark that can still
+/// be read: `high − max(committed, low)`, never below 0 and never above what
+/// retention left (`high − low`). Before the first commit (`None`) the group
+/// starts from the oldest readable message, so everything readable is lag.
+///
+/// ```
+/// use pythia_core::metrics::lag;
+/// assert_eq!(lag(0, 10, Some(4)), 6);
+/// assert_eq!(lag(0, 10, None), 10);   // nothing committed yet
+/// assert_eq!(lag(8, 10, Some(4)), 2); // 4..8 deleted by retention
+/// assert_eq!(lag(0, 10, Some(12)), 0); // never negative
+/// ```
+pub fn lag(low: i64, high: i64, committed: Option<i64>) -> i64 {
+    let low = low.max(0);
+    let from = committed.unwrap_or(low).max(low);
+    (high - from).max(0)
+}
+
+/// Every Pythia metric, registered in one [`Registry`].
+///
+/// Cheap to clone; clones share the metrics.
+///
+/// ```
+/// use pythia_core::metrics::{Metrics, PartitionLag};
+/// let metrics = Metrics::new();
+/// metrics.set_partition_lag("billing", &PartitionLag::new("orders", 0, 0, 10, Some(4)));
+/// let text = metrics.encode();
+/// assert!(text.contains(r#"pythia_consumer_lag{group="billing",partition="0",topic="orders"} 6"#));
+/// ```
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    messages: IntCounterVec,
+    process_duration: HistogramVec,
+    in_flight: Arc<InFlight>,
+    lag: IntGaugeVec,
+    lag_seconds: GaugeVec,
+    committed: IntGaugeVec,
+    high: IntGaugeVec,
+    low: IntGaugeVec,
+    assigned: IntGaugeVec,
+    rebalances: IntCounterVec,
+    commit_failures: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const PARTITION_LABELS: &[&str] = &["group", "topic", "partition"];
+
+impl Metrics {
+    /// Every metric, registered in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let messages = IntCounterVec::new(
+            Opts::new(MESSAGES_TOTAL, "Messages finished, by outcome."),
+            &["worker", "topic", "outcome"],
+        )
+        .expect("valid metric");
+        let process_duration = HistogramVec::new(
+            HistogramOpts::new(
+                PROCESS_DURATION_SECONDS,
+                "Time spent in `process` per message.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["worker", "topic"],
+        )
+        .expect("valid metric");
+        let in_flight = Arc::new(InFlight {
+            gauge: IntGaugeVec::new(
+                Opts::new(
+                    IN_FLIGHT_MESSAGES,
+                    "Messages processing or awaiting output delivery.",
+                ),
+                &["worker"],
+            )
+            .expect("valid metric"),
+            runs: Mutex::new(Vec::new()),
+        });
+        let partition_gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), PARTITION_LABELS).expect("valid metric")
+        };
+        let lag = partition_gauge(CONSUMER_LAG, "Messages not yet committed by the group.");
+        let lag_seconds = GaugeVec::new(
+            Opts::new(
+                CONSUMER_LAG_SECONDS,
+                "Age of the oldest message not yet committed by the group.",
+            ),
+            PARTITION_LABELS,
+        )
+        .expect("valid metric");
+        let committed = partition_gauge(
+            COMMITTED_OFFSET,
+            "The group's committed offset (-1 before the first commit).",
+        );
+        let high = partition_gauge(HIGH_WATERMARK, "Offset of the next message written.");
+        let low = partition_gauge(LOW_WATERMARK, "Oldest offset still readable.");
+        let assigned = IntGaugeVec::new(
+            Opts::new(ASSIGNED_PARTITIONS, "Partitions assigned to this member."),
+            &["group"],
+        )
+        .expect("valid metric");
+        let rebalances = IntCounterVec::new(
+            Opts::new(REBALANCES_TOTAL, "Assignment changes seen by this member."),
+            &["group"],
+        )
+        .expect("valid metric");
+        let commit_failures = IntCounterVec::new(
+            Opts::new(COMMIT_FAILURES_TOTAL, "Offset commits that failed."),
+            &["group"],
+        )
+        .expect("valid metric");
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(messages.clone()),
+            Box::new(process_duration.clone()),
+            Box::new(InFlightCollector(in_flight.clone())),
+            Box::new(lag.clone()),
+            Box::new(lag_seconds.clone()),
+            Box::new(committed.clone()),
+            Box::new(high.clone()),
+            Box::new(low.clone()),
+            Box::new(assigned.clone()),
+            Box::new(rebalances.clone()),
+            Box::new(commit_failures.clone()),
+        ];
+        for collector in collectors {
+            registry.register(collector).expect("distinct metric names");
+        }
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                messages,
+                process_duration,
+                in_flight,
+                lag,
+                lag_seconds,
+                committed,
+                high,
+                low,
+                assigned,
+                rebalances,
+                commit_failures,
+            }),
+        }
+    }
+
+    /// The registry, to register an application's own metrics beside Pythia's.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Everything in the registry, in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let families: Vec<MetricFamily> = self.inner.registry.gather();
+        let mut out = Vec::new();
+        // Writing to a Vec cannot fail, and gathered families are well formed.
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Per-topic handles for one worker, resolved once so the message path only
+    /// touches atomics.
+    pub(crate) fn topic(&self, worker: &str, topic: &str) -> TopicMetrics {
+        let m = &self.inner;
+        TopicMetrics {
+            ok: m.messages.with_label_values(&[worker, topic, outcome::OK]),
+            error: m
+                .messages
+                .with_label_values(&[worker, topic, outcome::ERROR]),
+            retried: m
+                .messages
+                .with_label_values(&[worker, topic, outcome::RETRIED]),
+            dead_lettered: m
+                .messages
+                .with_label_values(&[worker, topic, outcome::DEAD_LETTERED]),
+            duration: m.process_duration.with_label_values(&[worker, topic]),
+        }
+    }
+
+    /// Reports `worker`'s in-flight count as `max` minus the free permits, read
+    /// at scrape time, for as long as `permits` lives.
+    pub(crate) fn watch_in_flight(&self, worker: &str, permits: &Arc<Semaphore>, max: usize) {
+        let mut runs = self
+            .inner
+            .in_flight
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        runs.push((worker.to_owned(), Arc::downgrade(permits), max));
+    }
+
+    /// Sets the partition gauges of `group` from `lag`.
+    pub fn set_partition_lag(&self, group: &str, lag: &PartitionLag) {
+        let m = &self.inner;
+        let partition = lag.partition.to_string();
+        let labels = [group, lag.topic.as_str(), partition.as_str()];
+        m.lag.with_label_values(&labels).set(lag.lag);
+        m.committed
+            .with_label_values(&labels)
+            .set(lag.committed.unwrap_or(-1));
+        m.high.with_label_values(&labels).set(lag.high_watermark);
+        m.low.with_label_values(&labels).set(lag.low_watermark);
+        if let Some(seconds) = lag.lag_seconds {
+            m.lag_seconds.with_label_values(&labels).set(seconds);
+        }
+    }
+
+    /// Removes the partition gauges of a partition no longer reported (revoked).
+    pub fn remove_partition(&self, group: &str, topic: &str, partition: i32) {
+        let m = &self.inner;
+        let partition = partition.to_string();
+        let labels = [group, topic, partition.as_str()];
+        let _ = m.lag.remove_label_values(&labels);
+        let _ = m.lag_seconds.remove_label_values(&labels);
+        let _ = m.committed.remove_label_values(&labels);
+        let _ = m.high.remove_label_values(&labels);
+        let _ = m.low.remove_label_values(&labels);
+    }
+
+    /// Sets `pythia_assigned_partitions` of `group`.
+    pub fn set_assigned(&self, group: &str, partitions: usize) {
+        self.inner
+            .assigned
+            .with_label_values(&[group])
+            .set(partitions as i64);
+    }
+
+    /// Counts one assignment change of `group`.
+    pub fn rebalanced(&self, group: &str) {
+        self.inner.rebalances.with_label_values(&[group]).inc();
+    }
+
+    /// Counts one failed offset commit of `group`.
+    pub fn commit_failed(&self, group: &str) {
+        self.inner.commit_failures.with_label_values(&[group]).inc();
+    }
+}
+
+/// One worker's message metrics for one topic.
+#[derive(Clone)]
+pub(crate) struct TopicMetrics {
+    pub(crate) ok: prometheus::IntCounter,
+    pub(crate) error: prometheus::IntCounter,
+    pub(crate) retried: prometheus::IntCounter,
+    pub(crate) dead_lettered: prometheus::IntCounter,
+    pub(crate) duration: prometheus::Histogram,
+}
+
+type InFlightRun = (String, Weak<Semaphore>, usize);
+
+struct InFlight {
+    gauge: IntGaugeVec,
+    runs: Mutex<Vec<InFlightRun>>,
+}
+
+/// Reads the in-flight counts when scraped: no work on the message path.
+struct InFlightCollector(Arc<InFlight>);
+
+impl Collector for InFlightCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut runs = self.0.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.retain(|(worker, permits, max)| match permits.upgrade() {
+            Some(permits) => {
+                let held = max.saturating_sub(permits.available_permits());
+                self.0.gauge.with_label_values(&[worker]).set(held as i64);
+                true
+            }
+            None => {
+                self.0.gauge.with_label_values(&[worker]).set(0);
+                false
+            }
+        });
+        self.0.gauge.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_metric_name_is_exported() {
+        let metrics = Metrics::new();
+        metrics.topic("w", "t").ok.inc();
+        metrics.topic("w", "t").duration.observe(0.01);
+        let mut lag = PartitionLag::new("t", 0, 0, 1, None);
+        lag.lag_seconds = Some(1.5);
+        metrics.set_partition_lag("g", &lag);
+        let permits = Arc::new(Semaphore::new(4));
+        metrics.watch_in_flight("w", &permits, 4);
+        metrics.set_assigned("g", 1);
+        metrics.rebalanced("g");
+        metrics.commit_failed("g");
+        let text = metrics.encode();
+        for name in ALL {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn in_flight_is_read_from_the_permits() {
+        let metrics = Metrics::new();
+        let permits = Arc::new(Semaphore::new(8));
+        metrics.watch_in_flight("w", &permits, 8);
+        let _held = permits.clone().try_acquire_many_owned(3).unwrap();
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"pythia_in_flight_messages{worker="w"} 3"#)
+        );
+        drop(_held);
+        drop(permits);
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"pythia_in_flight_messages{worker="w"} 0"#)
+        );
+    }
+
+    #[test]
+    fn removed_partitions_disappear() {
+        let metrics = Metrics::new();
+        metrics.set_partition_lag("g", &PartitionLag::new("t", 3, 0, 5, Some(1)));
+        metrics.remove_partition("g", "t", 3);
+        assert!(!metrics.encode().contains(r#"partition="3""#));
+    }
+
+    proptest! {
+        #[test]
+        fn lag_is_never_negative_nor_more_than_readable(
+            low in 0i64..1000, len in 0i64..1000, committed in proptest::option::of(-5i64..3000)
+        ) {
+            let high = low + len;
+            let lag = lag(low, high, committed);
+            prop_assert!(lag >= 0);
+            prop_assert!(lag <= high - low);
+            if let Some(c) = committed.filter(|c| (low..=high).contains(c)) {
+                prop_assert_eq!(lag, high - c);
+            }
+        }
+    }
+}
