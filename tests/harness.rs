@@ -227,6 +227,11 @@ impl Worker {
         }
     }
 
+    /// The exit status if the process has exited, without waiting.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     /// Waits for the process to exit with a failure; returns its log.
     pub fn expect_failure(&mut self, timeout: Duration) -> String {
         let status = self.wait(timeout);
@@ -289,7 +294,7 @@ pub struct Records {
     pub processed: Vec<Processed>,
     /// The last assignment each process reported.
     pub assigned: HashMap<u32, Vec<String>>,
-    /// Every assignment change reported, by any process.
+    /// Assignment changes reported, by any process (the first assignment counts).
     pub assignment_changes: usize,
     /// Failed attempts, as (partition, offset), in record order.
     pub failed: Vec<(i32, i64)>,
@@ -314,13 +319,16 @@ impl Records {
                         })
                     }
                     ["assigned", pid, partitions] => {
-                        let list = partitions
+                        let list: Vec<String> = partitions
                             .split(',')
                             .filter(|p| !p.is_empty())
                             .map(str::to_owned)
                             .collect();
-                        records.assigned.insert(pid.parse().unwrap(), list);
-                        records.assignment_changes += 1;
+                        // Status updates repeat the assignment when only the phase changes.
+                        let previous = records.assigned.insert(pid.parse().unwrap(), list.clone());
+                        if previous.as_ref() != Some(&list) {
+                            records.assignment_changes += 1;
+                        }
                     }
                     ["failed", _pid, _topic, partition, offset] => records
                         .failed

@@ -15,6 +15,9 @@ pub enum KafkaError {
     /// The embedded broker failed.
     #[error(transparent)]
     Embedded(#[from] crate::embedded::EmbeddedError),
+    /// A dead-letter replay could not finish; what it sent is not committed.
+    #[error("dead-letter replay failed: {0}")]
+    Replay(String),
     /// A thread or I/O resource could not be created.
     #[error("cannot start consumer thread: {0}")]
     Io(String),

@@ -1,5 +1,5 @@
-//! Pipelines in one process: stages share one embedded broker; a failing
-//! stage stops the others; a stage with a bad configuration is named.
+//! Pipelines in one process: stages share one embedded broker; a stage that
+//! stops on a failure stops the others; a stage with a bad configuration is named.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +120,8 @@ async fn a_failing_stage_stops_the_pipeline_with_its_error() {
         strict: true,
         ..Sum::default()
     };
-    let pipeline = Pipeline::builder(base())
+    // With dead letters off, a message that fails stops its stage.
+    let pipeline = Pipeline::builder(base().set("worker.dead_letter.enabled", false))
         .stage(Double::default())
         .stage(strict)
         .build()

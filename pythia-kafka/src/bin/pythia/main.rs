@@ -34,6 +34,36 @@ enum Command {
     /// gauges on /metrics, and JSON on /lag for KEDA's metrics-api scaler
     /// (valueLocation: lag).
     Lag(lag::LagArgs),
+    /// Dead-letter topics.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Send dead letters back to the topic they came from (or to --to), once
+    /// the cause is fixed. Reads up to the topic's end at the start, commits
+    /// after every send is confirmed, and prints `replayed=<n> skipped=<n>`.
+    Replay {
+        /// Bootstrap servers (host:port,...).
+        #[arg(long, env = "PYTHIA_KAFKA__BROKERS")]
+        brokers: String,
+        /// The dead-letter topic, e.g. orders.dlq.
+        #[arg(long)]
+        topic: String,
+        /// Send every message here instead of its original topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// The consumer group that remembers how far replays got.
+        #[arg(long, default_value = "pythia-dlq-replay")]
+        group: String,
+        /// Replay at most this many messages.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Count what would be replayed, per target topic, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn parse_topic(spec: &str) -> Result<(String, i32), String> {
@@ -77,6 +107,30 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("embedded broker stopped");
         }
         Command::Lag(args) => lag::run(args).await?,
+        Command::Dlq(DlqCommand::Replay {
+            brokers,
+            topic,
+            to,
+            group,
+            limit,
+            dry_run,
+        }) => {
+            let mut kafka = pythia_kafka::KafkaConfig::default();
+            kafka.brokers = Some(brokers);
+            let mut options = pythia_kafka::ReplayOptions::new(topic);
+            options.to = to;
+            options.group = group;
+            options.limit = limit;
+            options.dry_run = dry_run;
+            let summary = tokio::task::spawn_blocking(move || {
+                pythia_kafka::replay_dead_letters(&kafka, &options)
+            })
+            .await??;
+            for (target, n) in &summary.replayed {
+                tracing::info!(topic = %target, messages = n, dry_run, "replayed");
+            }
+            println!("replayed={} skipped={}", summary.total(), summary.skipped);
+        }
     }
     Ok(())
 }
