@@ -32,6 +32,8 @@ use crate::error::KafkaError;
 const MAX_BATCH: usize = 1024;
 /// How long one poll waits when nothing is fetched; bounds command latency.
 const POLL_WAIT: Duration = Duration::from_millis(20);
+/// How long a final commit the group refuses for a moment is retried.
+const FINAL_COMMIT_RETRY: Duration = Duration::from_secs(3);
 
 enum Command {
     Pause(Vec<PartitionId>),
@@ -317,6 +319,62 @@ fn commit(
     }
 }
 
+/// The last commit before leaving. A commit the group refuses for a moment —
+/// another member left at the same time, so this member's epoch went stale
+/// (KIP-848), or the group is rebalancing — is retried after polling lets the
+/// client catch up, for a few seconds.
+fn final_commit(consumer: &BaseConsumer<SourceContext>, commits: &[(PartitionId, i64)]) -> bool {
+    use rdkafka::error::KafkaError as RdKafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = std::time::Instant::now() + FINAL_COMMIT_RETRY;
+    loop {
+        let error = match try_commit(consumer, commits, CommitMode::Sync) {
+            Ok(()) => {
+                if !commits.is_empty() {
+                    tracing::info!(reason = "shutdown", ?commits, "offsets committed");
+                }
+                return true;
+            }
+            Err(error) => error,
+        };
+        let passing = matches!(
+            error,
+            RdKafkaError::ConsumerCommit(
+                Code::StaleMemberEpoch
+                    | Code::RebalanceInProgress
+                    | Code::NotCoordinator
+                    | Code::CoordinatorLoadInProgress
+                    | Code::CoordinatorNotAvailable
+                    | Code::RequestTimedOut
+            )
+        );
+        if !passing || std::time::Instant::now() > deadline {
+            consumer.context().count(Metrics::commit_failed);
+            tracing::warn!(%error, reason = "shutdown", "offset commit failed; messages after the last commit may be redelivered");
+            return false;
+        }
+        tracing::debug!(%error, "final commit refused for now; retrying");
+        // Lets the client heartbeat and pick up its new epoch; messages fetched
+        // meanwhile are not processed, so they stay uncommitted.
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+}
+
+fn try_commit(
+    consumer: &BaseConsumer<SourceContext>,
+    commits: &[(PartitionId, i64)],
+    mode: CommitMode,
+) -> Result<(), rdkafka::error::KafkaError> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::with_capacity(commits.len());
+    for (p, offset) in commits {
+        tpl.add_partition_offset(p.topic(), p.index(), Offset::Offset(*offset))?;
+    }
+    consumer.commit(&tpl, mode)
+}
+
 fn resume(consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
     if tpl.count() > 0
         && let Err(error) = consumer.resume(tpl)
@@ -461,7 +519,7 @@ impl Poller {
         // Removed from the tracker, so the revoke callback of the close below
         // has nothing left to commit after the member is gone.
         let commits = context.tracker.remove_all();
-        let result = if commit(&self.consumer, &commits, CommitMode::Sync, "shutdown") {
+        let result = if final_commit(&self.consumer, &commits) {
             Ok(())
         } else {
             Err(pythia_core::Error::Source(
