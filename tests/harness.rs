@@ -709,3 +709,30 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     }
     found
 }
+
+/// Produces `(key, payload)` pairs to one partition of `topic`, in order, and
+/// waits until all are delivered.
+pub fn produce_keyed(bootstrap: &str, topic: &str, partition: i32, messages: &[(String, String)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "2")
+        .create()
+        .expect("producer");
+    for (key, payload) in messages {
+        loop {
+            let record = BaseRecord::to(topic)
+                .key(key.as_str())
+                .payload(payload.as_str())
+                .partition(partition);
+            match producer.send(record) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("all messages delivered");
+}

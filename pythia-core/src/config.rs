@@ -325,6 +325,11 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 /// [worker.retry]             # see RetryConfig
 /// max_attempts = 3
 ///
+/// ordering = "partition"     # partition | key | none
+/// batch_size = 1             # > 1: process_batch gets up to this many messages
+/// batch_timeout = "20ms"     # ... or what arrived within this time
+/// cpu_threads = 0            # Context::compute's pool; 0 = one per core
+///
 /// [worker.dead_letter]       # see DeadLetterConfig
 /// topic = "{topic}.dlq"
 /// ```
@@ -356,6 +361,31 @@ pub struct WorkerConfig {
     pub retry: RetryConfig,
     /// Where messages go when they cannot be processed.
     pub dead_letter: DeadLetterConfig,
+    /// Which messages of a partition may be processed at the same time.
+    pub ordering: Ordering,
+    /// Messages handed to `process_batch` at once (1: no batches). Batches
+    /// need `ordering = "partition"`.
+    pub batch_size: usize,
+    /// How long a batch waits to fill up before it is processed anyway.
+    #[serde(with = "humantime_serde")]
+    pub batch_timeout: Duration,
+    /// Threads of the pool `Context::compute` runs CPU work on; 0 for one per core.
+    pub cpu_threads: usize,
+}
+
+/// Which messages of one partition may be processed at the same time
+/// (`worker.ordering`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Ordering {
+    /// One at a time, in offset order (the default).
+    #[default]
+    Partition,
+    /// Messages with different keys in parallel; each key in offset order.
+    Key,
+    /// All in parallel, for work with no order.
+    None,
 }
 
 impl Default for WorkerConfig {
@@ -369,6 +399,10 @@ impl Default for WorkerConfig {
             max_message_bytes: None,
             retry: RetryConfig::default(),
             dead_letter: DeadLetterConfig::default(),
+            ordering: Ordering::Partition,
+            batch_size: 1,
+            batch_timeout: Duration::from_millis(20),
+            cpu_threads: 0,
         }
     }
 }
@@ -398,6 +432,27 @@ impl WorkerConfig {
             return Err(ConfigError::invalid(
                 "worker.max_message_bytes",
                 "must be at least 1; leave it unset for no limit",
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(ConfigError::invalid(
+                "worker.batch_size",
+                "must be at least 1 (1 turns batches off)",
+            ));
+        }
+        if self.batch_size > 1 && self.ordering != Ordering::Partition {
+            return Err(ConfigError::invalid(
+                "worker.batch_size",
+                "batches keep a partition's order: use them with worker.ordering = \"partition\", or set batch_size = 1",
+            ));
+        }
+        if self.batch_size > self.max_in_flight {
+            return Err(ConfigError::invalid(
+                "worker.batch_size",
+                format!(
+                    "must not exceed worker.max_in_flight ({}): a batch holds that many messages in flight",
+                    self.max_in_flight
+                ),
             ));
         }
         self.retry.validate()?;

@@ -4,6 +4,7 @@
 //! outputs of its messages one at a time, in offset order; deliveries complete in
 //! the background and acknowledge the input when all its outputs are confirmed.
 
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::codec::{Decode, Encode};
+use crate::config::Ordering as MessageOrder;
 use crate::dead_letter::{self, DeadLetterConfig, Failure, FailureKind};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
@@ -26,7 +28,7 @@ use crate::retry::RetryConfig;
 use crate::sink::{Record, Sink, SinkError};
 use crate::source::Acker;
 use crate::trace::TraceParent;
-use crate::worker::{Context, Output, Worker};
+use crate::worker::{Context, Output, Outputs, ProcessError, Worker};
 
 /// What the runtime and a lane share about it.
 #[derive(Debug, Default)]
@@ -76,6 +78,9 @@ pub(crate) struct FailurePolicy {
     /// `None` when dead letters are off: a failure stops the run.
     pub(crate) dead_letter: Option<DeadLetterConfig>,
     pub(crate) max_message_bytes: Option<usize>,
+    pub(crate) ordering: MessageOrder,
+    pub(crate) batch_size: usize,
+    pub(crate) batch_timeout: std::time::Duration,
 }
 
 /// The runtime's handle on a running lane.
@@ -175,6 +180,10 @@ impl Lane {
     }
 }
 
+/// A message of the concurrent mode being processed, with its key slot.
+type Started<'a> =
+    Pin<Box<dyn std::future::Future<Output = (Option<Bytes>, Result<Handled, Error>)> + Send + 'a>>;
+
 /// What became of a message the lane took.
 enum Handled {
     /// Sent (outputs or dead letter); acknowledged once delivered.
@@ -215,7 +224,18 @@ struct LaneTask<W, K, A> {
 }
 
 impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
-    async fn run(mut self) {
+    async fn run(self) {
+        match self.shared.policy.ordering {
+            MessageOrder::Partition if self.shared.policy.batch_size > 1 => {
+                self.run_batched().await
+            }
+            MessageOrder::Partition => self.run_in_order().await,
+            MessageOrder::Key | MessageOrder::None => self.run_concurrent().await,
+        }
+    }
+
+    /// One message at a time, in offset order.
+    async fn run_in_order(mut self) {
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let mut stopping = false;
         loop {
@@ -248,6 +268,264 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 }
                 else => return,
             }
+        }
+    }
+
+    /// Messages of different keys (`Ordering::Key`) or all messages
+    /// (`Ordering::None`) processed concurrently; one key's messages stay in
+    /// offset order. Acknowledgements may come out of order: the offset
+    /// tracker commits only up to the first unfinished offset.
+    async fn run_concurrent(mut self) {
+        let by_key = self.shared.policy.ordering == MessageOrder::Key;
+        let (_, closed) = mpsc::unbounded_channel();
+        let mut rx = std::mem::replace(&mut self.rx, closed);
+        let this = &self;
+        let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+        let mut active: FuturesUnordered<Started<'_>> = FuturesUnordered::new();
+        // Messages waiting for an earlier message of their key to finish.
+        let mut waiting: HashMap<Option<Bytes>, VecDeque<Message<Option<Bytes>>>> = HashMap::new();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                biased;
+                Some(delivered) = pending.next(), if !pending.is_empty() => {
+                    if !this.settle(delivered) {
+                        return;
+                    }
+                }
+                Some((key, result)) = active.next(), if !active.is_empty() => {
+                    match result {
+                        Ok(Handled::Pending(delivery)) => pending.push(delivery),
+                        Ok(Handled::Acked) => {}
+                        Ok(Handled::Stopped) => stopping = true,
+                        Ok(Handled::Failed) => return,
+                        Err(error) => {
+                            this.fail(error);
+                            return;
+                        }
+                    }
+                    if by_key {
+                        let next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
+                        match next {
+                            Some(message) if !stopping => active.push(this.start(key, message)),
+                            _ => {
+                                waiting.remove(&key);
+                            }
+                        }
+                    }
+                }
+                () = this.stop.cancelled(), if !stopping => stopping = true,
+                message = rx.recv(), if !stopping => {
+                    let Some(message) = message else { stopping = true; continue };
+                    if !by_key {
+                        active.push(this.start(None, message));
+                        continue;
+                    }
+                    let key = message.key.clone();
+                    match waiting.get_mut(&key) {
+                        // A message of this key is in flight: wait behind it.
+                        Some(queue) => queue.push_back(message),
+                        None => {
+                            waiting.insert(key.clone(), VecDeque::new());
+                            active.push(this.start(key, message));
+                        }
+                    }
+                }
+                // Stopping, with nothing in flight: queued messages are dropped
+                // unacknowledged and redelivered to the partition's next owner.
+                else => return,
+            }
+        }
+    }
+
+    /// Processes one message of the concurrent mode once a permit is free.
+    fn start(&self, key: Option<Bytes>, message: Message<Option<Bytes>>) -> Started<'_> {
+        Box::pin(async move {
+            let permit = tokio::select! {
+                () = self.stop.cancelled() => return (key, Ok(Handled::Stopped)),
+                permit = self.shared.permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return (key, Ok(Handled::Failed)),
+                },
+            };
+            // Deliveries are settled by the lane's loop, not while waiting here.
+            let result = self
+                .handle(message, permit, &mut FuturesUnordered::new())
+                .await;
+            (key, result)
+        })
+    }
+
+    /// Up to `batch_size` messages at a time (or what arrived within
+    /// `batch_timeout`), handed to `process_batch` together, in offset order.
+    async fn run_batched(mut self) {
+        let policy = &self.shared.policy;
+        let (size, timeout) = (policy.batch_size, policy.batch_timeout);
+        let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                biased;
+                Some(delivered) = pending.next(), if !pending.is_empty() => {
+                    if !self.settle(delivered) {
+                        return;
+                    }
+                }
+                () = self.stop.cancelled(), if !stopping => stopping = true,
+                first = self.rx.recv(), if !stopping => {
+                    let Some(first) = first else { stopping = true; continue };
+                    let mut batch = vec![first];
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    while batch.len() < size {
+                        tokio::select! {
+                            biased;
+                            () = self.stop.cancelled() => break,
+                            next = self.rx.recv() => match next {
+                                Some(message) => batch.push(message),
+                                None => break,
+                            },
+                            () = tokio::time::sleep_until(deadline) => break,
+                        }
+                    }
+                    let mut permits = Vec::with_capacity(batch.len());
+                    for _ in 0..batch.len() {
+                        match self.permit(&mut pending).await {
+                            Wait::Permit(permit) => permits.push(permit),
+                            Wait::Stop => break,
+                            Wait::Fail => return,
+                        }
+                    }
+                    if permits.len() < batch.len() {
+                        // Stopped before the batch could start: none of it ran.
+                        stopping = true;
+                        continue;
+                    }
+                    match self.handle_batch(batch, permits, &mut pending).await {
+                        Ok(()) => {}
+                        Err(Some(error)) => {
+                            self.fail(error);
+                            return;
+                        }
+                        Err(None) => return,
+                    }
+                }
+                else => return,
+            }
+        }
+    }
+
+    /// Decodes a batch, runs `process_batch` on what decoded, and sends each
+    /// message's outputs or dead letter. A failed message gets the rest of its
+    /// attempts one by one; a panicking batch is processed message by message.
+    /// `Err(None)`: the run is stopping already.
+    async fn handle_batch(
+        &self,
+        batch: Vec<Message<Option<Bytes>>>,
+        permits: Vec<OwnedSemaphorePermit>,
+        pending: &mut FuturesUnordered<Pending>,
+    ) -> Result<(), Option<Error>> {
+        let policy = &self.shared.policy;
+        let mut raws = Vec::with_capacity(batch.len());
+        let mut decoded = Vec::with_capacity(batch.len());
+        for (raw, permit) in batch.into_iter().zip(permits) {
+            let size = raw.payload.as_ref().map_or(0, Bytes::len);
+            let (kind, reason) = if let Some(limit) = policy.max_message_bytes.filter(|l| size > *l)
+            {
+                let reason =
+                    format!("payload of {size} bytes exceeds worker.max_message_bytes = {limit}");
+                (FailureKind::TooLarge, reason)
+            } else {
+                match raw.clone().try_map(|p| W::Codec::decode(p.as_ref())) {
+                    Ok(message) => {
+                        decoded.push(message);
+                        raws.push((raw, permit));
+                        continue;
+                    }
+                    Err(error) => (FailureKind::Decode, error.to_string()),
+                }
+            };
+            let handled = self.give_up(raw, kind, reason, 0, permit).await;
+            self.absorb(handled, pending)?;
+        }
+        if raws.is_empty() {
+            return Ok(());
+        }
+        let count = raws.len();
+        let started = std::time::Instant::now();
+        let result = AssertUnwindSafe(async {
+            self.shared
+                .worker
+                .process_batch(decoded, &self.shared.ctx)
+                .await
+        })
+        .catch_unwind()
+        .await;
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .duration
+                .observe(started.elapsed().as_secs_f64() / count as f64);
+        }
+        let results: Vec<Option<Result<Outputs<W::Output>, ProcessError>>> = match result {
+            Ok(results) if results.len() == count => results.into_iter().map(Some).collect(),
+            Ok(results) => {
+                return Err(Some(Error::Lane {
+                    partition: self.partition.clone(),
+                    reason: format!(
+                        "process_batch returned {} results for {count} messages",
+                        results.len()
+                    ),
+                }));
+            }
+            Err(panic) => {
+                tracing::warn!(
+                    partition = %self.partition,
+                    panic = %panic_text(&*panic),
+                    "process_batch panicked; processing the batch message by message"
+                );
+                (0..count).map(|_| None).collect()
+            }
+        };
+        for ((raw, permit), result) in raws.into_iter().zip(results) {
+            let handled = match result {
+                Some(Ok(outputs)) => {
+                    let trace = TraceParent::from_headers(raw.headers()).map(|t| t.child());
+                    self.send(raw, outputs.into_vec(), 1, permit, trace.as_ref())
+                        .await
+                }
+                Some(Err(error)) if error.is_permanent() || policy.retry.max_attempts <= 1 => {
+                    let kind = if error.is_permanent() {
+                        FailureKind::Permanent
+                    } else {
+                        FailureKind::Transient
+                    };
+                    self.give_up(raw, kind, error.to_string(), 1, permit).await
+                }
+                // The remaining attempts, one message at a time.
+                Some(Err(error)) => {
+                    tracing::warn!(message = %format_args!("{}@{}", self.partition, raw.offset()), %error, "batch item failed; retrying it alone");
+                    self.handle_from(raw, permit, pending, 1).await
+                }
+                None => self.handle_from(raw, permit, pending, 0).await,
+            };
+            self.absorb(handled, pending)?;
+        }
+        Ok(())
+    }
+
+    /// Files a handled message's result: a pending delivery joins `pending`.
+    fn absorb(
+        &self,
+        handled: Result<Handled, Error>,
+        pending: &mut FuturesUnordered<Pending>,
+    ) -> Result<(), Option<Error>> {
+        match handled {
+            Ok(Handled::Pending(delivery)) => {
+                pending.push(delivery);
+                Ok(())
+            }
+            Ok(Handled::Acked) => Ok(()),
+            Ok(Handled::Stopped | Handled::Failed) => Err(None),
+            Err(error) => Err(Some(error)),
         }
     }
 
@@ -299,6 +577,17 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         permit: OwnedSemaphorePermit,
         pending: &mut FuturesUnordered<Pending>,
     ) -> Result<Handled, Error> {
+        self.handle_from(raw, permit, pending, 0).await
+    }
+
+    /// Like [`LaneTask::handle`] for a message that already failed `attempts` times.
+    async fn handle_from(
+        &self,
+        raw: Message<Option<Bytes>>,
+        permit: OwnedSemaphorePermit,
+        pending: &mut FuturesUnordered<Pending>,
+        attempts: u32,
+    ) -> Result<Handled, Error> {
         // W3C trace context: outputs continue the input's trace.
         let trace = TraceParent::from_headers(raw.headers()).map(|t| t.child());
         let span = tracing::debug_span!(
@@ -309,7 +598,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             offset = raw.offset(),
             trace_id = trace.as_ref().map(TraceParent::trace_id),
         );
-        self.attempts(raw, permit, pending, trace.as_ref())
+        self.attempts(raw, permit, pending, trace.as_ref(), attempts)
             .instrument(span)
             .await
     }
@@ -320,6 +609,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         mut permit: OwnedSemaphorePermit,
         pending: &mut FuturesUnordered<Pending>,
         trace: Option<&TraceParent>,
+        done: u32,
     ) -> Result<Handled, Error> {
         let policy = &self.shared.policy;
         let size = raw.payload.as_ref().map_or(0, Bytes::len);
@@ -330,7 +620,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 .give_up(raw, FailureKind::TooLarge, reason, 0, permit)
                 .await;
         }
-        let mut attempt = 0;
+        let mut attempt = done;
         loop {
             // Decoded afresh for each attempt: `process` takes the message.
             let message = match raw.clone().try_map(|p| W::Codec::decode(p.as_ref())) {
@@ -546,7 +836,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     }
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {

@@ -12,6 +12,7 @@
 //! [`metrics`], [`health`], [`endpoint`] (the HTTP server for both), [`trace`].
 
 pub mod codec;
+mod compute;
 pub mod config;
 pub mod dead_letter;
 pub mod endpoint;
@@ -31,7 +32,7 @@ pub mod trace;
 mod worker;
 
 pub use codec::{Json, Raw, Utf8};
-pub use config::{ConfigError, ConfigLoader, WorkerConfig};
+pub use config::{ConfigError, ConfigLoader, Ordering, WorkerConfig};
 pub use dead_letter::{DeadLetterConfig, FailureKind};
 pub use error::Error;
 pub use message::{Header, Headers, Message, PartitionId};

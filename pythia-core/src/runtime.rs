@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::compute::CpuPool;
 use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::lane::{FailurePolicy, Lane, Shared};
@@ -141,13 +142,17 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             metrics,
         } = self;
         let stopping = CancellationToken::new();
+        let cpu = CpuPool::new(config.cpu_threads, &name).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot start the CPU pool; using the shared one");
+            CpuPool::shared()
+        });
         let (failures, mut failed) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             worker,
             sink,
             acker: source.acker(),
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
-            ctx: Context::new(name.clone(), stopping.clone()),
+            ctx: Context::new(name.clone(), stopping.clone(), cpu),
             wake: Arc::new(Notify::new()),
             resume_at: config.partition_buffer / 2,
             failures,
@@ -159,6 +164,9 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                     .enabled
                     .then(|| config.dead_letter.clone()),
                 max_message_bytes: config.max_message_bytes,
+                ordering: config.ordering,
+                batch_size: config.batch_size,
+                batch_timeout: config.batch_timeout,
             },
             metrics,
         });

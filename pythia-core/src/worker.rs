@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Decode, Encode};
+use crate::compute::CpuPool;
 use crate::message::{Headers, Message};
 use crate::spec::WorkerSpec;
 
@@ -64,6 +65,30 @@ pub trait Process: Send + Sync + 'static {
         message: Message<Self::Input>,
         ctx: &Context,
     ) -> impl Future<Output = Result<Outputs<Self::Output>, ProcessError>> + Send;
+
+    /// Processes a batch of one partition's messages, in offset order, and
+    /// returns one result per message, in the same order. Used when
+    /// `worker.batch_size` is above 1: up to that many messages, or what arrived
+    /// within `worker.batch_timeout`. Each message's offset commits by its own
+    /// result; a failed one is retried alone with `process`, then dead-lettered
+    /// per the retry policy.
+    ///
+    /// The default calls `process` for each message in turn. Override it for a
+    /// bulk write, or to spread CPU work over the pool with
+    /// [`Context::compute_parallel`] and rayon's `par_iter`.
+    fn process_batch(
+        &self,
+        messages: Vec<Message<Self::Input>>,
+        ctx: &Context,
+    ) -> impl Future<Output = Vec<Result<Outputs<Self::Output>, ProcessError>>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(messages.len());
+            for message in messages {
+                results.push(self.process(message, ctx).await);
+            }
+            results
+        }
+    }
 }
 
 /// A runnable worker: its [`Process`] logic plus how its payloads are encoded and
@@ -112,11 +137,16 @@ pub trait Worker: Process {
 pub struct Context {
     worker: Arc<str>,
     shutdown: CancellationToken,
+    cpu: CpuPool,
 }
 
 impl Context {
-    pub(crate) fn new(worker: Arc<str>, shutdown: CancellationToken) -> Self {
-        Self { worker, shutdown }
+    pub(crate) fn new(worker: Arc<str>, shutdown: CancellationToken, cpu: CpuPool) -> Self {
+        Self {
+            worker,
+            shutdown,
+            cpu,
+        }
     }
 
     /// A context for calling `process` directly, e.g. in a unit test of a worker.
@@ -127,7 +157,49 @@ impl Context {
     /// assert!(!ctx.is_shutting_down());
     /// ```
     pub fn detached(worker: &str) -> Self {
-        Self::new(worker.into(), CancellationToken::new())
+        Self::new(worker.into(), CancellationToken::new(), CpuPool::shared())
+    }
+
+    /// Runs CPU-heavy `work` on the runtime's rayon pool (`worker.cpu_threads`
+    /// threads, one per core by default) and waits for its result without
+    /// blocking the tokio threads that poll the broker and answer health
+    /// checks. A panic in `work` becomes this message's error (retried or
+    /// dead-lettered like any other), not a dead worker.
+    ///
+    /// While the pool is saturated, `process` calls wait here, the partitions'
+    /// buffers fill and their fetching pauses; the consumer keeps polling.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), pythia_core::ProcessError> {
+    /// let ctx = pythia_core::Context::detached("hasher");
+    /// let data = vec![7u8; 1 << 20];
+    /// let sum = ctx.compute(move || data.iter().map(|b| *b as u64).sum::<u64>()).await?;
+    /// assert_eq!(sum, 7 << 20);
+    /// # Ok(()) }
+    /// ```
+    pub async fn compute<T, F>(&self, work: F) -> Result<T, ProcessError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.cpu.run(work).await
+    }
+
+    /// Like [`Context::compute`], with `work` running inside the pool, so rayon's
+    /// parallel iterators in it (`par_iter` over a batch, say) use the
+    /// runtime's threads.
+    pub async fn compute_parallel<T, F>(&self, work: F) -> Result<T, ProcessError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.cpu.install(work).await
+    }
+
+    /// The number of threads of the CPU pool.
+    pub fn cpu_threads(&self) -> usize {
+        self.cpu.threads()
     }
 
     /// The worker's name, as in logs and metrics.

@@ -12,7 +12,10 @@
 //! - `TEST_FAIL_PERMANENT`: when set, those errors are permanent (not retried);
 //! - `TEST_PANIC_AT`: `PARTITION:OFFSET` whose processing panics;
 //! - `TEST_OUTPUT`: when set, each message produces one output (its payload) to the output topic;
-//! - `TEST_GATE_FILE`: `process` waits until this file exists (a blocked or hung handler).
+//! - `TEST_GATE_FILE`: `process` waits until this file exists (a blocked or hung handler);
+//! - `TEST_CPU_MS`: spend this long busy on the runtime's CPU pool (`Context::compute`)
+//!   in each `process` call;
+//! - `TEST_CPU_PANIC_AT`: `PARTITION:OFFSET` whose CPU work panics.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -38,6 +41,8 @@ struct Behaviour {
     output: bool,
     /// `process` waits until this file exists.
     gate: Option<std::path::PathBuf>,
+    cpu: Duration,
+    cpu_panic_at: Option<(i32, i64)>,
 }
 
 /// The test worker for codec `C`; declared by hand, with no spec: everything
@@ -67,7 +72,7 @@ impl Behaviour {
     }
 
     /// Everything but the output: delays, injected failures, the record line.
-    async fn run<T>(&self, msg: &Message<T>) -> Result<(), ProcessError> {
+    async fn run<T>(&self, msg: &Message<T>, ctx: &Context) -> Result<(), ProcessError> {
         if let Some(gate) = &self.gate {
             while !gate.exists() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -101,6 +106,19 @@ impl Behaviour {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
+        if !self.cpu.is_zero() || self.cpu_panic_at.is_some() {
+            let (busy, panics) = (self.cpu, self.cpu_panic_at == Some(at));
+            ctx.compute(move || {
+                assert!(!panics, "injected CPU panic");
+                let until = std::time::Instant::now() + busy;
+                let mut x = 0u64;
+                while std::time::Instant::now() < until {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                std::hint::black_box(x)
+            })
+            .await?;
+        }
         self.write(format!(
             "processed {} {} {} {} {} {}\n",
             std::process::id(),
@@ -125,9 +143,9 @@ impl Process for TestWorker<Raw> {
     async fn process(
         &self,
         msg: Message<Bytes>,
-        _: &Context,
+        ctx: &Context,
     ) -> Result<Outputs<Bytes>, ProcessError> {
-        self.behaviour.run(&msg).await?;
+        self.behaviour.run(&msg, ctx).await?;
         Ok(if self.behaviour.output {
             Outputs::one(msg.into_payload())
         } else {
@@ -147,9 +165,9 @@ impl Process for TestWorker<Json> {
     async fn process(
         &self,
         msg: Message<Task>,
-        _: &Context,
+        ctx: &Context,
     ) -> Result<Outputs<Task>, ProcessError> {
-        self.behaviour.run(&msg).await?;
+        self.behaviour.run(&msg, ctx).await?;
         Ok(if self.behaviour.output {
             Outputs::one(msg.into_payload())
         } else {
@@ -169,9 +187,9 @@ impl Process for TestWorker<Utf8> {
     async fn process(
         &self,
         msg: Message<String>,
-        _: &Context,
+        ctx: &Context,
     ) -> Result<Outputs<String>, ProcessError> {
-        self.behaviour.run(&msg).await?;
+        self.behaviour.run(&msg, ctx).await?;
         Ok(if self.behaviour.output {
             Outputs::one(msg.into_payload())
         } else {
@@ -243,6 +261,8 @@ async fn main() -> anyhow::Result<()> {
         panic_at: positions("TEST_PANIC_AT").first().copied(),
         output: std::env::var_os("TEST_OUTPUT").is_some(),
         gate: std::env::var_os("TEST_GATE_FILE").map(Into::into),
+        cpu: Duration::from_millis(env_parse("TEST_CPU_MS")?.unwrap_or(0)),
+        cpu_panic_at: positions("TEST_CPU_PANIC_AT").first().copied(),
     };
     match std::env::var("TEST_CODEC").as_deref().unwrap_or("raw") {
         "raw" => {
