@@ -388,6 +388,17 @@ pub enum Ordering {
     None,
 }
 
+impl Ordering {
+    /// The value as written in configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Partition => "partition",
+            Self::Key => "key",
+            Self::None => "none",
+        }
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {

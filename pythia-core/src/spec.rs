@@ -5,6 +5,8 @@
 //! worker's configuration from it, and the configuration file, the environment
 //! and values set in code override each key.
 
+use crate::config::Ordering;
+
 /// What a worker consumes and produces, and its concurrency limits.
 ///
 /// Built in `const` context, so a hand-written [`Worker`](crate::Worker) impl can
@@ -39,6 +41,8 @@ pub struct WorkerSpec {
     pub max_in_flight: Option<usize>,
     /// The default of `worker.partition_buffer`.
     pub partition_buffer: Option<usize>,
+    /// The default of `worker.ordering`.
+    pub ordering: Option<Ordering>,
 }
 
 impl WorkerSpec {
@@ -57,6 +61,7 @@ impl WorkerSpec {
             default_sink: None,
             max_in_flight: None,
             partition_buffer: None,
+            ordering: None,
         }
     }
 
@@ -99,6 +104,12 @@ impl WorkerSpec {
     /// Sets the default of `worker.partition_buffer`.
     pub const fn with_partition_buffer(mut self, n: usize) -> Self {
         self.partition_buffer = Some(n);
+        self
+    }
+
+    /// Sets the default of `worker.ordering`.
+    pub const fn with_ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = Some(ordering);
         self
     }
 

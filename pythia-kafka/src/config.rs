@@ -132,6 +132,9 @@ impl Config {
         if let Some(n) = spec.partition_buffer {
             loader = loader.default_value("worker.partition_buffer", n as u64);
         }
+        if let Some(ordering) = spec.ordering {
+            loader = loader.default_value("worker.ordering", ordering.as_str());
+        }
         loader
     }
 

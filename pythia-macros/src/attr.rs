@@ -21,6 +21,7 @@ pub(crate) const DEFAULT_SINK: &str = "default_sink";
 pub(crate) const CODEC: &str = "codec";
 pub(crate) const MAX_IN_FLIGHT: &str = "max_in_flight";
 pub(crate) const PARTITION_BUFFER: &str = "partition_buffer";
+pub(crate) const ORDERING: &str = "ordering";
 pub(crate) const CRATE: &str = "crate";
 
 const KEYS: &[&str] = &[
@@ -34,6 +35,7 @@ const KEYS: &[&str] = &[
     CODEC,
     MAX_IN_FLIGHT,
     PARTITION_BUFFER,
+    ORDERING,
     CRATE,
 ];
 
@@ -86,6 +88,7 @@ pub(crate) struct Attrs {
     pub(crate) codec: Option<Attr<Codec>>,
     pub(crate) max_in_flight: Option<Attr<LitInt>>,
     pub(crate) partition_buffer: Option<Attr<LitInt>>,
+    pub(crate) ordering: Option<Attr<Str>>,
     pub(crate) krate: Option<Attr<syn::Path>>,
     /// Whether `topic` or `topics` was written, even with a bad value.
     pub(crate) source_seen: bool,
@@ -187,6 +190,10 @@ impl Attrs {
                     PARTITION_BUFFER,
                     value,
                 )
+            }
+            ORDERING => {
+                let value = string(&meta, ORDERING, "\"key\"")?;
+                set(cx, &mut self.ordering, span, ORDERING, value)
             }
             CRATE => {
                 let lit = string(&meta, CRATE, "\"pythia_kafka::core\"")?;

@@ -23,6 +23,8 @@ pub(crate) struct Model<'a> {
     pub(crate) codec: TokenStream,
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) partition_buffer: Option<usize>,
+    /// The `Ordering` variant's name.
+    pub(crate) ordering: Option<syn::Ident>,
 }
 
 /// Checks `input` and its attributes; errors go to `cx`.
@@ -183,6 +185,22 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
         .partition_buffer
         .and_then(|a| positive(cx, a, "partition_buffer"));
 
+    let ordering = attrs.ordering.and_then(|o| {
+        let variant = match o.value.value.as_str() {
+            "partition" => "Partition",
+            "key" => "Key",
+            "none" => "None",
+            other => {
+                cx.error(
+                    o.value.span,
+                    format!("unknown ordering \"{other}\": use \"partition\" (one at a time, the default), \"key\" (keys in parallel, each in order) or \"none\""),
+                );
+                return None;
+            }
+        };
+        Some(syn::Ident::new(variant, o.value.span))
+    });
+
     Model {
         input,
         krate,
@@ -195,6 +213,7 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
         codec,
         max_in_flight,
         partition_buffer,
+        ordering,
     }
 }
 

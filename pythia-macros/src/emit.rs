@@ -56,6 +56,9 @@ pub(crate) fn emit(model: &Model<'_>) -> TokenStream {
     if let Some(n) = model.partition_buffer {
         spec.extend(quote!(.with_partition_buffer(#n)));
     }
+    if let Some(variant) = &model.ordering {
+        spec.extend(quote!(.with_ordering(#krate::Ordering::#variant)));
+    }
 
     let constants = (!model.sinks.is_empty()).then(|| {
         let consts = model.sinks.iter().map(|(name, constant, topic)| {
