@@ -43,6 +43,12 @@ pub(crate) struct Args {
     /// Rounds; each runs all four variants once.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// The Pythia workers' worker.max_in_flight (default: the worker default).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_flight: Option<u64>,
+    /// The Pythia workers' worker.partition_buffer (default: the worker default).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    partition_buffer: Option<u64>,
     /// Print one JSON object on stdout and nothing else.
     #[arg(long)]
     json: bool,
@@ -104,6 +110,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             .set("kafka.embedded_partitions", i64::from(args.partitions)),
     )?;
     config.use_embedded(&broker)?;
+    if let Some(n) = args.max_in_flight {
+        config.worker.max_in_flight = n as usize;
+    }
+    if let Some(n) = args.partition_buffer {
+        config.worker.partition_buffer = n as usize;
+    }
     preload(&config, &args)?;
     say(
         &args,

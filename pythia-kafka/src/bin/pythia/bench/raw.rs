@@ -45,7 +45,7 @@ pub(crate) fn consume(
                 consumer.store_offset_from_message(&message)?;
                 progress.tick();
                 seen += 1;
-                if seen % CLOCK_EVERY != 0 {
+                if !seen.is_multiple_of(CLOCK_EVERY) {
                     continue;
                 }
             }
@@ -116,7 +116,7 @@ pub(crate) fn pipeline(
                 }
                 consumer.store_offset_from_message(&message)?;
                 seen += 1;
-                if seen % CLOCK_EVERY != 0 {
+                if !seen.is_multiple_of(CLOCK_EVERY) {
                     continue;
                 }
             }

@@ -200,7 +200,7 @@ fn produce(producer: &BaseProducer<Context>, plan: &Plan) -> anyhow::Result<()> 
                 }
             }
         }
-        if id % 1024 == 0 {
+        if id.is_multiple_of(1024) {
             producer.poll(Duration::ZERO);
         }
     }
