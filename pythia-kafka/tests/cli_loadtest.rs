@@ -129,7 +129,7 @@ fn scale_with_io_work_raises_throughput_with_instances() {
         "--concurrency",
         "1",
         "--messages",
-        "400",
+        "800",
         "--scale",
         "1,2,4",
         "--json",
@@ -138,13 +138,14 @@ fn scale_with_io_work_raises_throughput_with_instances() {
     let runs = report["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 3);
     for (run, n) in runs.iter().zip([1, 2, 4]) {
-        check_run(run, n, 4, 400);
+        check_run(run, n, 4, 800);
     }
     let throughput: Vec<f64> = runs.iter().map(|r| f(r, "throughput_msgs_per_s")).collect();
     // One message at a time per instance on waiting work: each instance adds
-    // its own rate. Generous bounds; the timing of a busy machine varies.
+    // its own rate (ideally ×2 per step). Generous bounds: the first fetch's
+    // fixed delay weighs on the shortest run, and other tests share the CPUs.
     assert!(
-        throughput[1] > 1.3 * throughput[0] && throughput[2] > 1.3 * throughput[1],
+        throughput[1] > 1.2 * throughput[0] && throughput[2] > 1.2 * throughput[1],
         "throughput does not rise with instances: {throughput:?}"
     );
     let efficiency: Vec<f64> = report["efficiency"]
