@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pythia_core::offsets::OffsetTracker;
 use pythia_core::{
     Acker, Header, Headers, Message, Metrics, PartitionId, Revocation, Source, SourceEvent,
@@ -34,6 +34,8 @@ const MAX_BATCH: usize = 1024;
 const POLL_WAIT: Duration = Duration::from_millis(20);
 /// How long a final commit the group refuses for a moment is retried.
 const FINAL_COMMIT_RETRY: Duration = Duration::from_secs(3);
+/// Size of the blocks payloads and keys are copied into.
+const ARENA_BLOCK: usize = 64 * 1024;
 
 enum Command {
     Pause(Vec<PartitionId>),
@@ -396,6 +398,10 @@ struct Poller {
     commit_interval: Duration,
     /// Topic names, interned so each message shares one allocation.
     topics: HashMap<String, Arc<str>>,
+    /// Where payloads and keys are copied out of librdkafka: one allocation
+    /// per block rather than per message, and cloning a payload (as the `Raw`
+    /// codec does) only counts a reference.
+    arena: BytesMut,
 }
 
 impl Poller {
@@ -409,6 +415,7 @@ impl Poller {
             commands,
             commit_interval,
             topics: HashMap::new(),
+            arena: BytesMut::new(),
         }
     }
 
@@ -492,7 +499,7 @@ impl Poller {
         for _ in 0..MAX_BATCH {
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
-                    let message = convert(&message, &mut self.topics);
+                    let message = convert(&message, &mut self.topics, &mut self.arena);
                     let context = self.consumer.context();
                     context
                         .pending
@@ -536,9 +543,21 @@ impl Poller {
     }
 }
 
+/// Copies `bytes` into the arena's current block (starting a new block when
+/// it is full) and returns them as a shared slice of it.
+fn copy(arena: &mut BytesMut, bytes: &[u8]) -> Bytes {
+    if arena.capacity() - arena.len() < bytes.len() {
+        // A block still referenced by messages is never reused: this starts a new one.
+        *arena = BytesMut::with_capacity(ARENA_BLOCK.max(bytes.len()));
+    }
+    arena.extend_from_slice(bytes);
+    arena.split().freeze()
+}
+
 fn convert(
     message: &BorrowedMessage<'_>,
     topics: &mut HashMap<String, Arc<str>>,
+    arena: &mut BytesMut,
 ) -> Message<Option<Bytes>> {
     let topic = match topics.get(message.topic()) {
         Some(topic) => topic.clone(),
@@ -549,10 +568,10 @@ fn convert(
         }
     };
     let partition = PartitionId::new(topic, message.partition());
-    let payload = message.payload().map(Bytes::copy_from_slice);
+    let payload = message.payload().map(|p| copy(arena, p));
     let mut converted = Message::new(partition, message.offset(), payload);
     if let Some(key) = message.key() {
-        converted = converted.with_key(Bytes::copy_from_slice(key));
+        converted = converted.with_key(copy(arena, key));
     }
     if let Some(headers) = message.headers() {
         converted = converted.with_headers(
@@ -569,4 +588,28 @@ fn convert(
         converted = converted.with_timestamp_ms(ms);
     }
     converted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_share_blocks_and_keep_their_bytes() {
+        let mut arena = BytesMut::new();
+        let a = copy(&mut arena, b"first");
+        let b = copy(&mut arena, b"second");
+        let big = vec![7u8; ARENA_BLOCK + 1];
+        let c = copy(&mut arena, &big);
+        let d = copy(&mut arena, b"");
+        assert_eq!(
+            (&a[..], &b[..], &d[..]),
+            (&b"first"[..], &b"second"[..], &b""[..])
+        );
+        assert_eq!(c.len(), ARENA_BLOCK + 1);
+        // Neighbours in one block: `b` starts where `a` ends.
+        assert_eq!(a.as_ptr().wrapping_add(a.len()), b.as_ptr());
+        drop(a);
+        assert_eq!(&b[..], b"second", "a slice outlives its neighbours");
+    }
 }

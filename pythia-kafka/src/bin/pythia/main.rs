@@ -5,6 +5,9 @@ use std::io::Write;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod loadtest;
+
 #[derive(Parser)]
 #[command(
     name = "pythia",
@@ -37,6 +40,14 @@ enum Command {
     /// Dead-letter topics.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Run worker processes in one group under a load and report throughput,
+    /// latency, duplicates, losses and scaling efficiency.
+    Loadtest(loadtest::Args),
+    /// Compare raw rdkafka loops with Pythia workers on one pre-loaded topic.
+    Bench(bench::Args),
+    /// One instance of `pythia loadtest` (started by it).
+    #[command(hide = true)]
+    LoadtestWorker(loadtest::instance::Args),
 }
 
 #[derive(Subcommand)]
@@ -131,8 +142,23 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("replayed={} skipped={}", summary.total(), summary.skipped);
         }
+        Command::Loadtest(args) => on_own_runtime(move || loadtest::run(args)).await?,
+        Command::Bench(args) => on_own_runtime(move || bench::run(args)).await?,
+        Command::LoadtestWorker(args) => {
+            on_own_runtime(move || loadtest::instance::run(args)).await?
+        }
     }
     Ok(())
+}
+
+/// Runs `f` on a thread of its own, where it may build a multi-threaded
+/// runtime (workers and benchmarks run as they would in a user's binary).
+async fn on_own_runtime(
+    f: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("the command's thread panicked")?
 }
 
 #[cfg(test)]

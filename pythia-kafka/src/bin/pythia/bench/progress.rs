@@ -1,0 +1,91 @@
+//! The clock of one benchmark run: messages done, first and last.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::alloc;
+
+/// Counts finished messages of one run and times the run between the first and
+/// the last; also snapshots the allocation counter in the steady middle.
+pub(crate) struct Progress {
+    target: u64,
+    done: AtomicU64,
+    first: OnceLock<Instant>,
+    last: OnceLock<Instant>,
+    /// Allocation counts at messages `marks.0` and `marks.1`.
+    marks: (u64, u64),
+    allocations: [AtomicU64; 2],
+    finished: Notify,
+}
+
+/// What one run measured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Measured {
+    pub(crate) msgs_per_s: f64,
+    /// Allocations per message between the 10th and the 90th percentile message.
+    pub(crate) allocs_per_msg: f64,
+}
+
+impl Progress {
+    /// A run of `target` messages.
+    pub(crate) fn new(target: u64) -> Self {
+        Self {
+            target,
+            done: AtomicU64::new(0),
+            first: OnceLock::new(),
+            last: OnceLock::new(),
+            marks: ((target / 10).max(1), (target * 9 / 10).max(2)),
+            allocations: [AtomicU64::new(0), AtomicU64::new(0)],
+            finished: Notify::new(),
+        }
+    }
+
+    /// One more message is done.
+    #[inline]
+    pub(crate) fn tick(&self) {
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            let _ = self.first.set(Instant::now());
+        }
+        if n == self.marks.0 {
+            self.allocations[0].store(alloc::allocations(), Ordering::Relaxed);
+        }
+        if n == self.marks.1 {
+            self.allocations[1].store(alloc::allocations(), Ordering::Relaxed);
+        }
+        if n == self.target {
+            let _ = self.last.set(Instant::now());
+            self.finished.notify_one();
+        }
+    }
+
+    /// Whether every message is done.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.last.get().is_some()
+    }
+
+    /// Resolves when every message is done.
+    pub(crate) async fn finished(&self) {
+        if !self.is_finished() {
+            self.finished.notified().await;
+        }
+    }
+
+    /// The run's figures, once finished.
+    pub(crate) fn measured(&self) -> Option<Measured> {
+        let (first, last) = (self.first.get()?, self.last.get()?);
+        let span = last
+            .saturating_duration_since(*first)
+            .max(Duration::from_micros(1));
+        let allocations = self.allocations[1]
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.allocations[0].load(Ordering::Relaxed));
+        Some(Measured {
+            msgs_per_s: (self.target - 1) as f64 / span.as_secs_f64(),
+            allocs_per_msg: allocations as f64 / (self.marks.1 - self.marks.0) as f64,
+        })
+    }
+}

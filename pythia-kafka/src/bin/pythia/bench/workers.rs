@@ -1,0 +1,128 @@
+//! The Pythia side: a pass-through worker and a one-stage pipeline, run the
+//! way `KafkaWorker` runs them (Kafka source, Kafka sink, the core runtime),
+//! with an acknowledgement counter around the source.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use pythia_kafka::core::{Acker, PartitionId, Runtime, Source, SourceEvent};
+use pythia_kafka::{
+    Config, Context, KafkaAcker, KafkaSink, KafkaSource, Message, Outputs, Process, ProcessError,
+    Raw, Worker,
+};
+
+use super::progress::Progress;
+
+/// Does nothing with each message.
+pub(crate) struct PassThrough;
+
+impl Worker for PassThrough {
+    type Codec = Raw;
+}
+
+impl Process for PassThrough {
+    type Input = Bytes;
+    type Output = ();
+
+    async fn process(&self, msg: Message<Bytes>, _: &Context) -> Result<Outputs<()>, ProcessError> {
+        std::hint::black_box(msg.payload());
+        Ok(Outputs::none())
+    }
+}
+
+/// Sends each payload on to the output topic.
+pub(crate) struct Forward;
+
+impl Worker for Forward {
+    type Codec = Raw;
+}
+
+impl Process for Forward {
+    type Input = Bytes;
+    type Output = Bytes;
+
+    async fn process(
+        &self,
+        msg: Message<Bytes>,
+        _: &Context,
+    ) -> Result<Outputs<Bytes>, ProcessError> {
+        Ok(Outputs::one(msg.into_payload()))
+    }
+}
+
+/// The Kafka source, with every acknowledgement counted.
+struct Counted {
+    inner: KafkaSource,
+    progress: Arc<Progress>,
+}
+
+#[derive(Clone)]
+struct CountedAcker {
+    inner: KafkaAcker,
+    progress: Arc<Progress>,
+}
+
+impl Acker for CountedAcker {
+    fn ack(&self, partition: &PartitionId, offset: i64) {
+        self.inner.ack(partition, offset);
+        self.progress.tick();
+    }
+}
+
+impl Source for Counted {
+    type Acker = CountedAcker;
+
+    fn acker(&self) -> CountedAcker {
+        CountedAcker {
+            inner: self.inner.acker(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    async fn next(&mut self) -> Option<SourceEvent> {
+        self.inner.next().await
+    }
+
+    fn pause(&mut self, partitions: &[PartitionId]) {
+        self.inner.pause(partitions);
+    }
+
+    fn resume(&mut self, partitions: &[PartitionId]) {
+        self.inner.resume(partitions);
+    }
+
+    async fn close(self, timeout: Duration) -> Result<(), pythia_kafka::core::Error> {
+        self.inner.close(timeout).await
+    }
+}
+
+/// Runs `worker` with `config` until `progress` is finished (or `timeout`).
+pub(crate) async fn run<W: Worker>(
+    worker: W,
+    config: &Config,
+    timeout: Duration,
+    progress: Arc<Progress>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let name = config.name().to_owned();
+    let sink = Arc::new(KafkaSink::new(&config.kafka)?);
+    let source = Counted {
+        inner: KafkaSource::new(config, &name)?,
+        progress: progress.clone(),
+    };
+    let runtime =
+        Runtime::with_shared(config.worker.clone(), &name, Arc::new(worker), source, sink);
+    let until = progress.clone();
+    runtime
+        .run(async move {
+            let _ = tokio::time::timeout(timeout, until.finished()).await;
+        })
+        .await
+        .context("the pythia worker failed")?;
+    if !progress.is_finished() {
+        bail!("the pythia worker did not finish within {timeout:?}");
+    }
+    Ok(())
+}
