@@ -102,3 +102,12 @@ fn order_pipeline_in_one_process_ends_every_line_in_one_place() {
         "{line}"
     );
 }
+
+#[test]
+fn cpu_heavy_processes_every_image_on_the_pool() {
+    let stdout = run_example("cpu_heavy", &[], LIMIT);
+    let line = summary(&stdout);
+    assert_eq!(value(line, "produced"), 4_000, "{line}");
+    assert_eq!(value(line, "processed"), 4_000, "{line}");
+    assert_eq!(value(line, "mismatched"), 0, "{line}");
+}
