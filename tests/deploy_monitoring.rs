@@ -153,6 +153,10 @@ impl Prometheus {
     fn api(&self, path: &str) -> serde_json::Value {
         let (code, body) = http_get(&self.address, &format!("/api/v1/{path}"))
             .unwrap_or_else(|e| panic!("GET /api/v1/{path}: {e}"));
+        // Large answers come chunked (`http_get` speaks HTTP/1.1).
+        let body = serde_json::from_str::<serde_json::Value>(&body)
+            .map(|_| body.clone())
+            .unwrap_or_else(|_| dechunk(&body));
         let json: serde_json::Value =
             serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
         assert_eq!(code, 200, "/api/v1/{path}: {body}");
@@ -188,6 +192,25 @@ impl Prometheus {
             })
             .collect()
     }
+}
+
+/// The body of a `Transfer-Encoding: chunked` response.
+fn dechunk(body: &str) -> String {
+    let mut rest = body.as_bytes();
+    let mut out = Vec::new();
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..line_end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&rest[start..start + size]);
+        rest = &rest[(start + size + 2).min(rest.len())..];
+    }
+    String::from_utf8(out).expect("UTF-8 body")
 }
 
 fn sample_value(sample: &serde_json::Value) -> f64 {
@@ -284,13 +307,14 @@ fn prometheus_finds_every_metric_of_the_alerts_and_dashboard_and_the_alerts_work
         .expect("dead-letter topic");
     let bootstrap = broker.bootstrap_servers();
 
-    // Offset 0 of partition 1 always fails: one retry, then a dead letter.
+    // Offset 5 of partition 1 (message 21, in the second round below) always
+    // fails: one retry, then a dead letter.
     let mut worker = WorkerSpec::new(bootstrap, GROUP, TOPIC)
         .env("PYTHIA_METRICS__ADDRESS", "127.0.0.1:0")
         .env("PYTHIA_METRICS__LAG_INTERVAL", "300ms")
         .env("PYTHIA_WORKER__RETRY__MAX_ATTEMPTS", "2")
         .env("PYTHIA_WORKER__RETRY__INITIAL_BACKOFF", "10ms")
-        .env("TEST_FAIL_AT", "1:0")
+        .env("TEST_FAIL_AT", "1:5")
         // As the Kubernetes Deployment sets it (static membership).
         .env(
             "PYTHIA_KAFKA__CONSUMER__GROUP_INSTANCE_ID",
@@ -302,7 +326,20 @@ fn prometheus_finds_every_metric_of_the_alerts_and_dashboard_and_the_alerts_work
     let prometheus = Prometheus::start(&dir, &worker_address, &exporter_address);
 
     const N: u64 = 40;
-    produce(bootstrap, TOPIC, PARTITIONS, 0..N);
+    // Two rounds, so Prometheus has samples of the counters before the second
+    // and rates over the window are above zero.
+    produce(bootstrap, TOPIC, PARTITIONS, 0..N / 2);
+    wait_until(
+        Duration::from_secs(120),
+        "Prometheus to see the first round processed",
+        || {
+            prometheus.value(&format!(
+                r#"sum(pythia_messages_total{{topic="{TOPIC}",outcome="ok"}})"#
+            )) == Some((N / 2) as f64)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    produce(bootstrap, TOPIC, PARTITIONS, N / 2..N);
     wait_until(
         Duration::from_secs(120),
         "Prometheus to see N-1 processed, 1 retried and 1 dead-lettered, and no lag",
