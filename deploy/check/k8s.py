@@ -29,6 +29,8 @@ virtualenv. What it checks:
    Grafana provisioning agree with the files.
 6. dashboard.json: valid JSON, every panel has a Prometheus query, unique ids,
    every template variable used is defined.
+7. alerts_test.yml has, for every alert of alerts.yml, a case where it fires
+   and one where it stays quiet; every alert has a summary and a runbook.
 """
 
 import argparse
@@ -433,6 +435,28 @@ def dashboard_checks() -> None:
             check(used <= variables | builtins, f"dashboard: {title!r} uses only defined variables ({sorted(used - variables - builtins)} undefined)")
 
 
+# ---------------------------------------------------------------- alert tests
+
+
+def alert_test_coverage() -> None:
+    """Every alert has a unit test where it fires and one where it does not."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())
+    cases = [case for test in tests["tests"] for case in test.get("alert_rule_test", [])]
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("alert")
+            if name is None:
+                continue
+            mine = [c for c in cases if c["alertname"] == name]
+            check(any(c.get("exp_alerts") for c in mine), f"alerts_test.yml: {name} fires")
+            check(any(not c.get("exp_alerts") for c in mine), f"alerts_test.yml: {name} stays quiet")
+            check(
+                {"summary", "runbook"} <= set(rule.get("annotations", {})),
+                f"alerts.yml: {name} has a summary and a runbook",
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crd-json", type=Path, help="write the custom resources here for crds.mjs")
@@ -451,6 +475,8 @@ def main() -> int:
     compose_checks()
     print("== dashboard")
     dashboard_checks()
+    print("== alert rule tests")
+    alert_test_coverage()
     if args.crd_json:
         args.crd_json.write_text(json.dumps(crs, indent=1))
         print(f"{len(crs)} custom resources written to {args.crd_json}")
