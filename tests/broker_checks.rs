@@ -1,5 +1,5 @@
 //! The harness's broker-side checks agree with what was produced and
-//! committed, on whichever broker `PYTHIA_TEST_BROKER` selects.
+//! committed, on whichever broker `TEST_BROKER` selects.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! A worker killed with SIGKILL loses nothing: a restarted instance resumes
 //! from the last commit, and the only duplicates are messages the killed
-//! worker had not yet committed. Runs on the broker `PYTHIA_TEST_BROKER`
+//! worker had not yet committed. Runs on the broker `TEST_BROKER`
 //! selects.
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! outruns the workers and buffers are small, so partitions are paused when
 //! they move, and must flow again when they come back.
 //!
-//! The cooperative-sticky run uses the broker `PYTHIA_TEST_BROKER` selects; the
+//! The cooperative-sticky run uses the broker `TEST_BROKER` selects; the
 //! KIP-848 run needs the embedded broker (Tansu has no KIP-848 groups).
 
 use std::sync::Arc;

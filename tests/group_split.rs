@@ -1,5 +1,5 @@
 //! Two worker processes in one group split an 8-partition topic, and every
-//! message is processed exactly once. Runs on the broker `PYTHIA_TEST_BROKER`
+//! message is processed exactly once. Runs on the broker `TEST_BROKER`
 //! selects.
 
 use std::collections::HashSet;

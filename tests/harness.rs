@@ -50,7 +50,7 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Starts an embedded broker with one topic, whatever `PYTHIA_TEST_BROKER`
+/// Starts an embedded broker with one topic, whatever `TEST_BROKER`
 /// says: for tests that use the mock's fault injection or its KIP-848 groups.
 /// Broker-agnostic tests use [`selected_broker`].
 pub fn broker(topic: &str, partitions: i32) -> EmbeddedBroker {
@@ -564,7 +564,9 @@ pub fn produce_payloads(
 }
 
 /// Which broker the broker-agnostic process tests run against, chosen by
-/// `PYTHIA_TEST_BROKER`: `embedded` (the default) or `tansu`.
+/// `TEST_BROKER`: `embedded` (the default) or `tansu`. Not a `PYTHIA_*`
+/// variable: workers and examples read those as configuration and refuse
+/// unknown keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
     /// librdkafka's mock cluster, hosted by the test process.
@@ -574,18 +576,18 @@ pub enum BrokerKind {
 }
 
 impl BrokerKind {
-    /// The broker `PYTHIA_TEST_BROKER` selects; an unknown value fails the test.
+    /// The broker `TEST_BROKER` selects; an unknown value fails the test.
     pub fn selected() -> Self {
-        match std::env::var("PYTHIA_TEST_BROKER").as_deref() {
+        match std::env::var("TEST_BROKER").as_deref() {
             Err(_) | Ok("") | Ok("embedded") => Self::Embedded,
             Ok("tansu") => Self::Tansu,
-            Ok(other) => panic!("PYTHIA_TEST_BROKER={other}: expected `embedded` or `tansu`"),
+            Ok(other) => panic!("TEST_BROKER={other}: expected `embedded` or `tansu`"),
         }
     }
 }
 
 /// A broker for the broker-agnostic process tests: the embedded mock cluster or
-/// a Tansu process, as `PYTHIA_TEST_BROKER` selects.
+/// a Tansu process, as `TEST_BROKER` selects.
 ///
 /// Tests that need the mock's fault injection (topic errors, broker down/up)
 /// use [`broker`] instead, which is always embedded.
@@ -596,7 +598,7 @@ pub enum TestBroker {
     Tansu(Tansu),
 }
 
-/// Starts the broker `PYTHIA_TEST_BROKER` selects, with one topic.
+/// Starts the broker `TEST_BROKER` selects, with one topic.
 pub fn selected_broker(topic: &str, partitions: i32) -> TestBroker {
     match BrokerKind::selected() {
         BrokerKind::Embedded => TestBroker::Embedded(broker(topic, partitions)),
@@ -659,18 +661,18 @@ pub struct Tansu {
 }
 
 impl Tansu {
-    /// The Tansu binary: `PYTHIA_TANSU_BIN`, else where `.ci/install-tansu`
+    /// The Tansu binary: `TEST_TANSU_BIN`, else where `.ci/install-tansu`
     /// puts it. Fails the test, saying how to install it, when it is missing.
     pub fn bin() -> PathBuf {
-        let (bin, from) = match std::env::var_os("PYTHIA_TANSU_BIN") {
-            Some(path) => (PathBuf::from(path), "PYTHIA_TANSU_BIN"),
+        let (bin, from) = match std::env::var_os("TEST_TANSU_BIN") {
+            Some(path) => (PathBuf::from(path), "TEST_TANSU_BIN"),
             None => (tansu_install_path(), "the default install location"),
         };
         assert!(
             bin.is_file(),
-            "PYTHIA_TEST_BROKER=tansu, but there is no Tansu binary at {} ({from}). \
+            "TEST_BROKER=tansu, but there is no Tansu binary at {} ({from}). \
              Install it with `.ci/install-tansu` (it prints the path), or point \
-             PYTHIA_TANSU_BIN at a `tansu` binary; unset PYTHIA_TEST_BROKER to use \
+             TEST_TANSU_BIN at a `tansu` binary; unset TEST_BROKER to use \
              the embedded broker.",
             bin.display()
         );

@@ -1,6 +1,6 @@
 //! A worker stopped with SIGTERM commits what it processed; a new instance
 //! resumes from there with nothing lost and nothing processed twice. Runs on
-//! the broker `PYTHIA_TEST_BROKER` selects.
+//! the broker `TEST_BROKER` selects.
 
 use std::collections::HashSet;
 use std::time::Duration;
