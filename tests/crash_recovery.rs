@@ -1,6 +1,7 @@
 //! A worker killed with SIGKILL loses nothing: a restarted instance resumes
 //! from the last commit, and the only duplicates are messages the killed
-//! worker had not yet committed.
+//! worker had not yet committed. Runs on the broker `TEST_BROKER`
+//! selects.
 
 use std::time::Duration;
 
@@ -12,10 +13,10 @@ const N: u64 = 2000;
 #[test]
 fn sigkill_loses_nothing_and_duplicates_only_uncommitted_work() {
     let dir = scratch("crash");
-    let broker = broker("payments", PARTITIONS);
+    let broker = selected_broker("payments", PARTITIONS);
     let bootstrap = broker.bootstrap_servers();
     produce(bootstrap, "payments", PARTITIONS, 0..N);
-    let spec = WorkerSpec::new(bootstrap, "crash", "payments").env("TEST_DELAY_MS", 2);
+    let spec = broker.worker("crash", "payments").env("TEST_DELAY_MS", 2);
 
     let mut victim = spec.spawn(&dir, "victim");
     wait_until(

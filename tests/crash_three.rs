@@ -2,7 +2,8 @@
 //! then another. Every message is processed at least once, and each duplicate
 //! is a message a killed process had processed but not committed.
 //!
-//! Runs `PYTHIA_SOAK_RUNS` times (default 3); set it higher for a soak.
+//! Runs `PYTHIA_SOAK_RUNS` times (default 3); set it higher for a soak. Runs on
+//! the broker `TEST_BROKER` selects.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -28,11 +29,11 @@ fn kill(victim: &mut Worker, bootstrap: &str, group: &str) -> BTreeSet<(i32, i64
 
 fn run(round: usize) {
     let dir = scratch("crash3");
-    let broker = broker("orders", PARTITIONS);
+    let broker = selected_broker("orders", PARTITIONS);
     let bootstrap = broker.bootstrap_servers();
     let group = format!("crash3-{round}");
     produce(bootstrap, "orders", PARTITIONS, 0..N);
-    let spec = WorkerSpec::new(bootstrap, &group, "orders").env("TEST_DELAY_MS", 2);
+    let spec = broker.worker(&group, "orders").env("TEST_DELAY_MS", 2);
     let mut workers: Vec<Worker> = (0..3).map(|i| spec.spawn(&dir, &format!("w{i}"))).collect();
     let records = |workers: &[Worker]| Records::read(workers.iter().map(|w| &w.record));
 

@@ -1,5 +1,6 @@
 //! Two worker processes in one group split an 8-partition topic, and every
-//! message is processed exactly once.
+//! message is processed exactly once. Runs on the broker `TEST_BROKER`
+//! selects.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -12,15 +13,15 @@ const N: u64 = 4000;
 #[test]
 fn two_processes_split_the_partitions_and_process_each_message_once() {
     let dir = scratch("split");
-    let broker = broker("orders", PARTITIONS);
+    let broker = selected_broker("orders", PARTITIONS);
     let bootstrap = broker.bootstrap_servers();
-    let spec = WorkerSpec::new(bootstrap, "split", "orders");
+    let spec = broker.worker("split", "orders");
     let mut a = spec.spawn(&dir, "a");
     let mut b = spec.spawn(&dir, "b");
 
     // Both members hold partitions, disjointly, covering the topic, before the load.
     wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "both workers to share the 8 partitions",
         || {
             let (pa, pb) = (a.assigned(), b.assigned());

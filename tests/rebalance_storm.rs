@@ -1,5 +1,5 @@
 //! A rebalance storm: instances join and leave every second or two for 20 s
-//! while messages flow; nothing is lost.
+//! while messages flow; nothing is lost. Runs on the broker `TEST_BROKER` selects.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +13,7 @@ const STORM: Duration = Duration::from_secs(20);
 #[test]
 fn instances_coming_and_going_for_20_seconds_lose_nothing() {
     let dir = scratch("storm");
-    let broker = broker("events", PARTITIONS);
+    let broker = selected_broker("events", PARTITIONS);
     let bootstrap = broker.bootstrap_servers().to_owned();
 
     // A steady stream for the whole storm.
@@ -31,7 +31,8 @@ fn instances_coming_and_going_for_20_seconds_lose_nothing() {
         })
     };
 
-    let spec = WorkerSpec::new(&bootstrap, "storm", "events")
+    let spec = broker
+        .worker("storm", "events")
         .env("TEST_DELAY_MS", 1)
         .env("PYTHIA_WORKER__REVOKE_TIMEOUT", "5s");
     let mut live: Vec<Worker> = vec![spec.spawn(&dir, "w0")];

@@ -1,7 +1,7 @@
 //! Retries and dead letters: a transient failure is retried and the message
 //! commits once; one that keeps failing goes to the dead-letter topic after
 //! `max_attempts` while the other partitions keep flowing; a permanent error is
-//! not retried.
+//! not retried. Runs on the broker `TEST_BROKER` selects.
 
 use std::time::Duration;
 
@@ -17,11 +17,11 @@ struct Run {
 /// Runs one worker over `n` messages with `env`, until everything committed.
 fn run(name: &str, n: u64, dead_letters: usize, env: &[(&str, &str)]) -> Run {
     let dir = scratch(name);
-    let broker = broker("jobs", PARTITIONS);
-    broker.create_topic("jobs.dlq", PARTITIONS).unwrap();
+    let broker = selected_broker("jobs", PARTITIONS);
+    broker.create_topic("jobs.dlq", PARTITIONS);
     let bootstrap = broker.bootstrap_servers();
     produce(bootstrap, "jobs", PARTITIONS, 0..n);
-    let mut spec = WorkerSpec::new(bootstrap, name, "jobs");
+    let mut spec = broker.worker(name, "jobs");
     for (k, v) in env {
         spec = spec.env(k, v);
     }

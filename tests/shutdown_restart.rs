@@ -1,5 +1,6 @@
 //! A worker stopped with SIGTERM commits what it processed; a new instance
-//! resumes from there with nothing lost and nothing processed twice.
+//! resumes from there with nothing lost and nothing processed twice. Runs on
+//! the broker `TEST_BROKER` selects.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,11 +14,11 @@ const STOP_AFTER: usize = 300;
 #[test]
 fn sigterm_commits_processed_messages_and_restart_resumes_without_duplicates() {
     let dir = scratch("restart");
-    let broker = broker("jobs", PARTITIONS);
+    let broker = selected_broker("jobs", PARTITIONS);
     let bootstrap = broker.bootstrap_servers();
     produce(bootstrap, "jobs", PARTITIONS, 0..N);
     // Slow enough that SIGTERM lands mid-stream with messages in flight.
-    let spec = WorkerSpec::new(bootstrap, "restart", "jobs").env("TEST_DELAY_MS", 5);
+    let spec = broker.worker("restart", "jobs").env("TEST_DELAY_MS", 5);
 
     let mut first = spec.spawn(&dir, "first");
     wait_until(
