@@ -184,6 +184,16 @@ impl Lane {
 type Started<'a> =
     Pin<Box<dyn std::future::Future<Output = (Option<Bytes>, Result<Handled, Error>)> + Send + 'a>>;
 
+/// What a lane's loop does next.
+enum Step {
+    /// Take the next message.
+    Next,
+    /// Take no more; settle what is pending, then end.
+    Stop,
+    /// End now: the run failed (reported already).
+    End,
+}
+
 /// What became of a message the lane took.
 enum Handled {
     /// Sent (outputs or dead letter); acknowledged once delivered.
@@ -254,16 +264,11 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         Wait::Stop => { stopping = true; continue }
                         Wait::Fail => return,
                     };
-                    match self.handle(message, permit, &mut pending).await {
-                        Ok(Handled::Pending(delivery)) => pending.push(delivery),
-                        Ok(Handled::Acked) => {}
-                        // Unacknowledged: redelivered to whoever owns the partition next.
-                        Ok(Handled::Stopped) => stopping = true,
-                        Ok(Handled::Failed) => return,
-                        Err(error) => {
-                            self.fail(error);
-                            return;
-                        }
+                    let handled = self.handle(message, permit, &mut pending).await;
+                    match self.absorb(handled, &mut pending) {
+                        Step::Next => {}
+                        Step::Stop => stopping = true,
+                        Step::End => return,
                     }
                 }
                 else => return,
@@ -294,15 +299,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 }
                 Some((key, result)) = active.next(), if !active.is_empty() => {
-                    match result {
-                        Ok(Handled::Pending(delivery)) => pending.push(delivery),
-                        Ok(Handled::Acked) => {}
-                        Ok(Handled::Stopped) => stopping = true,
-                        Ok(Handled::Failed) => return,
-                        Err(error) => {
-                            this.fail(error);
-                            return;
-                        }
+                    match this.absorb(result, &mut pending) {
+                        Step::Next => {}
+                        Step::Stop => stopping = true,
+                        Step::End => return,
                     }
                     if by_key {
                         let next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
@@ -401,12 +401,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         continue;
                     }
                     match self.handle_batch(batch, permits, &mut pending).await {
-                        Ok(()) => {}
-                        Err(Some(error)) => {
-                            self.fail(error);
-                            return;
-                        }
-                        Err(None) => return,
+                        Step::Next => {}
+                        Step::Stop => stopping = true,
+                        Step::End => return,
                     }
                 }
                 else => return,
@@ -417,13 +414,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// Decodes a batch, runs `process_batch` on what decoded, and sends each
     /// message's outputs or dead letter. A failed message gets the rest of its
     /// attempts one by one; a panicking batch is processed message by message.
-    /// `Err(None)`: the run is stopping already.
+    /// When the lane is stopped midway, the rest of the batch is dropped
+    /// unacknowledged.
     async fn handle_batch(
         &self,
         batch: Vec<Message<Option<Bytes>>>,
         permits: Vec<OwnedSemaphorePermit>,
         pending: &mut FuturesUnordered<Pending>,
-    ) -> Result<(), Option<Error>> {
+    ) -> Step {
         let policy = &self.shared.policy;
         let mut raws = Vec::with_capacity(batch.len());
         let mut decoded = Vec::with_capacity(batch.len());
@@ -445,10 +443,13 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 }
             };
             let handled = self.give_up(raw, kind, reason, 0, permit).await;
-            self.absorb(handled, pending)?;
+            match self.absorb(handled, pending) {
+                Step::Next => {}
+                stop => return stop,
+            }
         }
         if raws.is_empty() {
-            return Ok(());
+            return Step::Next;
         }
         let count = raws.len();
         let started = std::time::Instant::now();
@@ -468,13 +469,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let results: Vec<Option<Result<Outputs<W::Output>, ProcessError>>> = match result {
             Ok(results) if results.len() == count => results.into_iter().map(Some).collect(),
             Ok(results) => {
-                return Err(Some(Error::Lane {
+                self.fail(Error::Lane {
                     partition: self.partition.clone(),
                     reason: format!(
                         "process_batch returned {} results for {count} messages",
                         results.len()
                     ),
-                }));
+                });
+                return Step::End;
             }
             Err(panic) => {
                 tracing::warn!(
@@ -507,9 +509,12 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 }
                 None => self.handle_from(raw, permit, pending, 0).await,
             };
-            self.absorb(handled, pending)?;
+            match self.absorb(handled, pending) {
+                Step::Next => {}
+                stop => return stop,
+            }
         }
-        Ok(())
+        Step::Next
     }
 
     /// Files a handled message's result: a pending delivery joins `pending`.
@@ -517,15 +522,20 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         &self,
         handled: Result<Handled, Error>,
         pending: &mut FuturesUnordered<Pending>,
-    ) -> Result<(), Option<Error>> {
+    ) -> Step {
         match handled {
             Ok(Handled::Pending(delivery)) => {
                 pending.push(delivery);
-                Ok(())
+                Step::Next
             }
-            Ok(Handled::Acked) => Ok(()),
-            Ok(Handled::Stopped | Handled::Failed) => Err(None),
-            Err(error) => Err(Some(error)),
+            Ok(Handled::Acked) => Step::Next,
+            // Unacknowledged: redelivered to whoever owns the partition next.
+            Ok(Handled::Stopped) => Step::Stop,
+            Ok(Handled::Failed) => Step::End,
+            Err(error) => {
+                self.fail(error);
+                Step::End
+            }
         }
     }
 
