@@ -1,5 +1,6 @@
 //! A rebalance storm: instances join and leave every second or two for 20 s
-//! while messages flow; nothing is lost. Runs on the broker `TEST_BROKER` selects.
+//! while messages flow; nothing is lost. Runs on the broker `TEST_BROKER` selects
+//! (CI runs it on the embedded broker only: see the README on Tansu).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
