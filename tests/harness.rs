@@ -59,33 +59,54 @@ pub fn broker(topic: &str, partitions: i32) -> EmbeddedBroker {
     EmbeddedBroker::with_topics([(topic, partitions)]).expect("embedded broker")
 }
 
+/// The producer the test helpers load topics with.
+fn test_producer(bootstrap: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "2")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer")
+}
+
+/// Enqueues `record`, waiting while the client's queue is full.
+fn send<K, P>(producer: &BaseProducer, mut record: BaseRecord<'_, K, P>)
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Waits until everything enqueued is delivered.
+fn flush(producer: &BaseProducer) {
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("all test messages delivered");
+}
+
 /// Produces `ids` as JSON payloads `{"id": n}`, message `n` to partition
 /// `n % partitions`, and waits until all are delivered.
 pub fn produce(bootstrap: &str, topic: &str, partitions: i32, ids: impl IntoIterator<Item = u64>) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "2")
-        .create()
-        .expect("producer");
+    let producer = test_producer(bootstrap);
     for id in ids {
         let payload = format!("{{\"id\":{id}}}");
         let key = format!("key-{id}");
-        let mut record = BaseRecord::to(topic)
+        let record = BaseRecord::to(topic)
             .payload(&payload)
             .key(&key)
             .partition((id % partitions as u64) as i32);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
+        send(&producer, record);
     }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    flush(&producer);
 }
 
 /// The committed offsets of `group` on `topic`, per partition (`None`: no commit).
@@ -557,57 +578,32 @@ pub fn produce_payloads(
     partitions: i32,
     payloads: impl IntoIterator<Item = String>,
 ) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "2")
-        .create()
-        .expect("producer");
+    let producer = test_producer(bootstrap);
     for (i, payload) in payloads.into_iter().enumerate() {
         let partition = (i % partitions as usize) as i32;
-        loop {
-            let record = BaseRecord::<(), _>::to(topic)
+        send(
+            &producer,
+            BaseRecord::<(), _>::to(topic)
                 .payload(&payload)
-                .partition(partition);
-            match producer.send(record) {
-                Ok(()) => break,
-                Err(_) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+                .partition(partition),
+        );
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("all payloads delivered");
+    flush(&producer);
 }
 
 /// Produces `(partition, payload)` pairs (a `None` payload is a null one) with
 /// keys `key-<index>`, and waits until all are delivered.
 pub fn produce_records(bootstrap: &str, topic: &str, records: &[(i32, Option<Vec<u8>>)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "2")
-        .set("message.max.bytes", "10000000")
-        .create()
-        .expect("producer");
+    let producer = test_producer(bootstrap);
     for (i, (partition, payload)) in records.iter().enumerate() {
         let key = format!("key-{i}");
-        loop {
-            let mut record = BaseRecord::<str, [u8]>::to(topic)
-                .key(key.as_str())
-                .partition(*partition);
-            record.payload = payload.as_deref();
-            match producer.send(record) {
-                Ok(()) => break,
-                Err(_) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        let mut record = BaseRecord::<str, [u8]>::to(topic)
+            .key(key.as_str())
+            .partition(*partition);
+        record.payload = payload.as_deref();
+        send(&producer, record);
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("all records delivered");
+    flush(&producer);
 }
 
 /// A message read back from a topic.
@@ -763,28 +759,15 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// Produces `(key, payload)` pairs to one partition of `topic`, in order, and
 /// waits until all are delivered.
 pub fn produce_keyed(bootstrap: &str, topic: &str, partition: i32, messages: &[(String, String)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "2")
-        .create()
-        .expect("producer");
+    let producer = test_producer(bootstrap);
     for (key, payload) in messages {
-        loop {
-            let record = BaseRecord::to(topic)
-                .key(key.as_str())
-                .payload(payload.as_str())
-                .partition(partition);
-            match producer.send(record) {
-                Ok(()) => break,
-                Err(_) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        let record = BaseRecord::to(topic)
+            .key(key.as_str())
+            .payload(payload.as_str())
+            .partition(partition);
+        send(&producer, record);
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("all messages delivered");
+    flush(&producer);
 }
 
 /// Which broker the broker-agnostic process tests run against, chosen by
