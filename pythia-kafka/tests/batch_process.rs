@@ -2,6 +2,9 @@
 //! partition in offset order; each message commits by its own result — a
 //! failed one is retried alone, a permanent failure is dead-lettered.
 
+mod common;
+use common::{committed_total, high_total};
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,8 +13,6 @@ use pythia_kafka::core::{Record, Sink};
 use pythia_kafka::prelude::*;
 use pythia_kafka::{KafkaSink, Utf8};
 use rayon::prelude::*;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// Sums digits in batches on the CPU pool; "flaky" items fail once, "poison" always.
 #[derive(Default, Worker)]
@@ -78,28 +79,6 @@ impl Process for Summer {
     }
 }
 
-fn watermark_and_commit(bootstrap: &str, topic: &str) -> (i64, Option<i64>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "summer")
-        .create()
-        .unwrap();
-    let high = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap()
-        .1;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    let offset = match committed.elements()[0].offset() {
-        rdkafka::Offset::Offset(o) => Some(o),
-        _ => None,
-    };
-    (high, offset)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_commit_per_message_outcome() {
     let mut config = Config::from_loader(
@@ -139,7 +118,7 @@ async fn batches_commit_per_message_outcome() {
         let _ = stopped.await;
     }));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while watermark_and_commit(&bootstrap, "numbers").1 != Some(100) {
+    while committed_total(&bootstrap, "summer", "numbers", 1) != Some(100) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "not everything committed"
@@ -172,7 +151,7 @@ async fn batches_commit_per_message_outcome() {
     );
     assert_eq!(summary.processed, 100, "99 processed and one dead-lettered");
     assert_eq!(
-        watermark_and_commit(&bootstrap, "numbers.dlq").0,
+        high_total(&bootstrap, "numbers.dlq", 1),
         1,
         "the poison one"
     );

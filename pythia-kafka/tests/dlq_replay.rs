@@ -1,6 +1,9 @@
 //! Dead letters go back where they came from with `pythia dlq replay`, once the
 //! cause is fixed; a second replay finds nothing new.
 
+mod common;
+use common::high_total;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,8 +12,6 @@ use std::time::Duration;
 use pythia_kafka::core::{Record, Sink};
 use pythia_kafka::prelude::*;
 use pythia_kafka::{KafkaSink, Utf8};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// Rejects "bad" payloads until fixed.
 #[derive(Default, Worker)]
@@ -34,21 +35,6 @@ impl Process for Picky {
         self.processed.fetch_add(1, Ordering::Relaxed);
         Ok(Outputs::none())
     }
-}
-
-fn high(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    (0..partitions)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .unwrap()
-                .1
-        })
-        .sum()
 }
 
 fn replay(bootstrap: &str, extra: &[&str]) -> String {
@@ -110,12 +96,12 @@ async fn replayed_dead_letters_are_processed_once_the_cause_is_fixed() {
         }
     };
     wait("the good orders and two dead letters", &|| {
-        picky.processed.load(Ordering::Relaxed) == 3 && high(&bootstrap, "orders.dlq", 2) == 2
+        picky.processed.load(Ordering::Relaxed) == 3 && high_total(&bootstrap, "orders.dlq", 2) == 2
     });
 
     // A dry run changes nothing.
     assert!(replay(&bootstrap, &["--dry-run"]).contains("replayed=2 skipped=0"));
-    assert_eq!(high(&bootstrap, "orders", 2), 5);
+    assert_eq!(high_total(&bootstrap, "orders", 2), 5);
 
     picky.fixed.store(true, Ordering::Relaxed);
     assert!(replay(&bootstrap, &[]).contains("replayed=2 skipped=0"));
@@ -123,11 +109,15 @@ async fn replayed_dead_letters_are_processed_once_the_cause_is_fixed() {
         picky.processed.load(Ordering::Relaxed) == 5
     });
     assert_eq!(
-        high(&bootstrap, "orders", 2),
+        high_total(&bootstrap, "orders", 2),
         7,
         "two orders back on their topic"
     );
-    assert_eq!(high(&bootstrap, "orders.dlq", 2), 2, "no new dead letters");
+    assert_eq!(
+        high_total(&bootstrap, "orders.dlq", 2),
+        2,
+        "no new dead letters"
+    );
 
     // The replay committed: nothing is replayed twice.
     assert!(replay(&bootstrap, &[]).contains("replayed=0 skipped=0"));

@@ -2,6 +2,9 @@
 //! output. A sink whose topic refuses writes stops the worker with the input
 //! uncommitted; after the topic recovers, a restart delivers it again.
 
+mod common;
+use common::{committed_total, high_total};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,8 +12,6 @@ use std::time::Duration;
 use pythia_kafka::core::{Error, Record, Sink, SinkError};
 use pythia_kafka::prelude::*;
 use pythia_kafka::{EmbeddedBroker, KafkaSink};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rdkafka_sys::rd_kafka_resp_err_t::{
     RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
 };
@@ -64,34 +65,6 @@ fn config() -> (Config, EmbeddedBroker) {
     (config, broker)
 }
 
-fn high_watermark(bootstrap: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap()
-        .1
-}
-
-fn committed(bootstrap: &str) -> Option<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "router")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition("orders", 0);
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    match committed.elements()[0].offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_commits_only_when_every_sink_delivered() {
     let (config, broker) = config();
@@ -127,13 +100,13 @@ async fn an_input_commits_only_when_every_sink_delivered() {
     }
     assert!(first.processed.load(Ordering::Relaxed) >= 1);
     assert!(
-        high_watermark(&bootstrap, "orders.audit") >= 1,
+        high_total(&bootstrap, "orders.audit", 1) >= 1,
         "the audit sink received outputs"
     );
     assert!(
-        committed(&bootstrap).is_none_or(|c| c == 0),
+        committed_total(&bootstrap, "router", "orders", 1).is_none_or(|c| c == 0),
         "nothing may commit while an output is undelivered: {:?}",
-        committed(&bootstrap)
+        committed_total(&bootstrap, "router", "orders", 1)
     );
 
     // The topic recovers; a new instance gets every order again and finishes.
@@ -147,11 +120,11 @@ async fn an_input_commits_only_when_every_sink_delivered() {
         let _ = stopped.await;
     }));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while committed(&bootstrap) != Some(MESSAGES as i64) {
+    while committed_total(&bootstrap, "router", "orders", 1) != Some(MESSAGES as i64) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the restarted worker did not commit every order: {:?}",
-            committed(&bootstrap)
+            committed_total(&bootstrap, "router", "orders", 1)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -159,11 +132,8 @@ async fn an_input_commits_only_when_every_sink_delivered() {
     let summary = run.await.unwrap().unwrap();
     assert_eq!(summary.processed, MESSAGES, "every order was redelivered");
     assert_eq!(second.processed.load(Ordering::Relaxed), MESSAGES);
-    assert_eq!(
-        high_watermark(&bootstrap, "orders.billing"),
-        MESSAGES as i64
-    );
-    assert!(high_watermark(&bootstrap, "orders.audit") >= MESSAGES as i64);
+    assert_eq!(high_total(&bootstrap, "orders.billing", 1), MESSAGES as i64);
+    assert!(high_total(&bootstrap, "orders.audit", 1) >= MESSAGES as i64);
 }
 
 /// Routes to a sink name it never declared.
