@@ -36,6 +36,7 @@ mod lag;
 mod log;
 mod observe;
 mod pipeline;
+mod queue;
 mod replay;
 mod run;
 mod sink;

@@ -7,10 +7,19 @@
 //! and only then lets librdkafka release them. Because the thread never waits on
 //! the runtime outside a rebalance, the member keeps polling however slow the
 //! handlers are, so it is never expelled by `max.poll.interval.ms`.
+//!
+//! Each assigned partition's messages are split into a queue of their own as
+//! it is assigned, before librdkafka starts fetching it. Pausing a partition
+//! then only stops reading its queue: what librdkafka already fetched stays
+//! there (bounded by `queued.min.messages` and `queued.max.messages.kbytes`
+//! per partition, after which librdkafka stops fetching it) and is read as soon
+//! as the partition resumes. librdkafka's own pause would discard the fetched
+//! messages and fetch them again, which under steady backpressure costs most
+//! of the throughput.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc as std_mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,10 +36,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::error::KafkaError;
+use crate::queue::{Fetched, PartitionQueue};
 
 /// Messages forwarded to the runtime per batch, at most.
 const MAX_BATCH: usize = 1024;
-/// How long one poll waits when nothing is fetched; bounds command latency.
+/// Messages read from one partition's queue per pass, so partitions take turns.
+const PER_PARTITION: usize = 256;
+/// How long the poller sleeps when nothing is fetched. Fetched messages and
+/// commands wake it at once; this bounds how late it serves other events.
 const POLL_WAIT: Duration = Duration::from_millis(20);
 /// How long a final commit the group refuses for a moment is retried.
 const FINAL_COMMIT_RETRY: Duration = Duration::from_secs(3);
@@ -41,6 +54,25 @@ enum Command {
     Pause(Vec<PartitionId>),
     Resume(Vec<PartitionId>),
     Close(oneshot::Sender<Result<(), pythia_core::Error>>),
+}
+
+/// Wakes the poller thread when it sleeps for want of messages.
+#[derive(Clone, Default)]
+struct Waker(Arc<OnceLock<thread::Thread>>);
+
+impl Waker {
+    fn wake(&self) {
+        if let Some(thread) = self.0.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// A change of the partitions read from their own queues, made by the
+/// rebalance callback and applied by the poller.
+enum QueueChange {
+    Split(PartitionId, PartitionQueue),
+    Removed(Vec<PartitionId>),
 }
 
 /// Acknowledges finished messages into the offset tracker.
@@ -57,6 +89,7 @@ impl Acker for KafkaAcker {
 pub struct KafkaSource {
     events: Option<mpsc::UnboundedReceiver<SourceEvent>>,
     commands: std_mpsc::Sender<Command>,
+    waker: Waker,
     tracker: Arc<OffsetTracker>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -79,10 +112,13 @@ impl KafkaSource {
         let client = config.kafka.consumer_client_config(member)?;
         let tracker = Arc::new(OffsetTracker::new());
         let (events_tx, events) = mpsc::unbounded_channel();
+        let waker = Waker::default();
         let context = SourceContext {
             events: events_tx,
             tracker: tracker.clone(),
             pending: Mutex::new(Vec::new()),
+            changes: Mutex::new(Vec::new()),
+            waker: waker.clone(),
             closing: AtomicBool::new(false),
             metrics: metrics.map(|m| (m, config.kafka.group.clone().unwrap_or_default())),
             // The runtime releases a revocation by its deadline: revoke_timeout
@@ -94,7 +130,11 @@ impl KafkaSource {
                 .max(config.worker.shutdown_timeout)
                 + Duration::from_secs(1),
         };
-        let consumer: BaseConsumer<SourceContext> = client.create_with_context(context)?;
+        let mut consumer: BaseConsumer<SourceContext> = client.create_with_context(context)?;
+        // Rebalance events and the messages of partitions that could not be
+        // split arrive on the consumer's own queue.
+        let wake = waker.clone();
+        consumer.set_nonempty_callback(move || wake.wake());
         let topics: Vec<&str> = config.kafka.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         tracing::info!(
@@ -105,13 +145,18 @@ impl KafkaSource {
         );
         let (commands, commands_rx) = std_mpsc::channel();
         let commit_interval = config.kafka.commit_interval;
+        let thread_waker = waker.clone();
         let thread = thread::Builder::new()
             .name(format!("pythia-poll-{member}"))
-            .spawn(move || Poller::new(consumer, commands_rx, commit_interval).run())
+            .spawn(move || {
+                let _ = thread_waker.0.set(thread::current());
+                Poller::new(consumer, commands_rx, commit_interval).run()
+            })
             .map_err(|e| KafkaError::Io(e.to_string()))?;
         Ok(Self {
             events: Some(events),
             commands,
+            waker,
             tracker,
             thread: Some(thread),
         })
@@ -136,10 +181,12 @@ impl Source for KafkaSource {
 
     fn pause(&mut self, partitions: &[PartitionId]) {
         let _ = self.commands.send(Command::Pause(partitions.to_vec()));
+        self.waker.wake();
     }
 
     fn resume(&mut self, partitions: &[PartitionId]) {
         let _ = self.commands.send(Command::Resume(partitions.to_vec()));
+        self.waker.wake();
     }
 
     async fn close(mut self, timeout: Duration) -> Result<(), pythia_core::Error> {
@@ -151,6 +198,7 @@ impl Source for KafkaSource {
                 "consumer thread has stopped".into(),
             ));
         }
+        self.waker.wake();
         let result = match tokio::time::timeout(timeout, replied).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(pythia_core::Error::Source(
@@ -173,6 +221,7 @@ impl Drop for KafkaSource {
         // Without close(): the thread sees the command channel disconnect, commits
         // what is finished and leaves the group.
         drop(self.events.take());
+        self.waker.wake();
     }
 }
 
@@ -184,6 +233,9 @@ struct SourceContext {
     /// so the runtime sees them in order.
     pending: Mutex<Vec<Message<Option<Bytes>>>>,
     closing: AtomicBool,
+    /// Queues split or dropped by rebalances, for the poller to pick up.
+    changes: Mutex<Vec<QueueChange>>,
+    waker: Waker,
     revoke_wait: Duration,
     /// Where rebalances and failed commits are counted, with the group label.
     metrics: Option<(Metrics, String)>,
@@ -212,6 +264,34 @@ impl SourceContext {
             what(metrics, group);
         }
     }
+
+    /// Gives each newly assigned partition a queue of its own. Called before
+    /// librdkafka starts fetching them, so none of their messages go to the
+    /// consumer's queue first. A partition that cannot be split (never seen in
+    /// practice) keeps using the consumer's queue and librdkafka's pause.
+    fn split(&self, consumer: &BaseConsumer<SourceContext>, partitions: &[PartitionId]) {
+        if self.closing.load(Ordering::Acquire) {
+            // Nothing is read any more, and queues must not outlive the consumer.
+            return;
+        }
+        let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        for p in partitions {
+            let waker = self.waker.clone();
+            match PartitionQueue::split(consumer, p.topic(), p.index(), move || waker.wake()) {
+                Some(queue) => changes.push(QueueChange::Split(p.clone(), queue)),
+                None => {
+                    tracing::warn!(partition = %p, "cannot read the partition from its own queue; pausing it will refetch")
+                }
+            }
+        }
+    }
+
+    fn unsplit(&self, partitions: &[PartitionId]) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(QueueChange::Removed(partitions.to_vec()));
+    }
 }
 
 impl ClientContext for SourceContext {}
@@ -224,6 +304,7 @@ impl ConsumerContext for SourceContext {
                 if !partitions.is_empty() {
                     self.count(Metrics::rebalanced);
                     self.flush();
+                    self.split(consumer, &partitions);
                     self.send(SourceEvent::Assigned(partitions));
                 }
             }
@@ -243,6 +324,7 @@ impl ConsumerContext for SourceContext {
                         "assignment lost; uncommitted messages will be redelivered to the new owner"
                     );
                     self.tracker.remove(&partitions);
+                    self.unsplit(&partitions);
                     self.send(SourceEvent::Lost(partitions));
                     return;
                 }
@@ -265,6 +347,7 @@ impl ConsumerContext for SourceContext {
                 }
                 let commits = self.tracker.remove(&partitions);
                 commit(consumer, &commits, CommitMode::Sync, "revoke");
+                self.unsplit(&partitions);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
@@ -392,10 +475,24 @@ fn partition_ids(tpl: &TopicPartitionList) -> Vec<PartitionId> {
         .collect()
 }
 
+/// A partition read from its own queue.
+struct Split {
+    partition: PartitionId,
+    queue: PartitionQueue,
+    paused: bool,
+}
+
 struct Poller {
+    /// The assigned partitions with queues of their own. Declared before the
+    /// consumer, so they are dropped first even on a panic.
+    splits: Vec<Split>,
     consumer: BaseConsumer<SourceContext>,
     commands: std_mpsc::Receiver<Command>,
     commit_interval: Duration,
+    /// Which split partition reads first in the next pass.
+    turn: usize,
+    /// Messages read in the current pass.
+    batch: Vec<Message<Option<Bytes>>>,
     /// Topic names, interned so each message shares one allocation.
     topics: HashMap<String, Arc<str>>,
     /// Where payloads and keys are copied out of librdkafka: one allocation
@@ -414,6 +511,9 @@ impl Poller {
             consumer,
             commands,
             commit_interval,
+            splits: Vec::new(),
+            turn: 0,
+            batch: Vec::with_capacity(MAX_BATCH),
             topics: HashMap::new(),
             arena: BytesMut::new(),
         }
@@ -431,11 +531,15 @@ impl Poller {
                 commit(&self.consumer, &commits, CommitMode::Async, "interval");
                 last_commit = Instant::now();
             }
-            self.poll_batch();
+            let fetched = self.poll_batch();
             if !self.consumer.context().flush() {
                 // The runtime stopped listening: it is closing (a close request
                 // is queued or about to be) or the source was dropped.
                 break self.close_request();
+            }
+            if fetched == 0 {
+                // Woken early by a fetched message, a command or an event.
+                thread::park_timeout(POLL_WAIT);
             }
         };
         self.close(reply);
@@ -469,14 +573,26 @@ impl Poller {
         }
     }
 
-    fn flow(&self, partitions: &[PartitionId], pause: bool) {
-        // Only partitions still assigned can be paused or resumed.
+    fn flow(&mut self, partitions: &[PartitionId], pause: bool) {
+        self.apply_changes();
+        // A split partition pauses by not being read; the others (and only
+        // those still assigned) through librdkafka.
+        let mut unsplit = Vec::new();
+        for p in partitions {
+            match self.splits.iter_mut().find(|s| &s.partition == p) {
+                Some(split) => split.paused = pause,
+                None => unsplit.push(p),
+            }
+        }
+        if unsplit.is_empty() {
+            return;
+        }
         let assigned = match self.consumer.assignment() {
             Ok(tpl) => tpl,
             Err(_) => return,
         };
         let mut tpl = TopicPartitionList::new();
-        for p in partitions {
+        for p in unsplit {
             if assigned.find_partition(p.topic(), p.index()).is_some() {
                 tpl.add_partition(p.topic(), p.index());
             }
@@ -494,10 +610,41 @@ impl Poller {
         }
     }
 
-    fn poll_batch(&mut self) {
-        let mut wait = POLL_WAIT;
-        for _ in 0..MAX_BATCH {
-            match self.consumer.poll(wait) {
+    /// Picks up the queues rebalances split off or dropped.
+    fn apply_changes(&mut self) {
+        let changes = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for change in changes {
+            match change {
+                QueueChange::Split(partition, queue) => {
+                    self.splits.retain(|s| s.partition != partition);
+                    self.splits.push(Split {
+                        partition,
+                        queue,
+                        paused: false,
+                    });
+                }
+                QueueChange::Removed(partitions) => {
+                    self.splits.retain(|s| !partitions.contains(&s.partition));
+                }
+            }
+        }
+    }
+
+    /// Serves the consumer's events, then reads the partitions that are not
+    /// paused, each in turn. Returns how many messages were read.
+    fn poll_batch(&mut self) -> usize {
+        let mut fetched = 0;
+        // Rebalance callbacks run in here. Messages of unsplit partitions go
+        // straight to the pending list, which the callbacks flush first.
+        while fetched < MAX_BATCH {
+            match self.consumer.poll(Duration::ZERO) {
                 Some(Ok(message)) => {
                     let message = convert(&message, &mut self.topics, &mut self.arena);
                     let context = self.consumer.context();
@@ -506,16 +653,48 @@ impl Poller {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(message);
-                    wait = Duration::ZERO;
+                    fetched += 1;
                 }
                 Some(Err(error)) => {
                     // Broker transport errors are retried by librdkafka itself.
                     tracing::warn!(%error, "consumer error");
-                    return;
+                    break;
                 }
-                None => return,
+                None => break,
             }
         }
+        self.apply_changes();
+        let count = self.splits.len();
+        for i in 0..count {
+            let split = &self.splits[(self.turn + i) % count];
+            if split.paused {
+                continue;
+            }
+            let (batch, arena) = (&mut self.batch, &mut self.arena);
+            split
+                .queue
+                .read(PER_PARTITION, |message| match message.error() {
+                    None => batch.push(convert_fetched(&split.partition, message, arena)),
+                    Some(error) => {
+                        tracing::warn!(%error, partition = %split.partition, "consumer error");
+                    }
+                });
+            if fetched + self.batch.len() >= MAX_BATCH {
+                break;
+            }
+        }
+        self.turn = self.turn.wrapping_add(1);
+        fetched += self.batch.len();
+        if !self.batch.is_empty() {
+            let context = self.consumer.context();
+            let mut pending = context.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.is_empty() {
+                std::mem::swap(&mut *pending, &mut self.batch);
+            } else {
+                pending.append(&mut self.batch);
+            }
+        }
+        fetched
     }
 
     fn close(self, reply: Option<oneshot::Sender<Result<(), pythia_core::Error>>>) {
@@ -534,7 +713,14 @@ impl Poller {
                     .into(),
             ))
         };
-        // Dropping the consumer closes it: revoke callback, leave the group.
+        // The queues hold the consumer: drop them first, so that dropping the
+        // consumer closes it (revoke callback, leave the group).
+        drop(self.splits);
+        context
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         drop(self.consumer);
         tracing::info!("left the consumer group");
         if let Some(reply) = reply {
@@ -554,6 +740,7 @@ fn copy(arena: &mut BytesMut, bytes: &[u8]) -> Bytes {
     arena.split().freeze()
 }
 
+/// Copies a message of the consumer's own queue out of librdkafka.
 fn convert(
     message: &BorrowedMessage<'_>,
     topics: &mut HashMap<String, Arc<str>>,
@@ -567,27 +754,66 @@ fn convert(
             topic
         }
     };
-    let partition = PartitionId::new(topic, message.partition());
-    let payload = message.payload().map(|p| copy(arena, p));
-    let mut converted = Message::new(partition, message.offset(), payload);
-    if let Some(key) = message.key() {
-        converted = converted.with_key(copy(arena, key));
+    let headers = message.headers().map(|headers| {
+        headers
+            .iter()
+            .map(|h| header(h.key, h.value))
+            .collect::<Headers>()
+    });
+    assemble(
+        PartitionId::new(topic, message.partition()),
+        message.offset(),
+        (message.payload(), message.key()),
+        headers,
+        message.timestamp().to_millis(),
+        arena,
+    )
+}
+
+/// Copies a message of a partition's own queue out of librdkafka.
+fn convert_fetched(
+    partition: &PartitionId,
+    message: &Fetched<'_>,
+    arena: &mut BytesMut,
+) -> Message<Option<Bytes>> {
+    let mut headers: Option<Vec<Header>> = None;
+    message.headers(|name, value| headers.get_or_insert_default().push(header(name, value)));
+    assemble(
+        partition.clone(),
+        message.offset(),
+        (message.payload(), message.key()),
+        headers.map(Headers::from_iter),
+        message.timestamp_ms(),
+        arena,
+    )
+}
+
+fn header(name: &str, value: Option<&[u8]>) -> Header {
+    Header {
+        name: name.to_owned(),
+        value: value.map(Bytes::copy_from_slice),
     }
-    if let Some(headers) = message.headers() {
-        converted = converted.with_headers(
-            headers
-                .iter()
-                .map(|h| Header {
-                    name: h.key.to_owned(),
-                    value: h.value.map(Bytes::copy_from_slice),
-                })
-                .collect::<Headers>(),
-        );
+}
+
+fn assemble(
+    partition: PartitionId,
+    offset: i64,
+    (payload, key): (Option<&[u8]>, Option<&[u8]>),
+    headers: Option<Headers>,
+    timestamp_ms: Option<i64>,
+    arena: &mut BytesMut,
+) -> Message<Option<Bytes>> {
+    let mut message = Message::new(partition, offset, payload.map(|p| copy(arena, p)));
+    if let Some(key) = key {
+        message = message.with_key(copy(arena, key));
     }
-    if let Some(ms) = message.timestamp().to_millis() {
-        converted = converted.with_timestamp_ms(ms);
+    if let Some(headers) = headers {
+        message = message.with_headers(headers);
     }
-    converted
+    if let Some(ms) = timestamp_ms {
+        message = message.with_timestamp_ms(ms);
+    }
+    message
 }
 
 #[cfg(test)]

@@ -52,6 +52,17 @@ pub(crate) struct Args {
     /// Print one JSON object on stdout and nothing else.
     #[arg(long)]
     json: bool,
+    /// Run only these variants (for profiling one of them).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    only: Vec<VariantArg>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum VariantArg {
+    Raw,
+    Pythia,
+    PipelineRaw,
+    PipelinePythia,
 }
 
 const INPUT: &str = "bench.in";
@@ -87,6 +98,18 @@ impl Variant {
             Self::PipelineRaw => "raw consume→produce",
             Self::PipelinePythia => "pythia pipeline",
         }
+    }
+}
+
+impl VariantArg {
+    fn matches(self, variant: Variant) -> bool {
+        matches!(
+            (self, variant),
+            (Self::Raw, Variant::Raw)
+                | (Self::Pythia, Variant::Pythia)
+                | (Self::PipelineRaw, Variant::PipelineRaw)
+                | (Self::PipelinePythia, Variant::PipelinePythia)
+        )
     }
 }
 
@@ -143,6 +166,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             ]
         };
         for variant in pairs.into_iter().flatten() {
+            if !args.only.is_empty() && !args.only.iter().any(|v| v.matches(variant)) {
+                continue;
+            }
             let group = format!("bench-{round}-{variant:?}");
             let measured = runtime.block_on(measure(variant, &config, &group, args.messages))?;
             say(
