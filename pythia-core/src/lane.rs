@@ -3,6 +3,11 @@
 //! Each assigned partition gets a lane task. It decodes, processes and sends the
 //! outputs of its messages one at a time, in offset order; deliveries complete in
 //! the background and acknowledge the input when all its outputs are confirmed.
+//!
+//! A message holds one of the run's `max_in_flight` permits while it is
+//! processed, until its outputs are handed to the sink. Messages awaiting
+//! delivery count against their partition's buffer instead, so the sink's
+//! latency does not leave the handlers idle.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -28,7 +33,7 @@ use crate::retry::RetryConfig;
 use crate::sink::{Record, Sink, SinkError};
 use crate::source::Acker;
 use crate::trace::TraceParent;
-use crate::worker::{Context, Output, Outputs, ProcessError, Worker};
+use crate::worker::{Context, Output, Outputs, ProcessError, Repr, Worker};
 
 /// What the runtime and a lane share about it.
 #[derive(Debug, Default)]
@@ -491,8 +496,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             let handled = match result {
                 Some(Ok(outputs)) => {
                     let trace = TraceParent::from_headers(raw.headers()).map(|t| t.child());
-                    self.send(raw, outputs.into_vec(), 1, permit, trace.as_ref())
-                        .await
+                    self.send(raw, outputs, 1, permit, trace.as_ref()).await
                 }
                 Some(Err(error)) if error.is_permanent() || policy.retry.max_attempts <= 1 => {
                     let kind = if error.is_permanent() {
@@ -539,9 +543,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         }
     }
 
-    /// Waits for a processing permit. Meanwhile it settles this lane's own
-    /// deliveries, which hold permits: otherwise lanes waiting for permits held
-    /// by their own unsettled deliveries would wait forever.
+    /// Waits for a processing permit, settling this lane's deliveries meanwhile
+    /// so that its delivered messages are acknowledged (and its partition
+    /// resumes) while other partitions hold every permit.
     async fn permit(&self, pending: &mut FuturesUnordered<Pending>) -> Wait {
         loop {
             tokio::select! {
@@ -655,9 +659,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             }
             let error = match result {
                 Ok(Ok(outputs)) => {
-                    return self
-                        .send(raw, outputs.into_vec(), attempt, permit, trace)
-                        .await;
+                    return self.send(raw, outputs, attempt, permit, trace).await;
                 }
                 Ok(Err(error)) => error,
                 Err(panic) => {
@@ -715,60 +717,92 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     async fn send(
         &self,
         raw: Message<Option<Bytes>>,
-        outputs: Vec<Output<W::Output>>,
+        outputs: Outputs<W::Output>,
         attempt: u32,
         permit: OwnedSemaphorePermit,
         trace: Option<&TraceParent>,
     ) -> Result<Handled, Error> {
         let offset = raw.offset();
-        if outputs.is_empty() {
-            drop(permit);
-            self.ack(offset, Outcome::Processed);
-            return Ok(Handled::Acked);
-        }
+        let outputs = match outputs.into_repr() {
+            Repr::None => {
+                drop(permit);
+                self.ack(offset, Outcome::Processed);
+                return Ok(Handled::Acked);
+            }
+            Repr::One(output) => {
+                let record = match self.record(output, trace) {
+                    Ok(record) => record,
+                    Err(reason) => {
+                        return self
+                            .give_up(raw, FailureKind::Encode, reason, attempt, permit)
+                            .await;
+                    }
+                };
+                let delivery = self.deliver(record, offset).await?;
+                drop(permit);
+                return Ok(Handled::Pending(Box::pin(async move {
+                    (offset, Outcome::Processed, delivery.await)
+                })));
+            }
+            Repr::Many(outputs) => outputs,
+        };
+        // All are encoded before any is sent: an output that cannot be
+        // encoded dead-letters the message with none of its outputs sent.
         let mut records = Vec::with_capacity(outputs.len());
         for output in outputs {
-            let payload = match W::Codec::encode(&output.value) {
-                Ok(payload) => payload,
-                Err(error) => {
-                    let reason = format!("an output could not be encoded: {error}");
+            match self.record(output, trace) {
+                Ok(record) => records.push(record),
+                Err(reason) => {
                     return self
                         .give_up(raw, FailureKind::Encode, reason, attempt, permit)
                         .await;
                 }
-            };
-            let mut record = Record {
-                topic: output.topic,
-                sink: output.sink.or(W::SPEC.default_sink),
-                key: output.key,
-                payload: Some(payload),
-                headers: output.headers,
-            };
-            if let Some(trace) = trace {
-                trace.inject(&mut record.headers);
             }
-            records.push(record);
         }
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
-            let delivery =
-                self.shared
-                    .sink
-                    .send(record)
-                    .await
-                    .map_err(|source| Error::Delivery {
-                        partition: self.partition.clone(),
-                        offset,
-                        source,
-                    })?;
-            deliveries.push(delivery);
+            deliveries.push(self.deliver(record, offset).await?);
         }
         tracing::debug!(outputs = deliveries.len(), "outputs sent");
+        drop(permit);
         Ok(Handled::Pending(Box::pin(async move {
             let result = futures::future::try_join_all(deliveries).await.map(drop);
-            drop(permit);
             (offset, Outcome::Processed, result)
         })))
+    }
+
+    /// An output as a record, continuing the input's trace.
+    fn record(
+        &self,
+        output: Output<W::Output>,
+        trace: Option<&TraceParent>,
+    ) -> Result<Record, String> {
+        let payload = W::Codec::encode(&output.value)
+            .map_err(|error| format!("an output could not be encoded: {error}"))?;
+        let mut record = Record {
+            topic: output.topic,
+            sink: output.sink.or(W::SPEC.default_sink),
+            key: output.key,
+            payload: Some(payload),
+            headers: output.headers,
+        };
+        if let Some(trace) = trace {
+            trace.inject(&mut record.headers);
+        }
+        Ok(record)
+    }
+
+    /// Hands a record of the message at `offset` to the sink.
+    async fn deliver(&self, record: Record, offset: i64) -> Result<K::Delivery, Error> {
+        self.shared
+            .sink
+            .send(record)
+            .await
+            .map_err(|source| Error::Delivery {
+                partition: self.partition.clone(),
+                offset,
+                source,
+            })
     }
 
     /// Sends a message that cannot be processed to the dead-letter topic, or
@@ -805,20 +839,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             attempts,
         };
         let record = dead_letter::record(raw, topic, self.shared.ctx.worker(), &failure);
-        let delivery = self
-            .shared
-            .sink
-            .send(record)
-            .await
-            .map_err(|source| Error::Delivery {
-                partition: self.partition.clone(),
-                offset,
-                source,
-            })?;
+        let delivery = self.deliver(record, offset).await?;
+        drop(permit);
         Ok(Handled::Pending(Box::pin(async move {
-            let result = delivery.await;
-            drop(permit);
-            (offset, Outcome::DeadLettered, result)
+            (offset, Outcome::DeadLettered, delivery.await)
         })))
     }
 

@@ -303,7 +303,7 @@ impl<T> Output<T> {
 pub struct Outputs<T>(Repr<T>);
 
 #[derive(Clone, Debug)]
-enum Repr<T> {
+pub(crate) enum Repr<T> {
     None,
     One(Output<T>),
     Many(Vec<Output<T>>),
@@ -339,12 +339,8 @@ impl<T> Outputs<T> {
         self.len() == 0
     }
 
-    pub(crate) fn into_vec(self) -> Vec<Output<T>> {
-        match self.0 {
-            Repr::None => Vec::new(),
-            Repr::One(o) => vec![o],
-            Repr::Many(v) => v,
-        }
+    pub(crate) fn into_repr(self) -> Repr<T> {
+        self.0
     }
 }
 

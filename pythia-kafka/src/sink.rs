@@ -116,15 +116,18 @@ impl Sink for KafkaSink {
 
     async fn send(&self, record: Record) -> Result<KafkaDelivery, SinkError> {
         let topic = self.topic_of(&record)?;
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for h in record.headers.iter() {
-            headers = headers.insert(Header {
-                key: &h.name,
-                value: h.value.as_deref(),
-            });
+        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic);
+        if !record.headers.is_empty() {
+            // librdkafka allocates a header list even when it stays empty.
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for h in record.headers.iter() {
+                headers = headers.insert(Header {
+                    key: &h.name,
+                    value: h.value.as_deref(),
+                });
+            }
+            future_record = future_record.headers(headers);
         }
-        let mut future_record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&topic).headers(headers);
         future_record.payload = record.payload.as_deref();
         future_record.key = record.key.as_deref();
         loop {

@@ -64,8 +64,8 @@ fn bench_json_has_every_figure() {
         ),
         "{report}"
     );
-    // At least the payload is copied out of librdkafka; far fewer than a
-    // hundred allocations per message.
+    // The counter sees the run's allocations (the blocks payloads are copied
+    // into, at least), and there are far fewer than a hundred per message.
     let allocs = get("allocs_per_msg");
-    assert!(allocs > 0.5 && allocs < 100.0, "{report}");
+    assert!(allocs > 0.0 && allocs < 100.0, "{report}");
 }
