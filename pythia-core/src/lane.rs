@@ -90,7 +90,7 @@ pub(crate) struct FailurePolicy {
 
 /// The runtime's handle on a running lane.
 pub(crate) struct Lane {
-    tx: mpsc::UnboundedSender<Message<Option<Bytes>>>,
+    tx: mpsc::UnboundedSender<Vec<Message<Option<Bytes>>>>,
     pub(crate) state: Arc<LaneState>,
     stop: CancellationToken,
     /// Aborted on drop, so no lane outlives its runtime.
@@ -121,7 +121,10 @@ impl Lane {
         let run = LaneTask {
             metrics,
             partition: partition.clone(),
-            rx,
+            inbox: Inbox {
+                rx,
+                run: Vec::new().into_iter(),
+            },
             state: state.clone(),
             stop: stop.clone(),
             shared,
@@ -144,12 +147,11 @@ impl Lane {
         }
     }
 
-    /// Queues a message; returns the number the lane now holds.
-    pub(crate) fn push(&self, message: Message<Option<Bytes>>) -> usize {
-        let held = self.state.held.fetch_add(1, Ordering::AcqRel) + 1;
+    /// Queues a run of the partition's messages, in offset order.
+    pub(crate) fn push(&self, run: Vec<Message<Option<Bytes>>>) {
+        self.state.held.fetch_add(run.len(), Ordering::AcqRel);
         // The receiver lives until the task ends, which only happens after `stop`.
-        let _ = self.tx.send(message);
-        held
+        let _ = self.tx.send(run);
     }
 
     /// Asks the lane to finish the message it is on, wait for pending deliveries,
@@ -181,6 +183,35 @@ impl Lane {
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
+        }
+    }
+}
+
+/// A lane's incoming messages: runs of the partition's messages, taken one
+/// at a time.
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<Vec<Message<Option<Bytes>>>>,
+    run: std::vec::IntoIter<Message<Option<Bytes>>>,
+}
+
+impl Inbox {
+    /// An inbox that never yields.
+    fn closed() -> Self {
+        let (_, rx) = mpsc::unbounded_channel();
+        Self {
+            rx,
+            run: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next message; `None` once the runtime dropped the lane. Safe to
+    /// cancel: a message is taken only when it is returned.
+    async fn recv(&mut self) -> Option<Message<Option<Bytes>>> {
+        loop {
+            if let Some(message) = self.run.next() {
+                return Some(message);
+            }
+            self.run = self.rx.recv().await?.into_iter();
         }
     }
 }
@@ -231,7 +262,7 @@ enum Outcome {
 
 struct LaneTask<W, K, A> {
     partition: PartitionId,
-    rx: mpsc::UnboundedReceiver<Message<Option<Bytes>>>,
+    inbox: Inbox,
     state: Arc<LaneState>,
     stop: CancellationToken,
     shared: Arc<Shared<W, K, A>>,
@@ -262,7 +293,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 }
                 () = self.stop.cancelled(), if !stopping => stopping = true,
-                message = self.rx.recv(), if !stopping => {
+                message = self.inbox.recv(), if !stopping => {
                     let Some(message) = message else { stopping = true; continue };
                     let permit = match self.permit(&mut pending).await {
                         Wait::Permit(permit) => permit,
@@ -287,8 +318,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// tracker commits only up to the first unfinished offset.
     async fn run_concurrent(mut self) {
         let by_key = self.shared.policy.ordering == MessageOrder::Key;
-        let (_, closed) = mpsc::unbounded_channel();
-        let mut rx = std::mem::replace(&mut self.rx, closed);
+        let mut inbox = std::mem::replace(&mut self.inbox, Inbox::closed());
         let this = &self;
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let mut active: FuturesUnordered<Started<'_>> = FuturesUnordered::new();
@@ -320,7 +350,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 }
                 () = this.stop.cancelled(), if !stopping => stopping = true,
-                message = rx.recv(), if !stopping => {
+                message = inbox.recv(), if !stopping => {
                     let Some(message) = message else { stopping = true; continue };
                     if !by_key {
                         active.push(this.start(None, message));
@@ -377,7 +407,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 }
                 () = self.stop.cancelled(), if !stopping => stopping = true,
-                first = self.rx.recv(), if !stopping => {
+                first = self.inbox.recv(), if !stopping => {
                     let Some(first) = first else { stopping = true; continue };
                     let mut batch = vec![first];
                     let deadline = tokio::time::Instant::now() + timeout;
@@ -385,7 +415,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         tokio::select! {
                             biased;
                             () = self.stop.cancelled() => break,
-                            next = self.rx.recv() => match next {
+                            next = self.inbox.recv() => match next {
                                 Some(message) => batch.push(message),
                                 None => break,
                             },
@@ -739,6 +769,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 };
                 let delivery = self.deliver(record, offset).await?;
+                tracing::debug!(outputs = 1, "outputs sent");
                 drop(permit);
                 return Ok(Handled::Pending(Box::pin(async move {
                     (offset, Outcome::Processed, delivery.await)

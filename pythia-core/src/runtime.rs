@@ -262,8 +262,9 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
     }
 }
 
-/// Routes messages to their partition's lane, starting lanes as needed.
-/// Returns the partitions whose buffers just filled up.
+/// Routes messages to their partition's lane, starting lanes as needed, one
+/// run of a partition's messages at a time. Returns the partitions whose
+/// buffers just filled up.
 fn dispatch<W: Worker, K: Sink, A: crate::source::Acker>(
     lanes: &mut HashMap<PartitionId, Lane>,
     batch: Vec<crate::message::Message<Option<bytes::Bytes>>>,
@@ -271,18 +272,21 @@ fn dispatch<W: Worker, K: Sink, A: crate::source::Acker>(
     partition_buffer: usize,
 ) -> Vec<PartitionId> {
     let mut to_pause = Vec::new();
-    for message in batch {
-        let partition = message.partition_id();
-        if !lanes.contains_key(partition) {
-            let lane = Lane::spawn(partition.clone(), shared.clone());
-            lanes.insert(partition.clone(), lane);
+    let mut batch = batch.into_iter().peekable();
+    while let Some(first) = batch.next() {
+        let partition = first.partition_id().clone();
+        let mut run = vec![first];
+        while let Some(next) = batch.next_if(|m| m.partition_id() == &partition) {
+            run.push(next);
         }
-        let lane = &lanes[partition];
-        if lane.state.held() + 1 >= partition_buffer && !lane.state.is_paused() {
+        let lane = lanes
+            .entry(partition.clone())
+            .or_insert_with(|| Lane::spawn(partition.clone(), shared.clone()));
+        if lane.state.held() + run.len() >= partition_buffer && !lane.state.is_paused() {
             lane.state.set_paused(true);
-            to_pause.push(partition.clone());
+            to_pause.push(partition);
         }
-        lane.push(message);
+        lane.push(run);
     }
     to_pause
 }
