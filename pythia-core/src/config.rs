@@ -329,6 +329,7 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 /// batch_size = 1             # > 1: process_batch gets up to this many messages
 /// batch_timeout = "20ms"     # ... or what arrived within this time
 /// cpu_threads = 0            # Context::compute's pool; 0 = one per core
+/// compute_inline_below = "10us"  # compute() runs work cheaper than this inline; "0s" = never
 ///
 /// [worker.dead_letter]       # see DeadLetterConfig
 /// topic = "{topic}.dlq"
@@ -371,6 +372,12 @@ pub struct WorkerConfig {
     pub batch_timeout: Duration,
     /// Threads of the pool `Context::compute` runs CPU work on; 0 for one per core.
     pub cpu_threads: usize,
+    /// `Context::compute` runs work inline, on the calling task, while its
+    /// recent runs took less than this: handing work to the pool and waking
+    /// the task again costs a few microseconds, more than such work saves.
+    /// Zero sends all work to the pool.
+    #[serde(with = "humantime_serde")]
+    pub compute_inline_below: Duration,
 }
 
 /// Which messages of one partition may be processed at the same time
@@ -414,6 +421,7 @@ impl Default for WorkerConfig {
             batch_size: 1,
             batch_timeout: Duration::from_millis(20),
             cpu_threads: 0,
+            compute_inline_below: crate::compute::DEFAULT_INLINE_BELOW,
         }
     }
 }
@@ -464,6 +472,12 @@ impl WorkerConfig {
                     "must not exceed worker.max_in_flight ({}): a batch holds that many messages in flight",
                     self.max_in_flight
                 ),
+            ));
+        }
+        if self.compute_inline_below > Duration::from_millis(1) {
+            return Err(ConfigError::invalid(
+                "worker.compute_inline_below",
+                "must be at most \"1ms\": work run inline holds up the tokio thread that runs it (default \"10us\"; \"0s\" always uses the pool)",
             ));
         }
         self.retry.validate()?;
@@ -583,5 +597,26 @@ mod tests {
             ..WorkerConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().key(), "worker.max_in_flight");
+    }
+
+    #[test]
+    fn compute_inline_below_reads_durations_and_caps_inline_work() {
+        let app: App = loader()
+            .env([("PYTHIA_WORKER__COMPUTE_INLINE_BELOW", "25us")])
+            .load()
+            .unwrap();
+        assert_eq!(app.worker.compute_inline_below, Duration::from_micros(25));
+        app.worker.validate().unwrap();
+        assert_eq!(
+            WorkerConfig::default().compute_inline_below,
+            Duration::from_micros(10)
+        );
+        let config = WorkerConfig {
+            compute_inline_below: Duration::from_millis(5),
+            ..WorkerConfig::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key(), "worker.compute_inline_below");
+        assert!(err.to_string().contains("\"0s\""), "{err}");
     }
 }

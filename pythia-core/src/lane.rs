@@ -28,7 +28,7 @@ use crate::config::Ordering as MessageOrder;
 use crate::dead_letter::{self, DeadLetterConfig, Failure, FailureKind};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
-use crate::metrics::{Metrics, TopicMetrics};
+use crate::metrics::{Counted, LaneMetrics, Metrics};
 use crate::retry::RetryConfig;
 use crate::sink::{Record, Sink, SinkError};
 use crate::source::Acker;
@@ -116,8 +116,8 @@ impl Lane {
         let state = Arc::new(LaneState::default());
         let stop = CancellationToken::new();
         let failures = shared.failures.clone();
-        let metrics =
-            (shared.metrics.as_ref()).map(|m| m.topic(shared.ctx.worker(), partition.topic()));
+        let metrics = (shared.metrics.as_ref())
+            .map(|m| m.topic(shared.ctx.worker(), partition.topic()).lane());
         let run = LaneTask {
             metrics,
             partition: partition.clone(),
@@ -204,6 +204,16 @@ impl Inbox {
         }
     }
 
+    /// A message already waiting, without waiting for one.
+    fn try_next(&mut self) -> Option<Message<Option<Bytes>>> {
+        loop {
+            if let Some(message) = self.run.next() {
+                return Some(message);
+            }
+            self.run = self.rx.try_recv().ok()?.into_iter();
+        }
+    }
+
     /// The next message; `None` once the runtime dropped the lane. Safe to
     /// cancel: a message is taken only when it is returned.
     async fn recv(&mut self) -> Option<Message<Option<Bytes>>> {
@@ -266,7 +276,7 @@ struct LaneTask<W, K, A> {
     state: Arc<LaneState>,
     stop: CancellationToken,
     shared: Arc<Shared<W, K, A>>,
-    metrics: Option<TopicMetrics>,
+    metrics: Option<LaneMetrics>,
 }
 
 impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
@@ -284,6 +294,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     async fn run_in_order(mut self) {
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let mut stopping = false;
+        // One wait for the whole loop: a fresh one per message would register
+        // with the token (a lock shared by every lane) each time.
+        let stopped = self.stop.clone().cancelled_owned();
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
                 biased;
@@ -292,7 +306,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         return;
                     }
                 }
-                () = self.stop.cancelled(), if !stopping => stopping = true,
+                () = &mut stopped, if !stopping => stopping = true,
                 message = self.inbox.recv(), if !stopping => {
                     let Some(message) = message else { stopping = true; continue };
                     let permit = match self.permit(&mut pending).await {
@@ -325,6 +339,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         // Messages waiting for an earlier message of their key to finish.
         let mut waiting: HashMap<Option<Bytes>, VecDeque<Message<Option<Bytes>>>> = HashMap::new();
         let mut stopping = false;
+        let stopped = self.stop.clone().cancelled_owned();
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
                 biased;
@@ -349,7 +365,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         }
                     }
                 }
-                () = this.stop.cancelled(), if !stopping => stopping = true,
+                () = &mut stopped, if !stopping => stopping = true,
                 message = inbox.recv(), if !stopping => {
                     let Some(message) = message else { stopping = true; continue };
                     if !by_key {
@@ -376,11 +392,17 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// Processes one message of the concurrent mode once a permit is free.
     fn start(&self, key: Option<Bytes>, message: Message<Option<Bytes>>) -> Started<'_> {
         Box::pin(async move {
-            let permit = tokio::select! {
-                () = self.stop.cancelled() => return (key, Ok(Handled::Stopped)),
-                permit = self.shared.permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return (key, Ok(Handled::Failed)),
+            if self.stop.is_cancelled() {
+                return (key, Ok(Handled::Stopped));
+            }
+            let permit = match self.shared.permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => tokio::select! {
+                    () = self.stop.cancelled() => return (key, Ok(Handled::Stopped)),
+                    permit = self.shared.permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return (key, Ok(Handled::Failed)),
+                    },
                 },
             };
             // Deliveries are settled by the lane's loop, not while waiting here.
@@ -398,6 +420,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let (size, timeout) = (policy.batch_size, policy.batch_timeout);
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let mut stopping = false;
+        let stopped = self.stop.clone().cancelled_owned();
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
                 biased;
@@ -406,30 +430,34 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         return;
                     }
                 }
-                () = self.stop.cancelled(), if !stopping => stopping = true,
+                () = &mut stopped, if !stopping => stopping = true,
                 first = self.inbox.recv(), if !stopping => {
                     let Some(first) = first else { stopping = true; continue };
-                    let mut batch = vec![first];
-                    let deadline = tokio::time::Instant::now() + timeout;
-                    while batch.len() < size {
-                        tokio::select! {
-                            biased;
-                            () = self.stop.cancelled() => break,
-                            next = self.inbox.recv() => match next {
-                                Some(message) => batch.push(message),
-                                None => break,
-                            },
-                            () = tokio::time::sleep_until(deadline) => break,
+                    let mut batch = Vec::with_capacity(size);
+                    batch.push(first);
+                    // What is already here joins at once; only a batch that is
+                    // still short waits, up to the timeout, for more.
+                    batch.extend(std::iter::from_fn(|| self.inbox.try_next()).take(size - 1));
+                    if batch.len() < size {
+                        let deadline = tokio::time::sleep(timeout);
+                        tokio::pin!(deadline);
+                        while batch.len() < size {
+                            tokio::select! {
+                                biased;
+                                () = &mut stopped => break,
+                                next = self.inbox.recv() => match next {
+                                    Some(message) => batch.push(message),
+                                    None => break,
+                                },
+                                () = &mut deadline => break,
+                            }
                         }
                     }
-                    let mut permits = Vec::with_capacity(batch.len());
-                    for _ in 0..batch.len() {
-                        match self.permit(&mut pending).await {
-                            Wait::Permit(permit) => permits.push(permit),
-                            Wait::Stop => break,
-                            Wait::Fail => return,
-                        }
-                    }
+                    let permits = match self.permits(batch.len(), &mut pending).await {
+                        Ok(permits) => permits,
+                        Err(Wait::Fail) => return,
+                        Err(_) => Vec::new(),
+                    };
                     if permits.len() < batch.len() {
                         // Stopped before the batch could start: none of it ran.
                         stopping = true;
@@ -488,18 +516,21 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         }
         let count = raws.len();
         let started = std::time::Instant::now();
-        let result = AssertUnwindSafe(async {
-            self.shared
-                .worker
-                .process_batch(decoded, &self.shared.ctx)
-                .await
-        })
-        .catch_unwind()
-        .await;
+        let result = self
+            .flushing_if_pending(
+                AssertUnwindSafe(async {
+                    self.shared
+                        .worker
+                        .process_batch(decoded, &self.shared.ctx)
+                        .await
+                })
+                .catch_unwind(),
+            )
+            .await;
         if let Some(metrics) = &self.metrics {
-            metrics
-                .duration
-                .observe(started.elapsed().as_secs_f64() / count as f64);
+            metrics.count(Counted::Duration(
+                started.elapsed().as_secs_f64() / count as f64,
+            ));
         }
         let results: Vec<Option<Result<Outputs<W::Output>, ProcessError>>> = match result {
             Ok(results) if results.len() == count => results.into_iter().map(Some).collect(),
@@ -577,6 +608,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// so that its delivered messages are acknowledged (and its partition
     /// resumes) while other partitions hold every permit.
     async fn permit(&self, pending: &mut FuturesUnordered<Pending>) -> Wait {
+        // A free permit is taken at once; waiting registers with the stop token.
+        if let Ok(permit) = self.shared.permits.clone().try_acquire_owned() {
+            return Wait::Permit(permit);
+        }
         loop {
             tokio::select! {
                 biased;
@@ -592,6 +627,50 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 }
             }
         }
+    }
+
+    /// Awaits a handler, adding the lane's locally counted metrics to the
+    /// shared ones if it has to wait: counts are never held back while a
+    /// handler is slow or hung, and a handler that finishes at once costs no
+    /// flush.
+    async fn flushing_if_pending<F: std::future::Future>(&self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut flushed = self.metrics.is_none();
+        std::future::poll_fn(|cx| {
+            let poll = future.as_mut().poll(cx);
+            if poll.is_pending() && !flushed {
+                flushed = true;
+                if let Some(metrics) = &self.metrics {
+                    metrics.flush();
+                }
+            }
+            poll
+        })
+        .await
+    }
+
+    /// `n` permits, one per message of a batch: in one step when they are
+    /// free, else one at a time as they come free (as single messages wait).
+    async fn permits(
+        &self,
+        n: usize,
+        pending: &mut FuturesUnordered<Pending>,
+    ) -> Result<Vec<OwnedSemaphorePermit>, Wait> {
+        let mut permits = Vec::with_capacity(n);
+        let count = u32::try_from(n).unwrap_or(u32::MAX);
+        if let Ok(mut all) = self.shared.permits.clone().try_acquire_many_owned(count) {
+            while let Some(one) = all.split(1) {
+                permits.push(one);
+            }
+            return Ok(permits);
+        }
+        while permits.len() < n {
+            match self.permit(pending).await {
+                Wait::Permit(permit) => permits.push(permit),
+                other => return Err(other),
+            }
+        }
+        Ok(permits)
     }
 
     /// Acknowledges a delivered message; on a failed delivery reports it and
@@ -679,13 +758,16 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             // Built inside the async block so a panic while creating the future
             // is caught too.
             let started = std::time::Instant::now();
-            let result = AssertUnwindSafe(async {
-                self.shared.worker.process(message, &self.shared.ctx).await
-            })
-            .catch_unwind()
-            .await;
+            let result = self
+                .flushing_if_pending(
+                    AssertUnwindSafe(async {
+                        self.shared.worker.process(message, &self.shared.ctx).await
+                    })
+                    .catch_unwind(),
+                )
+                .await;
             if let Some(metrics) = &self.metrics {
-                metrics.duration.observe(started.elapsed().as_secs_f64());
+                metrics.count(Counted::Duration(started.elapsed().as_secs_f64()));
             }
             let error = match result {
                 Ok(Ok(outputs)) => {
@@ -710,7 +792,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     .await;
             }
             if let Some(metrics) = &self.metrics {
-                metrics.retried.inc();
+                metrics.count(Counted::Retried);
+                metrics.flush();
             }
             let wait = policy.retry.jittered_backoff(attempt);
             tracing::warn!(
@@ -882,11 +965,17 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         self.shared.processed.fetch_add(1, Ordering::Relaxed);
         if let Some(metrics) = &self.metrics {
             match outcome {
-                Outcome::Processed => metrics.ok.inc(),
-                Outcome::DeadLettered => metrics.dead_lettered.inc(),
+                Outcome::Processed => metrics.count(Counted::Ok),
+                Outcome::DeadLettered => metrics.count(Counted::DeadLettered),
             }
         }
         let held = self.state.held.fetch_sub(1, Ordering::AcqRel) - 1;
+        if held == 0
+            && let Some(metrics) = &self.metrics
+        {
+            // Caught up: what was counted shows at the next scrape.
+            metrics.flush();
+        }
         if held <= self.shared.resume_at && self.state.is_paused() {
             self.shared.wake.notify_one();
         }
@@ -894,7 +983,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
 
     fn fail(&self, error: Error) {
         if let Some(metrics) = &self.metrics {
-            metrics.error.inc();
+            metrics.count(Counted::Error);
+            metrics.flush();
         }
         // Logged once, by the runtime, which stops the run.
         let _ = self.shared.failures.send(error);

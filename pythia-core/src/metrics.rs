@@ -399,6 +399,98 @@ pub(crate) struct TopicMetrics {
     pub(crate) duration: prometheus::Histogram,
 }
 
+impl TopicMetrics {
+    /// Metrics for one lane, counted locally and added to these in bulk.
+    pub(crate) fn lane(&self) -> LaneMetrics {
+        LaneMetrics(Mutex::new(LocalTopicMetrics {
+            ok: self.ok.local(),
+            error: self.error.local(),
+            retried: self.retried.local(),
+            dead_lettered: self.dead_lettered.local(),
+            duration: self.duration.local(),
+            unflushed: 0,
+        }))
+    }
+}
+
+/// A lane's message metrics. Lanes on different threads updating one topic's
+/// shared counters for every message would contend for their cache lines, so
+/// each lane counts locally (behind a lock only it takes) and adds its counts
+/// to the shared metrics every [`LaneMetrics::FLUSH_EVERY`] updates, whenever
+/// it has caught up with its messages or waits on a handler or a retry, and
+/// when it ends.
+pub(crate) struct LaneMetrics(Mutex<LocalTopicMetrics>);
+
+struct LocalTopicMetrics {
+    ok: prometheus::local::LocalIntCounter,
+    error: prometheus::local::LocalIntCounter,
+    retried: prometheus::local::LocalIntCounter,
+    dead_lettered: prometheus::local::LocalIntCounter,
+    duration: prometheus::local::LocalHistogram,
+    unflushed: u32,
+}
+
+impl LocalTopicMetrics {
+    fn flush(&mut self) {
+        self.ok.flush();
+        self.error.flush();
+        self.retried.flush();
+        self.dead_lettered.flush();
+        self.duration.flush();
+        self.unflushed = 0;
+    }
+}
+
+/// What one update of a lane's metrics counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counted {
+    Ok,
+    Error,
+    Retried,
+    DeadLettered,
+    /// One processing time, in seconds.
+    Duration(f64),
+}
+
+impl LaneMetrics {
+    /// Updates held back at most before they are added to the shared metrics.
+    pub(crate) const FLUSH_EVERY: u32 = 256;
+
+    pub(crate) fn count(&self, what: Counted) {
+        let mut local = self.lock();
+        match what {
+            Counted::Ok => local.ok.inc(),
+            Counted::Error => local.error.inc(),
+            Counted::Retried => local.retried.inc(),
+            Counted::DeadLettered => local.dead_lettered.inc(),
+            Counted::Duration(seconds) => local.duration.observe(seconds),
+        }
+        local.unflushed += 1;
+        if local.unflushed >= Self::FLUSH_EVERY {
+            local.flush();
+        }
+    }
+
+    /// Adds what was counted to the shared metrics.
+    pub(crate) fn flush(&self) {
+        let mut local = self.lock();
+        if local.unflushed > 0 {
+            local.flush();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalTopicMetrics> {
+        // Each update is a plain increment: a poisoned lock holds valid counts.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for LaneMetrics {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 type InFlightRun = (String, Weak<Semaphore>, usize);
 
 struct InFlight {
@@ -453,6 +545,30 @@ mod tests {
         for name in ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }
+    }
+
+    #[test]
+    fn lane_counts_reach_the_shared_metrics_in_bulk() {
+        let metrics = Metrics::new();
+        let shared = metrics.topic("w", "t");
+        let lane = shared.lane();
+        for _ in 0..LaneMetrics::FLUSH_EVERY - 1 {
+            lane.count(Counted::Ok);
+        }
+        assert_eq!(shared.ok.get(), 0, "held back until a flush");
+        lane.count(Counted::Ok);
+        assert_eq!(shared.ok.get(), u64::from(LaneMetrics::FLUSH_EVERY));
+        lane.count(Counted::DeadLettered);
+        lane.count(Counted::Retried);
+        lane.count(Counted::Duration(0.25));
+        lane.flush();
+        assert_eq!(shared.dead_lettered.get(), 1);
+        assert_eq!(shared.retried.get(), 1);
+        assert_eq!(shared.duration.get_sample_count(), 1);
+        assert_eq!(shared.duration.get_sample_sum(), 0.25);
+        lane.count(Counted::Error);
+        drop(lane);
+        assert_eq!(shared.error.get(), 1, "a lane that ends flushes");
     }
 
     #[test]

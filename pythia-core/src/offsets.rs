@@ -35,7 +35,10 @@ impl PartitionOffsets {
 
     /// Records that `offset` is done. Unknown offsets are ignored.
     pub fn done(&mut self, offset: i64) {
-        if let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) {
+        // In-order lanes finish the oldest offset: no search for it.
+        if self.pending.front().is_some_and(|&(o, _)| o == offset) {
+            self.pending.pop_front();
+        } else if let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) {
             self.pending[i].1 = true;
         }
         while self.pending.front().is_some_and(|&(_, done)| done) {

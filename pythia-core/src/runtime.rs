@@ -142,10 +142,11 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             metrics,
         } = self;
         let stopping = CancellationToken::new();
-        let cpu = CpuPool::new(config.cpu_threads, &name).unwrap_or_else(|error| {
-            tracing::warn!(%error, "cannot start the CPU pool; using the shared one");
-            CpuPool::shared()
-        });
+        let cpu = CpuPool::new(config.cpu_threads, &name, config.compute_inline_below)
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot start the CPU pool; using the shared one");
+                CpuPool::shared()
+            });
         let (failures, mut failed) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             worker,

@@ -169,6 +169,14 @@ impl Context {
     /// While the pool is saturated, `process` calls wait here, the partitions'
     /// buffers fill and their fetching pauses; the consumer keeps polling.
     ///
+    /// Work that has been cheaper than `worker.compute_inline_below` (10 µs by
+    /// default) runs inline instead, since handing it to the pool would cost
+    /// more than it saves; the estimate is kept per closure type, so per call
+    /// site, and follows the work as it grows or shrinks. To spread one
+    /// partition's cheap work over the cores, use batches
+    /// (`worker.batch_size`, [`Process::process_batch`]) with
+    /// [`Context::compute_parallel`].
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), pythia_core::ProcessError> {

@@ -1,8 +1,15 @@
-//! CPU offload: the same per-message CPU work done inline on the async task
-//! (one partition, in order) against `Context::compute` on the rayon pool
-//! (`ordering = "none"`), on a topic with fewer partitions than cores, so only
-//! the pool can spread the work. Prints messages per second both ways and the
-//! speedup, for work of about 1 µs, 10 µs, 100 µs and 1 ms per message.
+//! CPU offload: the same per-message CPU work done three ways on a topic of
+//! one partition (fewer partitions than cores, so only the pool can spread the
+//! work):
+//!
+//! - **inline**: on the lane's task, one message at a time (`ordering = "partition"`);
+//! - **compute**: `Context::compute` per message with `ordering = "none"`
+//!   (work measured below `worker.compute_inline_below` runs inline);
+//! - **batch**: `batch_size` messages at a time, spread over the pool with
+//!   `Context::compute_parallel` and rayon's `par_iter`.
+//!
+//! Prints messages per second each way and each pooled way's speedup over
+//! inline, for work of about 1 µs, 10 µs, 100 µs and 1 ms per message.
 //!
 //! `cargo bench -p pythia-kafka --bench cpu_offload` (`BENCH_SCALE` multiplies
 //! the message counts).
@@ -11,16 +18,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
+
 use pythia_kafka::core::{Record, Sink};
 use pythia_kafka::{
     Config, ConfigLoader, Context, EmbeddedBroker, KafkaSink, KafkaWorker, Message, Outputs,
     Process, ProcessError, Raw, Worker,
 };
 
-/// Spends `work` of CPU per message, inline or on the pool.
+/// Messages per batch in the batch mode.
+const BATCH: usize = 1024;
+
+/// Where a message's CPU work runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// On the lane's task, one message at a time (`ordering = "partition"`).
+    Inline,
+    /// `Context::compute` per message, messages in parallel (`ordering = "none"`).
+    Compute,
+    /// Batches of one partition (`batch_size`), spread over the pool with
+    /// `Context::compute_parallel` and `par_iter`.
+    Batch,
+}
+
+/// Spends `work` of CPU per message, where `mode` says.
 struct Spin {
     work: Duration,
-    offload: bool,
+    mode: Mode,
     done: AtomicU64,
 }
 
@@ -51,26 +75,45 @@ impl Process for Spin {
         ctx: &Context,
     ) -> Result<Outputs<()>, ProcessError> {
         let work = self.work;
-        if self.offload {
-            ctx.compute(move || spin(work)).await?;
-        } else {
-            spin(work);
+        match self.mode {
+            Mode::Compute => {
+                ctx.compute(move || spin(work)).await?;
+            }
+            Mode::Inline | Mode::Batch => {
+                spin(work);
+            }
         }
         self.done.fetch_add(1, Ordering::Relaxed);
         Ok(Outputs::none())
     }
+
+    async fn process_batch(
+        &self,
+        messages: Vec<Message<bytes::Bytes>>,
+        ctx: &Context,
+    ) -> Vec<Result<Outputs<()>, ProcessError>> {
+        let (n, work) = (messages.len(), self.work);
+        let spun = ctx
+            .compute_parallel(move || messages.par_iter().map(|_| spin(work)).sum::<u64>())
+            .await;
+        self.done.fetch_add(n as u64, Ordering::Relaxed);
+        (0..n)
+            .map(|_| match &spun {
+                Ok(_) => Ok(Outputs::none()),
+                Err(error) => Err(ProcessError::msg(error)),
+            })
+            .collect()
+    }
 }
 
 /// Messages per second for `n` messages of `work` each.
-async fn measure(
-    broker: &EmbeddedBroker,
-    topic: &str,
-    n: u64,
-    work: Duration,
-    offload: bool,
-) -> f64 {
+async fn measure(broker: &EmbeddedBroker, topic: &str, n: u64, work: Duration, mode: Mode) -> f64 {
     broker.create_topic(topic, 1).expect("topic");
-    let ordering = if offload { "none" } else { "partition" };
+    let (ordering, batch_size) = match mode {
+        Mode::Inline => ("partition", 1),
+        Mode::Compute => ("none", 1),
+        Mode::Batch => ("partition", BATCH),
+    };
     let config = Config::from_loader(
         ConfigLoader::new()
             .no_file()
@@ -80,7 +123,9 @@ async fn measure(
             .set("kafka.topics", topic)
             .set("kafka.group_protocol", "consumer")
             .set("worker.ordering", ordering)
-            .set("worker.max_in_flight", 512)
+            .set("worker.batch_size", batch_size as i64)
+            .set("worker.batch_timeout", "5ms")
+            .set("worker.max_in_flight", 2048)
             .set("worker.partition_buffer", 5000)
             .set("worker.dead_letter.enabled", false),
     )
@@ -107,7 +152,7 @@ async fn measure(
     }
     let worker = Arc::new(Spin {
         work,
-        offload,
+        mode,
         done: AtomicU64::new(0),
     });
     let instance = KafkaWorker::shared(worker.clone(), config).expect("worker");
@@ -137,22 +182,24 @@ async fn main() {
         .unwrap_or(1.0);
     let broker = EmbeddedBroker::start().expect("embedded broker");
     println!(
-        "cores={cores} partitions=1 (pool: ordering=none, Context::compute; inline: ordering=partition)"
+        "cores={cores} partitions=1 batch_size={BATCH} (inline: ordering=partition; compute: ordering=none + Context::compute; batch: process_batch + compute_parallel + par_iter)"
     );
     println!(
-        "{:>8} {:>8} {:>14} {:>14} {:>8}",
-        "work", "messages", "inline msg/s", "pool msg/s", "speedup"
+        "{:>8} {:>8} {:>12} {:>12} {:>12} {:>9} {:>9}",
+        "work", "messages", "inline/s", "compute/s", "batch/s", "compute×", "batch×"
     );
-    let cases = [(1, 40_000), (10, 20_000), (100, 4_000), (1_000, 800)];
+    let cases = [(1, 100_000), (10, 40_000), (100, 6_000), (1_000, 1_000)];
     for (micros, n) in cases {
-        let n = ((n as f64) * scale).max(100.0) as u64;
+        let n = ((n as f64) * scale).max(BATCH as f64 * 4.0) as u64;
         let work = Duration::from_micros(micros);
-        let inline = measure(&broker, &format!("inline-{micros}"), n, work, false).await;
-        let pool = measure(&broker, &format!("pool-{micros}"), n, work, true).await;
+        let topic = |mode: Mode| format!("{mode:?}-{micros}").to_lowercase();
+        let inline = measure(&broker, &topic(Mode::Inline), n, work, Mode::Inline).await;
+        let compute = measure(&broker, &topic(Mode::Compute), n, work, Mode::Compute).await;
+        let batch = measure(&broker, &topic(Mode::Batch), n, work, Mode::Batch).await;
         println!(
-            "{:>6}µs {n:>8} {inline:>14.0} {pool:>14.0} {:>7.2}x",
-            micros,
-            pool / inline
+            "{micros:>6}µs {n:>8} {inline:>12.0} {compute:>12.0} {batch:>12.0} {:>8.2}x {:>8.2}x",
+            compute / inline,
+            batch / inline
         );
     }
 }

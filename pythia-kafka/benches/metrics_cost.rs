@@ -1,10 +1,19 @@
-//! What metrics cost: pass-through throughput (one output per input) on the
-//! embedded broker with the metrics server off and on, alternating runs.
+//! What metrics cost: pass-through throughput (no outputs, the case where the
+//! per-message cost of metrics weighs most) on the embedded broker, with
+//! metrics off and on (`metrics.address` set: counters, the processing-time
+//! histogram, the in-flight gauge, the lag monitor and the HTTP endpoint).
 //!
-//! `cargo bench -p pythia-kafka --bench metrics_cost` (`BENCH_MESSAGES`, `BENCH_ROUNDS`).
+//! Every run reads the same pre-loaded topic in a fresh group and is timed
+//! from its first processed message to its last, so joining and leaving the
+//! group are not counted. Runs alternate which side goes first. Besides
+//! messages per second, each run's process CPU time per message is measured
+//! over the same window: on a shared machine it varies less than wall time.
+//!
+//! `cargo bench -p pythia-kafka --bench metrics_cost` (`BENCH_MESSAGES`,
+//! `BENCH_ROUNDS`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,9 +27,41 @@ use tokio::sync::Notify;
 
 const PARTITIONS: i32 = 8;
 
+/// Where the process stood at one moment: wall clock and CPU time used.
+#[derive(Clone, Copy)]
+struct Mark {
+    at: Instant,
+    cpu: Duration,
+}
+
+impl Mark {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+}
+
+/// CPU time used by the whole process (every thread), user and system.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Counts messages and marks the first and the last.
 struct PassThrough {
     seen: AtomicU64,
     target: u64,
+    marks: Mutex<(Option<Mark>, Option<Mark>)>,
     done: Notify,
 }
 
@@ -30,17 +71,19 @@ impl Worker for PassThrough {
 
 impl Process for PassThrough {
     type Input = Bytes;
-    type Output = Bytes;
+    type Output = ();
 
-    async fn process(
-        &self,
-        msg: Message<Bytes>,
-        _: &Context,
-    ) -> Result<Outputs<Bytes>, ProcessError> {
-        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+    async fn process(&self, msg: Message<Bytes>, _: &Context) -> Result<Outputs<()>, ProcessError> {
+        std::hint::black_box(msg.payload());
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            self.marks.lock().unwrap().0 = Some(Mark::now());
+        }
+        if n == self.target {
+            self.marks.lock().unwrap().1 = Some(Mark::now());
             self.done.notify_one();
         }
-        Ok(Outputs::one(msg.into_payload()))
+        Ok(Outputs::none())
     }
 }
 
@@ -48,6 +91,7 @@ fn produce(bootstrap: &str, n: u64) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
+        // lz4: the embedded broker keeps about 5 MiB per partition.
         .set("compression.type", "lz4")
         .create()
         .expect("producer");
@@ -64,15 +108,19 @@ fn produce(bootstrap: &str, n: u64) {
     producer.flush(Duration::from_secs(120)).expect("flush");
 }
 
-/// Messages per second from the first assignment to the last message processed.
-async fn run(bootstrap: &str, group: &str, n: u64, metrics: bool) -> f64 {
+/// What one run measured.
+struct Measured {
+    msgs_per_s: f64,
+    cpu_us_per_msg: f64,
+}
+
+async fn run(bootstrap: &str, group: &str, n: u64, metrics: bool) -> Measured {
     let mut loader = ConfigLoader::new()
         .no_file()
-        .env([("PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", "100")])
+        .env::<&str, &str>([])
         .set("kafka.brokers", bootstrap)
         .set("kafka.group", group)
         .set("kafka.topics", "in")
-        .set("kafka.output_topic", "out")
         .set("kafka.group_protocol", "consumer");
     if metrics {
         loader = loader.set("metrics.address", "127.0.0.1:0");
@@ -81,65 +129,85 @@ async fn run(bootstrap: &str, group: &str, n: u64, metrics: bool) -> f64 {
     let worker = Arc::new(PassThrough {
         seen: AtomicU64::new(0),
         target: n,
+        marks: Mutex::new((None, None)),
         done: Notify::new(),
     });
     let instance = KafkaWorker::shared(worker.clone(), config).expect("worker");
-    let mut status = instance.status();
     let done = worker.clone();
-    let run = tokio::spawn(instance.run(async move { done.done.notified().await }));
-    status
-        .wait_for(|s| !s.assigned.is_empty())
+    let summary = instance
+        .run(async move {
+            if done.seen.load(Ordering::Relaxed) < done.target {
+                done.done.notified().await;
+            }
+        })
         .await
-        .expect("assignment");
-    let started = Instant::now();
-    let summary = run.await.expect("join").expect("run");
-    let elapsed = started.elapsed();
+        .expect("run");
     assert!(summary.processed >= n, "{summary:?}");
-    n as f64 / elapsed.as_secs_f64()
+    let (Some(first), Some(last)) = *worker.marks.lock().unwrap() else {
+        panic!("the run did not process every message");
+    };
+    let span = last.at.duration_since(first.at).as_secs_f64();
+    Measured {
+        msgs_per_s: (n - 1) as f64 / span,
+        cpu_us_per_msg: (last.cpu - first.cpu).as_secs_f64() * 1e6 / (n - 1) as f64,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
 }
 
 #[tokio::main]
 async fn main() {
-    let n: u64 = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let broker =
-        EmbeddedBroker::with_topics([("in", PARTITIONS), ("out", PARTITIONS)]).expect("broker");
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = env("BENCH_MESSAGES", 1_000_000);
+    let rounds = env("BENCH_ROUNDS", 9) as usize;
+    let broker = EmbeddedBroker::with_topics([("in", PARTITIONS)]).expect("broker");
     let bootstrap = broker.bootstrap_servers().to_owned();
     produce(&bootstrap, n);
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let mut results: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         // Alternate which goes first, so drift on a noisy machine hits both.
-        for metrics in if round % 2 == 0 {
+        let order = if round % 2 == 0 {
             [false, true]
         } else {
             [true, false]
-        } {
-            let rate = run(&bootstrap, &format!("bench-{round}-{metrics}"), n, metrics).await;
+        };
+        for metrics in order {
+            let measured = run(&bootstrap, &format!("bench-{round}-{metrics}"), n, metrics).await;
             println!(
-                "round {round} metrics={} {rate:.0} msg/s",
-                if metrics { "on" } else { "off" }
+                "round {round} metrics={:<3} {:>9.0} msg/s {:>6.3} µs CPU/msg",
+                if metrics { "on" } else { "off" },
+                measured.msgs_per_s,
+                measured.cpu_us_per_msg,
             );
-            if metrics {
-                on.push(rate)
-            } else {
-                off.push(rate)
-            }
+            results[usize::from(metrics)].push(measured);
         }
     }
-    let (off, on) = (median(off), median(on));
+    let [off, on] = results.map(|runs| {
+        (
+            median(runs.iter().map(|m| m.msgs_per_s).collect()),
+            median(runs.iter().map(|m| m.cpu_us_per_msg).collect()),
+        )
+    });
     println!(
-        "messages={n} rounds={rounds} median off={off:.0} msg/s on={on:.0} msg/s difference={:+.1}%",
-        (on - off) / off * 100.0
+        "messages={n} rounds={rounds} medians: off {:.0} msg/s {:.3} µs CPU/msg; on {:.0} msg/s {:.3} µs CPU/msg",
+        off.0, off.1, on.0, on.1
+    );
+    println!(
+        "metrics on vs off: throughput {:+.1}%, CPU per message {:+.1}%",
+        (on.0 - off.0) / off.0 * 100.0,
+        (on.1 - off.1) / off.1 * 100.0
     );
 }

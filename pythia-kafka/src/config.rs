@@ -580,7 +580,13 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             // librdkafka's 1000 ms default caps a consumer near 160k msg/s.
-            .set("fetch.queue.backoff.ms", "10");
+            .set("fetch.queue.backoff.ms", "10")
+            // Each partition is read from its own queue, and these bounds apply
+            // per queue: librdkafka's defaults (100,000 messages or 64 MiB per
+            // partition) let the prefetch of a few hundred partitions reach
+            // gigabytes, far beyond worker.partition_buffer.
+            .set("queued.min.messages", "20000")
+            .set("queued.max.messages.kbytes", "16384");
         if self.uses_kip848() {
             config.set("group.protocol", "consumer");
         } else {

@@ -405,9 +405,10 @@ fn commit(
 }
 
 /// The last commit before leaving. A commit the group refuses for a moment —
-/// another member left at the same time, so this member's epoch went stale
-/// (KIP-848), or the group is rebalancing — is retried after polling lets the
-/// client catch up, for a few seconds.
+/// another member joined or left at the same time, so this member's epoch
+/// (KIP-848) or generation (classic protocol) went stale, or the group is
+/// rebalancing — is retried after polling lets the client catch up, for a few
+/// seconds.
 fn final_commit(consumer: &BaseConsumer<SourceContext>, commits: &[(PartitionId, i64)]) -> bool {
     use rdkafka::error::KafkaError as RdKafkaError;
     use rdkafka::types::RDKafkaErrorCode as Code;
@@ -426,6 +427,7 @@ fn final_commit(consumer: &BaseConsumer<SourceContext>, commits: &[(PartitionId,
             error,
             RdKafkaError::ConsumerCommit(
                 Code::StaleMemberEpoch
+                    | Code::IllegalGeneration
                     | Code::RebalanceInProgress
                     | Code::NotCoordinator
                     | Code::CoordinatorLoadInProgress
