@@ -12,7 +12,7 @@
 //! inline, for work of about 1 µs, 10 µs, 100 µs and 1 ms per message.
 //!
 //! `cargo bench -p pythia-kafka --bench cpu_offload` (`BENCH_SCALE` multiplies
-//! the message counts).
+//! the message counts; `BENCH_WORK_US=10` runs one case).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,8 +188,15 @@ async fn main() {
         "{:>8} {:>8} {:>12} {:>12} {:>12} {:>9} {:>9}",
         "work", "messages", "inline/s", "compute/s", "batch/s", "compute×", "batch×"
     );
+    // BENCH_WORK_US=10 runs only the 10 µs case (for profiling one of them).
+    let only: Option<u64> = std::env::var("BENCH_WORK_US")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let cases = [(1, 100_000), (10, 40_000), (100, 6_000), (1_000, 1_000)];
     for (micros, n) in cases {
+        if only.is_some_and(|only| only != micros) {
+            continue;
+        }
         let n = ((n as f64) * scale).max(BATCH as f64 * 4.0) as u64;
         let work = Duration::from_micros(micros);
         let topic = |mode: Mode| format!("{mode:?}-{micros}").to_lowercase();
