@@ -41,7 +41,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..))]
     partitions: i32,
     /// Rounds; each runs all four variants once.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// The Pythia workers' worker.max_in_flight (default: the worker default).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
