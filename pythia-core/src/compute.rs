@@ -69,12 +69,8 @@ impl CpuPool {
         if self.costs.runs_inline(kind) {
             return settle(Ok(self.costs.timed(kind, work)));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let costs = self.costs.clone();
-        self.pool.spawn(move || {
-            let _ = tx.send(costs.timed(kind, work));
-        });
-        settle(rx.await)
+        self.offload(move || costs.timed(kind, work)).await
     }
 
     /// Runs `work` on the pool as a scope, so it can use rayon's parallel
@@ -85,12 +81,19 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let pool = self.pool.clone();
+        self.offload(move || std::panic::catch_unwind(AssertUnwindSafe(|| pool.install(work))))
+            .await
+    }
+
+    /// Runs `job` on a pool thread and waits for what it returns.
+    async fn offload<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Ran<T> + Send + 'static,
+    ) -> Result<T, ProcessError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(|| {
-                pool.install(work)
-            })));
+            let _ = tx.send(job());
         });
         settle(rx.await)
     }
