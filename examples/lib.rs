@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use pythia_kafka::KafkaSink;
-use pythia_kafka::core::{Record, Sink};
+use pythia_kafka::core::Record;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -18,13 +18,13 @@ pub async fn produce(
     sink: &KafkaSink,
     records: impl IntoIterator<Item = Record>,
 ) -> anyhow::Result<u64> {
-    let mut deliveries = Vec::new();
+    let mut confirmations = Vec::new();
     for record in records {
-        deliveries.push(sink.send(record).await?);
+        confirmations.push(sink.produce(record).await);
     }
-    let produced = deliveries.len() as u64;
-    for delivery in deliveries {
-        delivery.await?;
+    let produced = confirmations.len() as u64;
+    for confirmation in confirmations {
+        confirmation.await?;
     }
     Ok(produced)
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use pythia_kafka::KafkaSink;
-use pythia_kafka::core::{Record, Sink};
+use pythia_kafka::core::Record;
 use pythia_kafka::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn produce_orders(sink: &KafkaSink, topic: &str) -> anyhow::Result<u64> {
-    let mut deliveries = Vec::with_capacity(ORDERS as usize);
+    let mut confirmations = Vec::with_capacity(ORDERS as usize);
     for id in 1..=ORDERS {
         let order = Order {
             id,
@@ -143,10 +143,10 @@ async fn produce_orders(sink: &KafkaSink, topic: &str) -> anyhow::Result<u64> {
         let record = Record::new(serde_json::to_vec(&order)?)
             .with_key(order.customer.clone())
             .with_topic(topic);
-        deliveries.push(sink.send(record).await?);
+        confirmations.push(sink.produce(record).await);
     }
-    for delivery in deliveries {
-        delivery.await?;
+    for confirmation in confirmations {
+        confirmation.await?;
     }
     Ok(ORDERS)
 }

@@ -2,7 +2,8 @@
 //!
 //! Each assigned partition gets a lane task. It decodes, processes and sends the
 //! outputs of its messages one at a time, in offset order; deliveries complete in
-//! the background and acknowledge the input when all its outputs are confirmed.
+//! the background and acknowledge the input when the receipts of all its
+//! outputs are settled (see `delivery`).
 //!
 //! A message holds one of the run's `max_in_flight` permits while it is
 //! processed, until its outputs are handed to the sink. Messages awaiting
@@ -26,13 +27,14 @@ use tracing::Instrument;
 use crate::codec::{Decode, Encode};
 use crate::config::Ordering as MessageOrder;
 use crate::dead_letter::{self, DeadLetterConfig, Failure, FailureKind};
+use crate::delivery::{Delivered, Ledger, Outcome};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
 use crate::metrics::{Counted, LaneMetrics, Metrics};
 use crate::retry::RetryConfig;
-use crate::sink::{Record, Sink, SinkError};
+use crate::sink::{Record, Sink};
 use crate::source::Acker;
-use crate::trace::TraceParent;
+use crate::trace::{TraceParent, continue_trace};
 use crate::worker::{Context, Output, Outputs, ProcessError, Repr, Worker};
 
 /// What the runtime and a lane share about it.
@@ -127,6 +129,8 @@ impl Lane {
             },
             state: state.clone(),
             stop: stop.clone(),
+            ledger: Arc::new(Ledger::default()),
+            acks: std::sync::Mutex::new(Vec::new()),
             shared,
         };
         // A panic anywhere in the lane (codec, sink, a synchronous panic in
@@ -204,6 +208,11 @@ impl Inbox {
         }
     }
 
+    /// Whether the current run has messages left.
+    fn has_waiting(&self) -> bool {
+        self.run.len() > 0
+    }
+
     /// A message already waiting, without waiting for one.
     fn try_next(&mut self) -> Option<Message<Option<Bytes>>> {
         loop {
@@ -243,7 +252,7 @@ enum Step {
 /// What became of a message the lane took.
 enum Handled {
     /// Sent (outputs or dead letter); acknowledged once delivered.
-    Pending(Pending),
+    Sent,
     /// Done with no outputs, acknowledged.
     Acked,
     /// The lane was stopped while the message waited to be retried.
@@ -258,25 +267,26 @@ enum Wait {
     Fail,
 }
 
-/// A message's deliveries in flight: its offset, what it will count as, and
-/// whether every record was delivered.
-type Pending =
-    Pin<Box<dyn std::future::Future<Output = (i64, Outcome, Result<(), SinkError>)> + Send>>;
-
-/// How a finished message counts in the metrics.
-#[derive(Debug, Clone, Copy)]
-enum Outcome {
-    Processed,
-    DeadLettered,
-}
-
-struct LaneTask<W, K, A> {
+struct LaneTask<W: Worker, K: Sink, A: Acker> {
     partition: PartitionId,
     inbox: Inbox,
     state: Arc<LaneState>,
     stop: CancellationToken,
+    /// Where the sink settles the receipts of this lane's outputs.
+    ledger: Arc<Ledger>,
+    /// Finished offsets not yet handed to the acker, which takes a lock per
+    /// call: they go in bulk, once per run of messages (see `flush_acks`).
+    acks: std::sync::Mutex<Vec<i64>>,
     shared: Arc<Shared<W, K, A>>,
     metrics: Option<LaneMetrics>,
+}
+
+impl<W: Worker, K: Sink, A: Acker> Drop for LaneTask<W, K, A> {
+    fn drop(&mut self) {
+        // However the lane ends (stopped, aborted, panicked), what it
+        // finished is acknowledged.
+        self.flush_acks();
+    }
 }
 
 impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
@@ -292,30 +302,32 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
 
     /// One message at a time, in offset order.
     async fn run_in_order(mut self) {
-        let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let mut stopping = false;
         // One wait for the whole loop: a fresh one per message would register
         // with the token (a lock shared by every lane) each time.
         let stopped = self.stop.clone().cancelled_owned();
         tokio::pin!(stopped);
         loop {
+            if !self.inbox.has_waiting() {
+                self.flush_acks();
+            }
             tokio::select! {
                 biased;
-                Some(delivered) = pending.next(), if !pending.is_empty() => {
-                    if !self.settle(delivered) {
+                () = self.ledger.ready(), if !self.ledger.is_idle() => {
+                    if !self.settle() {
                         return;
                     }
                 }
                 () = &mut stopped, if !stopping => stopping = true,
                 message = self.inbox.recv(), if !stopping => {
                     let Some(message) = message else { stopping = true; continue };
-                    let permit = match self.permit(&mut pending).await {
+                    let permit = match self.permit().await {
                         Wait::Permit(permit) => permit,
                         Wait::Stop => { stopping = true; continue }
                         Wait::Fail => return,
                     };
-                    let handled = self.handle(message, permit, &mut pending).await;
-                    match self.absorb(handled, &mut pending) {
+                    let handled = self.handle(message, permit).await;
+                    match self.absorb(handled) {
                         Step::Next => {}
                         Step::Stop => stopping = true,
                         Step::End => return,
@@ -334,7 +346,6 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let by_key = self.shared.policy.ordering == MessageOrder::Key;
         let mut inbox = std::mem::replace(&mut self.inbox, Inbox::closed());
         let this = &self;
-        let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let mut active: FuturesUnordered<Started<'_>> = FuturesUnordered::new();
         // Messages waiting for an earlier message of their key to finish.
         let mut waiting: HashMap<Option<Bytes>, VecDeque<Message<Option<Bytes>>>> = HashMap::new();
@@ -342,15 +353,18 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let stopped = self.stop.clone().cancelled_owned();
         tokio::pin!(stopped);
         loop {
+            if !inbox.has_waiting() {
+                this.flush_acks();
+            }
             tokio::select! {
                 biased;
-                Some(delivered) = pending.next(), if !pending.is_empty() => {
-                    if !this.settle(delivered) {
+                () = this.ledger.ready(), if !this.ledger.is_idle() => {
+                    if !this.settle() {
                         return;
                     }
                 }
                 Some((key, result)) = active.next(), if !active.is_empty() => {
-                    match this.absorb(result, &mut pending) {
+                    match this.absorb(result) {
                         Step::Next => {}
                         Step::Stop => stopping = true,
                         Step::End => return,
@@ -405,10 +419,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     },
                 },
             };
-            // Deliveries are settled by the lane's loop, not while waiting here.
-            let result = self
-                .handle(message, permit, &mut FuturesUnordered::new())
-                .await;
+            // Deliveries are settled by the lane's loop.
+            let result = self.handle(message, permit).await;
             (key, result)
         })
     }
@@ -418,15 +430,17 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     async fn run_batched(mut self) {
         let policy = &self.shared.policy;
         let (size, timeout) = (policy.batch_size, policy.batch_timeout);
-        let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let mut stopping = false;
         let stopped = self.stop.clone().cancelled_owned();
         tokio::pin!(stopped);
         loop {
+            if !self.inbox.has_waiting() {
+                self.flush_acks();
+            }
             tokio::select! {
                 biased;
-                Some(delivered) = pending.next(), if !pending.is_empty() => {
-                    if !self.settle(delivered) {
+                () = self.ledger.ready(), if !self.ledger.is_idle() => {
+                    if !self.settle() {
                         return;
                     }
                 }
@@ -453,7 +467,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                             }
                         }
                     }
-                    let permits = match self.permits(batch.len(), &mut pending).await {
+                    let permits = match self.permits(batch.len()).await {
                         Ok(permits) => permits,
                         Err(Wait::Fail) => return,
                         Err(_) => Vec::new(),
@@ -463,7 +477,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                         stopping = true;
                         continue;
                     }
-                    match self.handle_batch(batch, permits, &mut pending).await {
+                    match self.handle_batch(batch, permits).await {
                         Step::Next => {}
                         Step::Stop => stopping = true,
                         Step::End => return,
@@ -483,7 +497,6 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         &self,
         batch: Vec<Message<Option<Bytes>>>,
         permits: Vec<OwnedSemaphorePermit>,
-        pending: &mut FuturesUnordered<Pending>,
     ) -> Step {
         let policy = &self.shared.policy;
         let mut raws = Vec::with_capacity(batch.len());
@@ -506,7 +519,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 }
             };
             let handled = self.give_up(raw, kind, reason, 0, permit).await;
-            match self.absorb(handled, pending) {
+            match self.absorb(handled) {
                 Step::Next => {}
                 stop => return stop,
             }
@@ -556,8 +569,13 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         for ((raw, permit), result) in raws.into_iter().zip(results) {
             let handled = match result {
                 Some(Ok(outputs)) => {
-                    let trace = TraceParent::from_headers(raw.headers()).map(|t| t.child());
-                    self.send(raw, outputs, 1, permit, trace.as_ref()).await
+                    // Each message of the batch is a step of its own trace:
+                    // its span covers the sending of its outputs.
+                    let span = self.message_span(raw.offset());
+                    let trace = continue_trace(&span, raw.headers());
+                    self.send(raw, outputs, 1, permit, trace.as_ref())
+                        .instrument(span)
+                        .await
                 }
                 Some(Err(error)) if error.is_permanent() || policy.retry.max_attempts <= 1 => {
                     let kind = if error.is_permanent() {
@@ -570,11 +588,11 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 // The remaining attempts, one message at a time.
                 Some(Err(error)) => {
                     tracing::warn!(message = %format_args!("{}@{}", self.partition, raw.offset()), %error, "batch item failed; retrying it alone");
-                    self.handle_from(raw, permit, pending, 1).await
+                    self.handle_from(raw, permit, 1).await
                 }
-                None => self.handle_from(raw, permit, pending, 0).await,
+                None => self.handle_from(raw, permit, 0).await,
             };
-            match self.absorb(handled, pending) {
+            match self.absorb(handled) {
                 Step::Next => {}
                 stop => return stop,
             }
@@ -582,18 +600,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         Step::Next
     }
 
-    /// Files a handled message's result: a pending delivery joins `pending`.
-    fn absorb(
-        &self,
-        handled: Result<Handled, Error>,
-        pending: &mut FuturesUnordered<Pending>,
-    ) -> Step {
+    /// Files a handled message's result.
+    fn absorb(&self, handled: Result<Handled, Error>) -> Step {
         match handled {
-            Ok(Handled::Pending(delivery)) => {
-                pending.push(delivery);
-                Step::Next
-            }
-            Ok(Handled::Acked) => Step::Next,
+            Ok(Handled::Sent | Handled::Acked) => Step::Next,
             // Unacknowledged: redelivered to whoever owns the partition next.
             Ok(Handled::Stopped) => Step::Stop,
             Ok(Handled::Failed) => Step::End,
@@ -607,16 +617,17 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// Waits for a processing permit, settling this lane's deliveries meanwhile
     /// so that its delivered messages are acknowledged (and its partition
     /// resumes) while other partitions hold every permit.
-    async fn permit(&self, pending: &mut FuturesUnordered<Pending>) -> Wait {
+    async fn permit(&self) -> Wait {
         // A free permit is taken at once; waiting registers with the stop token.
         if let Ok(permit) = self.shared.permits.clone().try_acquire_owned() {
             return Wait::Permit(permit);
         }
+        self.flush_acks();
         loop {
             tokio::select! {
                 biased;
-                Some(delivered) = pending.next(), if !pending.is_empty() => {
-                    if !self.settle(delivered) {
+                () = self.ledger.ready(), if !self.ledger.is_idle() => {
+                    if !self.settle() {
                         return Wait::Fail;
                     }
                 }
@@ -629,17 +640,17 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         }
     }
 
-    /// Awaits a handler, adding the lane's locally counted metrics to the
-    /// shared ones if it has to wait: counts are never held back while a
-    /// handler is slow or hung, and a handler that finishes at once costs no
-    /// flush.
+    /// Awaits a handler, flushing the lane's finished offsets and locally
+    /// counted metrics if it has to wait: neither is held back while a handler
+    /// is slow or hung, and a handler that finishes at once costs no flush.
     async fn flushing_if_pending<F: std::future::Future>(&self, future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
-        let mut flushed = self.metrics.is_none();
+        let mut flushed = false;
         std::future::poll_fn(|cx| {
             let poll = future.as_mut().poll(cx);
             if poll.is_pending() && !flushed {
                 flushed = true;
+                self.flush_acks();
                 if let Some(metrics) = &self.metrics {
                     metrics.flush();
                 }
@@ -651,11 +662,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
 
     /// `n` permits, one per message of a batch: in one step when they are
     /// free, else one at a time as they come free (as single messages wait).
-    async fn permits(
-        &self,
-        n: usize,
-        pending: &mut FuturesUnordered<Pending>,
-    ) -> Result<Vec<OwnedSemaphorePermit>, Wait> {
+    async fn permits(&self, n: usize) -> Result<Vec<OwnedSemaphorePermit>, Wait> {
         let mut permits = Vec::with_capacity(n);
         let count = u32::try_from(n).unwrap_or(u32::MAX);
         if let Ok(mut all) = self.shared.permits.clone().try_acquire_many_owned(count) {
@@ -665,7 +672,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             return Ok(permits);
         }
         while permits.len() < n {
-            match self.permit(pending).await {
+            match self.permit().await {
                 Wait::Permit(permit) => permits.push(permit),
                 other => return Err(other),
             }
@@ -673,34 +680,44 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         Ok(permits)
     }
 
-    /// Acknowledges a delivered message; on a failed delivery reports it and
-    /// returns false.
-    fn settle(&self, (offset, outcome, result): (i64, Outcome, Result<(), SinkError>)) -> bool {
-        match result {
-            Ok(()) => {
-                self.ack(offset, outcome);
-                true
+    /// Acknowledges the messages whose outputs are now delivered; on a failed
+    /// delivery reports it and returns false.
+    fn settle(&self) -> bool {
+        let settled = self.ledger.drain(|delivered| {
+            let Delivered {
+                offset,
+                outcome,
+                result,
+            } = delivered;
+            match result {
+                Ok(()) => {
+                    self.ack(offset, outcome);
+                    true
+                }
+                Err(source) => {
+                    self.fail(Error::Delivery {
+                        partition: self.partition.clone(),
+                        offset,
+                        source,
+                    });
+                    false
+                }
             }
-            Err(source) => {
-                self.fail(Error::Delivery {
-                    partition: self.partition.clone(),
-                    offset,
-                    source,
-                });
-                false
-            }
-        }
+        });
+        self.flush_acks();
+        settled
     }
 
     /// Decodes and processes one message, retrying transient failures, and
     /// sends its outputs — or, when it cannot be processed, its dead letter.
-    async fn handle(
+    fn handle(
         &self,
         raw: Message<Option<Bytes>>,
         permit: OwnedSemaphorePermit,
-        pending: &mut FuturesUnordered<Pending>,
-    ) -> Result<Handled, Error> {
-        self.handle_from(raw, permit, pending, 0).await
+    ) -> impl std::future::Future<Output = Result<Handled, Error>> + Send + '_ {
+        // Not an `async fn` of its own: every layer of async state would be
+        // one more copy of the message's whole future.
+        self.handle_from(raw, permit, 0)
     }
 
     /// Like [`LaneTask::handle`] for a message that already failed `attempts` times.
@@ -708,29 +725,34 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         &self,
         raw: Message<Option<Bytes>>,
         permit: OwnedSemaphorePermit,
-        pending: &mut FuturesUnordered<Pending>,
         attempts: u32,
     ) -> Result<Handled, Error> {
-        // W3C trace context: outputs continue the input's trace.
-        let trace = TraceParent::from_headers(raw.headers()).map(|t| t.child());
-        let span = tracing::debug_span!(
+        let span = self.message_span(raw.offset());
+        // W3C trace context: outputs continue the input's trace (through this
+        // span when it is exported to OpenTelemetry).
+        let trace = continue_trace(&span, raw.headers());
+        self.attempts(raw, permit, trace.as_ref(), attempts)
+            .instrument(span)
+            .await
+    }
+
+    /// The span of the message at `offset`; `trace_id` is recorded by
+    /// `continue_trace`.
+    fn message_span(&self, offset: i64) -> tracing::Span {
+        tracing::debug_span!(
             "message",
             worker = %self.shared.ctx.worker(),
             topic = %self.partition.topic(),
             partition = self.partition.index(),
-            offset = raw.offset(),
-            trace_id = trace.as_ref().map(TraceParent::trace_id),
-        );
-        self.attempts(raw, permit, pending, trace.as_ref(), attempts)
-            .instrument(span)
-            .await
+            offset,
+            trace_id = tracing::field::Empty,
+        )
     }
 
     async fn attempts(
         &self,
         raw: Message<Option<Bytes>>,
         mut permit: OwnedSemaphorePermit,
-        pending: &mut FuturesUnordered<Pending>,
         trace: Option<&TraceParent>,
         done: u32,
     ) -> Result<Handled, Error> {
@@ -757,7 +779,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             attempt += 1;
             // Built inside the async block so a panic while creating the future
             // is caught too.
-            let started = std::time::Instant::now();
+            // The clock is read only for the duration histogram.
+            let started = self.metrics.is_some().then(std::time::Instant::now);
             let result = self
                 .flushing_if_pending(
                     AssertUnwindSafe(async {
@@ -766,7 +789,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     .catch_unwind(),
                 )
                 .await;
-            if let Some(metrics) = &self.metrics {
+            if let (Some(metrics), Some(started)) = (&self.metrics, started) {
                 metrics.count(Counted::Duration(started.elapsed().as_secs_f64()));
             }
             let error = match result {
@@ -805,25 +828,38 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             );
             // Only this partition waits: the permit goes back meanwhile.
             drop(permit);
-            let deadline = tokio::time::Instant::now() + wait;
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(delivered) = pending.next(), if !pending.is_empty() => {
-                        if !self.settle(delivered) {
-                            return Ok(Handled::Failed);
-                        }
-                    }
-                    () = self.stop.cancelled() => return Ok(Handled::Stopped),
-                    () = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-            permit = match self.permit(pending).await {
+            permit = match self.retry_after(wait).await {
                 Wait::Permit(permit) => permit,
                 Wait::Stop => return Ok(Handled::Stopped),
                 Wait::Fail => return Ok(Handled::Failed),
             };
         }
+    }
+
+    /// Waits `wait` before a retry, settling deliveries meanwhile, then takes
+    /// a permit again. Boxed, as the rare path, so that it does not add to the
+    /// size of every message's future.
+    fn retry_after(
+        &self,
+        wait: std::time::Duration,
+    ) -> Pin<Box<dyn std::future::Future<Output = Wait> + Send + '_>> {
+        Box::pin(async move {
+            self.flush_acks();
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = self.ledger.ready(), if !self.ledger.is_idle() => {
+                        if !self.settle() {
+                            return Wait::Fail;
+                        }
+                    }
+                    () = self.stop.cancelled() => return Wait::Stop,
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            self.permit().await
+        })
     }
 
     /// Encodes and sends the outputs of a processed message.
@@ -851,12 +887,11 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                             .await;
                     }
                 };
-                let delivery = self.deliver(record, offset).await?;
+                let receipt = self.ledger.receipt(offset, Outcome::Processed, 1);
+                self.shared.sink.send(record, receipt).await;
                 tracing::debug!(outputs = 1, "outputs sent");
                 drop(permit);
-                return Ok(Handled::Pending(Box::pin(async move {
-                    (offset, Outcome::Processed, delivery.await)
-                })));
+                return Ok(Handled::Sent);
             }
             Repr::Many(outputs) => outputs,
         };
@@ -873,16 +908,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 }
             }
         }
-        let mut deliveries = Vec::with_capacity(records.len());
+        let parts = u32::try_from(records.len()).unwrap_or(u32::MAX);
         for record in records {
-            deliveries.push(self.deliver(record, offset).await?);
+            let receipt = self.ledger.receipt(offset, Outcome::Processed, parts);
+            self.shared.sink.send(record, receipt).await;
         }
-        tracing::debug!(outputs = deliveries.len(), "outputs sent");
+        tracing::debug!(outputs = parts, "outputs sent");
         drop(permit);
-        Ok(Handled::Pending(Box::pin(async move {
-            let result = futures::future::try_join_all(deliveries).await.map(drop);
-            (offset, Outcome::Processed, result)
-        })))
+        Ok(Handled::Sent)
     }
 
     /// An output as a record, continuing the input's trace.
@@ -906,22 +939,21 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         Ok(record)
     }
 
-    /// Hands a record of the message at `offset` to the sink.
-    async fn deliver(&self, record: Record, offset: i64) -> Result<K::Delivery, Error> {
-        self.shared
-            .sink
-            .send(record)
-            .await
-            .map_err(|source| Error::Delivery {
-                partition: self.partition.clone(),
-                offset,
-                source,
-            })
+    /// Sends a message that cannot be processed to the dead-letter topic, or
+    /// stops the run when dead letters are off. Boxed, as the rare path, so
+    /// that it does not add to the size of every message's future.
+    fn give_up(
+        &self,
+        raw: Message<Option<Bytes>>,
+        kind: FailureKind,
+        reason: String,
+        attempts: u32,
+        permit: OwnedSemaphorePermit,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<Handled, Error>> + Send + '_>> {
+        Box::pin(self.dead_letter(raw, kind, reason, attempts, permit))
     }
 
-    /// Sends a message that cannot be processed to the dead-letter topic, or
-    /// stops the run when dead letters are off.
-    async fn give_up(
+    async fn dead_letter(
         &self,
         raw: Message<Option<Bytes>>,
         kind: FailureKind,
@@ -953,23 +985,46 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             attempts,
         };
         let record = dead_letter::record(raw, topic, self.shared.ctx.worker(), &failure);
-        let delivery = self.deliver(record, offset).await?;
+        let receipt = self.ledger.receipt(offset, Outcome::DeadLettered, 1);
+        self.shared.sink.send(record, receipt).await;
         drop(permit);
-        Ok(Handled::Pending(Box::pin(async move {
-            (offset, Outcome::DeadLettered, delivery.await)
-        })))
+        Ok(Handled::Sent)
     }
 
+    /// Records a finished message; it reaches the acker at the next
+    /// [`LaneTask::flush_acks`].
     fn ack(&self, offset: i64, outcome: Outcome) {
-        self.shared.acker.ack(&self.partition, offset);
-        self.shared.processed.fetch_add(1, Ordering::Relaxed);
         if let Some(metrics) = &self.metrics {
             match outcome {
                 Outcome::Processed => metrics.count(Counted::Ok),
                 Outcome::DeadLettered => metrics.count(Counted::DeadLettered),
             }
         }
-        let held = self.state.held.fetch_sub(1, Ordering::AcqRel) - 1;
+        let full = {
+            let mut acks = lock(&self.acks);
+            acks.push(offset);
+            acks.len() >= ACK_BATCH
+        };
+        if full {
+            self.flush_acks();
+        }
+    }
+
+    /// Hands the finished offsets to the acker and releases their hold on the
+    /// partition's buffer. Called whenever the lane is about to wait (its run
+    /// of messages is done, a handler or a permit is pending), after each run
+    /// of delivery reports, and when the lane ends.
+    fn flush_acks(&self) {
+        let mut acks = lock(&self.acks);
+        if acks.is_empty() {
+            return;
+        }
+        self.shared.acker.ack_many(&self.partition, &acks);
+        let n = acks.len();
+        acks.clear();
+        drop(acks);
+        self.shared.processed.fetch_add(n as u64, Ordering::Relaxed);
+        let held = self.state.held.fetch_sub(n, Ordering::AcqRel) - n;
         if held == 0
             && let Some(metrics) = &self.metrics
         {
@@ -989,6 +1044,16 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         // Logged once, by the runtime, which stops the run.
         let _ = self.shared.failures.send(error);
     }
+}
+
+/// The most finished offsets a lane holds back from the acker.
+const ACK_BATCH: usize = 256;
+
+/// Locks a lane-local mutex; a panic while it was held left a valid vector.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {

@@ -8,13 +8,14 @@
 //!
 //! The path of a message, module by module: [`source`] → [`runtime`] (routing,
 //! backpressure) → lane (ordering) → [`codec`] (decode) → [`Worker::process`] →
-//! [`sink`] (delivery) → [`offsets`] (what is safe to commit). Observing a run:
+//! [`sink`] (delivery, confirmed by a [`Receipt`]) → [`offsets`] (what is safe to commit). Observing a run:
 //! [`metrics`], [`health`], [`endpoint`] (the HTTP server for both), [`trace`].
 
 pub mod codec;
 mod compute;
 pub mod config;
 pub mod dead_letter;
+mod delivery;
 pub mod endpoint;
 mod error;
 pub mod health;
@@ -39,7 +40,7 @@ pub use message::{Header, Headers, Message, PartitionId};
 pub use metrics::Metrics;
 pub use retry::RetryConfig;
 pub use runtime::{Phase, RunSummary, Runtime, Status};
-pub use sink::{NoSink, Record, Sink, SinkError};
+pub use sink::{Confirmation, NoSink, Receipt, Record, Sink, SinkError};
 pub use source::{Acker, Revocation, Source, SourceEvent};
 pub use spec::WorkerSpec;
 pub use worker::{Context, ErrorKind, Output, Outputs, Process, ProcessError, Worker};

@@ -116,6 +116,15 @@ impl OffsetTracker {
         }
     }
 
+    /// Marks several offsets of one partition done, under one lock.
+    pub fn done_many(&self, partition: &PartitionId, offsets: &[i64]) {
+        if let Some(entry) = self.lock().get_mut(partition) {
+            for &offset in offsets {
+                entry.done(offset);
+            }
+        }
+    }
+
     /// The commit point of one partition.
     pub fn commit_point(&self, partition: &PartitionId) -> Option<i64> {
         self.lock().get(partition).and_then(|p| p.commit_point())

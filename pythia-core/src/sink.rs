@@ -7,6 +7,8 @@ use bytes::Bytes;
 
 use crate::message::Headers;
 
+pub use crate::delivery::{Confirmation, Receipt};
+
 /// An encoded output, ready for a sink.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -91,22 +93,43 @@ pub enum SinkError {
         /// The broker's or client's reason.
         reason: String,
     },
+    /// The sink dropped the record's [`Receipt`] without settling it.
+    #[error("the sink dropped an output without reporting its delivery")]
+    Dropped,
 }
 
 /// A destination for outputs.
 ///
-/// `send` enqueues the record in order and returns a future that resolves when
-/// the broker confirms delivery; the runtime awaits it before acknowledging the
-/// input.
+/// `send` enqueues the record, in order, and settles `receipt` once the broker
+/// confirmed or refused it; the runtime acknowledges an input only when the
+/// receipts of all its outputs are settled `Ok`. Every failure, including one
+/// found before the record is enqueued, is reported through the receipt.
+///
+/// ```
+/// use pythia_core::{Receipt, Record, Sink, SinkError};
+///
+/// /// Accepts records for the topic `audit` at once, refuses the rest.
+/// struct AuditOnly;
+///
+/// impl Sink for AuditOnly {
+///     async fn send(&self, record: Record, receipt: Receipt) {
+///         match record.topic.as_deref() {
+///             Some("audit") => receipt.settle(Ok(())),
+///             _ => receipt.settle(Err(SinkError::NoTopic)),
+///         }
+///     }
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let (receipt, confirmation) = Receipt::channel();
+/// AuditOnly.send(Record::new("x").with_topic("audit"), receipt).await;
+/// assert!(confirmation.await.is_ok());
+/// # });
+/// ```
 pub trait Sink: Send + Sync + 'static {
-    /// Resolves once the broker confirmed (or refused) one record.
-    type Delivery: Future<Output = Result<(), SinkError>> + Send + 'static;
-
-    /// Enqueues `record`, waiting for room if the client's queue is full.
-    fn send(
-        &self,
-        record: Record,
-    ) -> impl Future<Output = Result<Self::Delivery, SinkError>> + Send;
+    /// Enqueues `record`, waiting for room if the client's queue is full, and
+    /// settles `receipt` with its delivery.
+    fn send(&self, record: Record, receipt: Receipt) -> impl Future<Output = ()> + Send;
 }
 
 /// The sink of a worker that produces no outputs: any output is an error.
@@ -114,9 +137,7 @@ pub trait Sink: Send + Sync + 'static {
 pub struct NoSink;
 
 impl Sink for NoSink {
-    type Delivery = std::future::Ready<Result<(), SinkError>>;
-
-    async fn send(&self, _record: Record) -> Result<Self::Delivery, SinkError> {
-        Err(SinkError::NoTopic)
+    async fn send(&self, _record: Record, receipt: Receipt) {
+        receipt.settle(Err(SinkError::NoTopic));
     }
 }

@@ -80,6 +80,14 @@ pub trait Acker: Clone + Send + Sync + 'static {
     /// The message at `offset` of `partition` is processed and all its outputs
     /// are delivered.
     fn ack(&self, partition: &PartitionId, offset: i64);
+
+    /// Several messages of `partition` are done: [`Acker::ack`] for each, in
+    /// one call, which an acknowledger that takes a lock per call overrides.
+    fn ack_many(&self, partition: &PartitionId, offsets: &[i64]) {
+        for &offset in offsets {
+            self.ack(partition, offset);
+        }
+    }
 }
 
 /// A broker connection that yields messages for the runtime.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use pythia_kafka::core::{Record, Sink};
+use pythia_kafka::core::Record;
 use pythia_kafka::{
     Config, ConfigLoader, Context, EmbeddedBroker, KafkaSink, KafkaWorker, Message, Outputs,
     Process, ProcessError, Raw, Worker,
@@ -145,7 +145,7 @@ async fn measure(broker: &EmbeddedBroker, topic: &str, n: u64, work: Duration, m
     let mut deliveries = Vec::new();
     for i in 0..n {
         let record = Record::new(i.to_le_bytes().to_vec()).with_topic(topic);
-        deliveries.push(sink.send(record).await.expect("send"));
+        deliveries.push(sink.produce(record).await);
     }
     for d in deliveries {
         d.await.expect("delivered");

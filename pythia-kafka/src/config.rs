@@ -11,6 +11,7 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Deserializer};
 
 use crate::log::LogConfig;
+use crate::otel::OtelConfig;
 
 /// The value of `kafka.brokers` that starts an in-process broker.
 pub const EMBEDDED: &str = "embedded";
@@ -53,6 +54,9 @@ pub struct Config {
     /// Log format.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where message spans are exported (feature `otel`).
+    #[serde(default)]
+    pub otel: OtelConfig,
 }
 
 impl Config {
@@ -150,6 +154,7 @@ impl Config {
         self.worker.validate()?;
         self.metrics.validate()?;
         self.health.validate()?;
+        self.otel.validate()?;
         self.kafka.validate()
     }
 

@@ -35,6 +35,7 @@ mod error;
 mod lag;
 mod log;
 mod observe;
+mod otel;
 mod pipeline;
 mod queue;
 mod replay;
@@ -48,11 +49,12 @@ pub use config::{
 pub use embedded::{EMBEDDED_SESSION_TIMEOUT, EmbeddedBroker, EmbeddedError};
 pub use error::KafkaError;
 pub use lag::{LagReader, lag_json};
-pub use log::{LogConfig, LogFormat, init_logs};
+pub use log::{LogConfig, LogFormat, Telemetry, init_logs, init_telemetry};
+pub use otel::OtelConfig;
 pub use pipeline::{Pipeline, PipelineBuilder, StageSummary};
 pub use replay::{ReplayOptions, ReplaySummary, replay_dead_letters};
 pub use run::{EMBEDDED_FETCH_WAIT, KafkaWorker, WorkerExt, run, run_shared, run_until};
-pub use sink::{KafkaDelivery, KafkaSink};
+pub use sink::KafkaSink;
 pub use source::{KafkaAcker, KafkaSource};
 
 pub use pythia_core as core;

@@ -106,7 +106,7 @@ pub trait WorkerExt: Worker + Sized {
     /// or SIGINT, then drains, commits and leaves. See [`run`].
     fn run(self) -> impl Future<Output = Result<RunSummary, pythia_core::Error>> + Send {
         async move {
-            crate::init_tracing();
+            // Logs start in `run`, as the loaded `[log]` and `[otel]` say.
             let config = Config::for_worker::<Self>()?;
             run(self, config).await
         }
@@ -125,7 +125,9 @@ impl<W: Worker> WorkerExt for W {}
 
 /// Runs `worker` until SIGTERM or SIGINT, then drains, commits and leaves.
 ///
-/// Installs a log subscriber (`RUST_LOG`, default `info`) if none is set. A
+/// Installs a log subscriber (`RUST_LOG`, default `info`) and, when `[otel]`
+/// names a collector, trace export ([`init_telemetry`](crate::init_telemetry)),
+/// if no subscriber is set; the last spans are sent before it returns. A
 /// second signal during the drain exits at once (uncommitted messages are
 /// redelivered after a restart).
 ///
@@ -152,8 +154,8 @@ impl<W: Worker> WorkerExt for W {}
 /// }
 /// ```
 pub async fn run<W: Worker>(worker: W, config: Config) -> Result<RunSummary, pythia_core::Error> {
-    crate::init_logs(&config.log);
-    run_until(worker, config, async {
+    let telemetry = crate::init_telemetry(&config)?;
+    let result = run_until(worker, config, async {
         pythia_core::shutdown::signal().await;
         tokio::spawn(async {
             pythia_core::shutdown::signal().await;
@@ -161,7 +163,10 @@ pub async fn run<W: Worker>(worker: W, config: Config) -> Result<RunSummary, pyt
             std::process::exit(130);
         });
     })
-    .await
+    .await;
+    // Sending the last spans blocks until the collector answers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
 }
 
 /// Runs `worker` until `shutdown` resolves (or a message fails).

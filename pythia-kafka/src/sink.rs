@@ -1,33 +1,34 @@
-//! The Kafka sink: an idempotent producer whose delivery report gates commits.
+//! The Kafka sink: an idempotent producer whose delivery reports settle the
+//! receipts that gate commits.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use pythia_core::{Record, Sink, SinkError};
+use pythia_core::{Confirmation, Receipt, Record, Sink, SinkError};
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
 use crate::error::KafkaError;
 
-/// Sends records to Kafka; each delivery resolves when the broker acknowledged it.
+/// Sends records to Kafka; each record's receipt is settled by the broker's
+/// acknowledgement, from the producer's delivery-report thread.
 ///
 /// ```no_run
-/// use pythia_core::{Record, Sink};
+/// use pythia_core::Record;
 /// # async fn demo(config: &pythia_kafka::KafkaConfig) -> Result<(), Box<dyn std::error::Error>> {
 /// let sink = pythia_kafka::KafkaSink::new(config)?;
-/// let delivery = sink.send(Record::new("hello").with_topic("greetings")).await?;
-/// delivery.await?; // the broker has it
+/// let confirmation = sink.produce(Record::new("hello").with_topic("greetings")).await;
+/// confirmation.await?; // the broker has it
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<Reports>>,
     default_topic: Option<Arc<str>>,
     sinks: Arc<HashMap<String, Arc<str>>>,
 }
@@ -36,14 +37,16 @@ impl KafkaSink {
     /// A producer for `config.brokers`, sending records that name a sink to
     /// that sink's topic (`config.sinks`) and the others to `config.output_topic`.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = config.producer_client_config()?.create()?;
+        let producer = config
+            .producer_client_config()?
+            .create_with_context(Reports)?;
         let sinks = config
             .sinks
             .iter()
             .map(|(name, topic)| (name.clone(), Arc::from(topic.as_str())))
             .collect();
         Ok(Self {
-            producer,
+            producer: Arc::new(producer),
             default_topic: config.output_topic.as_deref().map(Arc::from),
             sinks: Arc::new(sinks),
         })
@@ -64,14 +67,18 @@ impl KafkaSink {
         }
     }
 
+    /// Sends one record outside a worker: the returned confirmation resolves
+    /// when the broker acknowledged (or refused) it. Records are enqueued in
+    /// the order of the calls.
+    pub async fn produce(&self, record: Record) -> Confirmation {
+        let (receipt, confirmation) = Receipt::channel();
+        self.send(record, receipt).await;
+        confirmation
+    }
+
     /// Waits until every queued record is delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         Ok(self.producer.flush(timeout)?)
-    }
-
-    /// The underlying producer.
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
     }
 }
 
@@ -84,39 +91,38 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
-/// Resolves when the broker confirmed one record.
-pub struct KafkaDelivery {
-    topic: Arc<str>,
-    inner: DeliveryFuture,
-}
+/// Settles each record's receipt from its delivery report.
+struct Reports;
 
-impl Future for KafkaDelivery {
-    type Output = Result<(), SinkError>;
+impl ClientContext for Reports {}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let topic = self.topic.clone();
-        Pin::new(&mut self.inner)
-            .poll(cx)
-            .map(|result| match result {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((error, _))) => Err(SinkError::Delivery {
-                    topic: topic.to_string(),
-                    reason: error.to_string(),
-                }),
-                Err(_) => Err(SinkError::Delivery {
-                    topic: topic.to_string(),
-                    reason: "producer closed before the delivery report".into(),
-                }),
-            })
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<Receipt>;
+
+    fn delivery(&self, report: &DeliveryResult<'_>, receipt: Box<Receipt>) {
+        receipt.settle(match report {
+            Ok(_) => Ok(()),
+            Err((error, message)) => Err(SinkError::Delivery {
+                topic: message.topic().to_owned(),
+                reason: error.to_string(),
+            }),
+        });
     }
 }
 
-impl Sink for KafkaSink {
-    type Delivery = KafkaDelivery;
-
-    async fn send(&self, record: Record) -> Result<KafkaDelivery, SinkError> {
-        let topic = self.topic_of(&record)?;
-        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic);
+impl KafkaSink {
+    /// Enqueues `record` unless the client's queue is full, in which case the
+    /// record and its receipt come back.
+    fn try_send(&self, record: Record, receipt: Receipt) -> Option<(Record, Receipt)> {
+        let topic = match self.topic_of(&record) {
+            Ok(topic) => topic,
+            Err(error) => {
+                receipt.settle(Err(error));
+                return None;
+            }
+        };
+        let mut base: BaseRecord<'_, [u8], [u8], Box<Receipt>> =
+            BaseRecord::with_opaque_to(&topic, Box::new(receipt));
         if !record.headers.is_empty() {
             // librdkafka allocates a header list even when it stays empty.
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -126,29 +132,48 @@ impl Sink for KafkaSink {
                     value: h.value.as_deref(),
                 });
             }
-            future_record = future_record.headers(headers);
+            base = base.headers(headers);
         }
-        future_record.payload = record.payload.as_deref();
-        future_record.key = record.key.as_deref();
+        base.payload = record.payload.as_deref();
+        base.key = record.key.as_deref();
+        match self.producer.send(base) {
+            Ok(()) => None,
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                let receipt = *back.delivery_opaque;
+                Some((record, receipt))
+            }
+            Err((error, back)) => {
+                back.delivery_opaque.settle(Err(SinkError::Delivery {
+                    topic: topic.to_string(),
+                    reason: error.to_string(),
+                }));
+                None
+            }
+        }
+    }
+
+    /// Retries a record while the client's queue is full, waiting for
+    /// deliveries to make room.
+    async fn send_when_room(&self, mut full: (Record, Receipt)) {
         loop {
-            match self.producer.send_result(future_record) {
-                Ok(inner) => {
-                    return Ok(KafkaDelivery {
-                        topic: topic.clone(),
-                        inner,
-                    });
-                }
-                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The client's queue is full: wait for deliveries to make room.
-                    future_record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((error, _)) => {
-                    return Err(SinkError::Delivery {
-                        topic: topic.to_string(),
-                        reason: error.to_string(),
-                    });
-                }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            match self.try_send(full.0, full.1) {
+                Some(again) => full = again,
+                None => return,
+            }
+        }
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send(&self, record: Record, receipt: Receipt) -> impl Future<Output = ()> + Send {
+        // Enqueued at once unless the queue is full: only then is there a
+        // future with state to wait in (boxed, so that every record's future
+        // stays small).
+        let full = self.try_send(record, receipt);
+        async move {
+            if let Some(full) = full {
+                Box::pin(self.send_when_room(full)).await;
             }
         }
     }

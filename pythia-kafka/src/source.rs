@@ -83,6 +83,10 @@ impl Acker for KafkaAcker {
     fn ack(&self, partition: &PartitionId, offset: i64) {
         self.0.done(partition, offset);
     }
+
+    fn ack_many(&self, partition: &PartitionId, offsets: &[i64]) {
+        self.0.done_many(partition, offsets);
+    }
 }
 
 /// A consumer-group member as a [`Source`].

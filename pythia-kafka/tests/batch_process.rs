@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pythia_kafka::core::{Record, Sink};
+use pythia_kafka::core::Record;
 use pythia_kafka::prelude::*;
 use pythia_kafka::{KafkaSink, Utf8};
 use rayon::prelude::*;
@@ -105,7 +105,7 @@ async fn batches_commit_per_message_outcome() {
             n => n.to_string(),
         };
         let record = Record::new(payload).with_topic("numbers");
-        deliveries.push(sink.send(record).await.unwrap());
+        deliveries.push(sink.produce(record).await);
     }
     for d in deliveries {
         d.await.unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use pythia_kafka::core::{Record, Sink};
+use pythia_kafka::core::Record;
 use pythia_kafka::prelude::*;
 use pythia_kafka::{KafkaSink, Utf8};
 
@@ -76,7 +76,7 @@ async fn replayed_dead_letters_are_processed_once_the_cause_is_fixed() {
     let sink = KafkaSink::new(&config.kafka).unwrap();
     for payload in ["ok-1", "bad-1", "ok-2", "bad-2", "ok-3"] {
         let record = Record::new(payload).with_key(payload).with_topic("orders");
-        sink.send(record).await.unwrap().await.unwrap();
+        sink.produce(record).await.await.unwrap();
     }
 
     let picky = Arc::new(Picky::default());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pythia_kafka::core::{Error, Record, Sink, SinkError};
+use pythia_kafka::core::{Error, Record, SinkError};
 use pythia_kafka::prelude::*;
 use pythia_kafka::{EmbeddedBroker, KafkaSink};
 use rdkafka_sys::rd_kafka_resp_err_t::{
@@ -72,7 +72,7 @@ async fn an_input_commits_only_when_every_sink_delivered() {
     let producer = KafkaSink::new(&config.kafka).unwrap();
     for i in 0..MESSAGES {
         let record = Record::new(format!("order-{i}")).with_topic("orders");
-        producer.send(record).await.unwrap().await.unwrap();
+        producer.produce(record).await.await.unwrap();
     }
 
     // The billing topic refuses every write; the audit topic works.
@@ -172,7 +172,7 @@ async fn an_undeclared_sink_stops_the_worker_with_a_clear_error() {
     let broker = config.start_embedded().unwrap().expect("embedded broker");
     let producer = KafkaSink::new(&config.kafka).unwrap();
     let record = Record::new("order-1").with_topic("orders");
-    producer.send(record).await.unwrap().await.unwrap();
+    producer.produce(record).await.await.unwrap();
 
     let result = KafkaWorker::new(Misrouted, config)
         .unwrap()

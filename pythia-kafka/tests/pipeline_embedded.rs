@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pythia_kafka::core::{Error, Record, Sink};
+use pythia_kafka::core::{Error, Record};
 use pythia_kafka::prelude::*;
 use pythia_kafka::{ConfigLoader, KafkaConfig, KafkaSink, Utf8};
 
@@ -71,7 +71,7 @@ async fn produce(brokers: &str, numbers: impl Iterator<Item = u64>) {
     let sink = KafkaSink::new(&config).unwrap();
     for n in numbers {
         let record = Record::new(n.to_string()).with_topic("numbers");
-        sink.send(record).await.unwrap().await.unwrap();
+        sink.produce(record).await.await.unwrap();
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pythia_kafka::core::{Record, Sink};
+use pythia_kafka::core::Record;
 use pythia_kafka::{
     Config, Context, KafkaSink, KafkaWorker, Message, Output, Outputs, Process, ProcessError,
     Worker,
@@ -68,7 +68,7 @@ async fn worker_on_two_topics_delivers_outputs_and_commits_everything() {
             let record = Record::new(format!("{topic} message {i}"))
                 .with_key(format!("k{i}"))
                 .with_topic(topic);
-            deliveries.push(producer.send(record).await.unwrap());
+            deliveries.push(producer.produce(record).await);
         }
     }
     for d in deliveries {

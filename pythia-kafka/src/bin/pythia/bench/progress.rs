@@ -46,17 +46,25 @@ impl Progress {
     /// One more message is done.
     #[inline]
     pub(crate) fn tick(&self) {
-        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == 1 {
+        self.tick_many(1);
+    }
+
+    /// `k` more messages are done.
+    #[inline]
+    pub(crate) fn tick_many(&self, k: u64) {
+        let before = self.done.fetch_add(k, Ordering::Relaxed);
+        let now = before + k;
+        let passed = |mark: u64| before < mark && mark <= now;
+        if before == 0 {
             let _ = self.first.set(Instant::now());
         }
-        if n == self.marks.0 {
+        if passed(self.marks.0) {
             self.allocations[0].store(alloc::allocations(), Ordering::Relaxed);
         }
-        if n == self.marks.1 {
+        if passed(self.marks.1) {
             self.allocations[1].store(alloc::allocations(), Ordering::Relaxed);
         }
-        if n == self.target {
+        if passed(self.target) {
             let _ = self.last.set(Instant::now());
             self.finished.notify_one();
         }

@@ -69,6 +69,11 @@ impl Acker for CountedAcker {
         self.inner.ack(partition, offset);
         self.progress.tick();
     }
+
+    fn ack_many(&self, partition: &PartitionId, offsets: &[i64]) {
+        self.inner.ack_many(partition, offsets);
+        self.progress.tick_many(offsets.len() as u64);
+    }
 }
 
 impl Source for Counted {

@@ -1,0 +1,138 @@
+//! Trace export to a collector that never answers (feature `otel`): the
+//! worker processes everything as usual, its outputs still carry the trace
+//! on, and stopping export gives up after its timeout.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pythia_kafka::prelude::*;
+use pythia_kafka::{ConfigLoader, Utf8};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const MESSAGES: usize = 200;
+
+/// Passes each message on.
+#[derive(Worker)]
+#[pythia(topic = "numbers", output = "relayed", codec = (Utf8, Utf8))]
+struct Relay;
+
+impl Process for Relay {
+    type Input = String;
+    type Output = String;
+    async fn process(
+        &self,
+        msg: Message<String>,
+        _: &Context,
+    ) -> Result<Outputs<String>, ProcessError> {
+        Ok(Outputs::one(msg.into_payload()))
+    }
+}
+
+/// Keeps the `traceparent` of each message it gets.
+#[derive(Default, Worker)]
+#[pythia(topic = "relayed", codec = "utf8")]
+struct Collect {
+    seen: Mutex<Vec<Option<String>>>,
+}
+
+impl Process for Collect {
+    type Input = String;
+    type Output = ();
+    async fn process(
+        &self,
+        msg: Message<String>,
+        _: &Context,
+    ) -> Result<Outputs<()>, ProcessError> {
+        let traceparent = msg.headers().get_str("traceparent").map(str::to_owned);
+        self.seen.lock().unwrap().push(traceparent);
+        Ok(Outputs::none())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_does_not_hold_up_the_worker() {
+    // Accepts connections (the kernel does) but never reads or answers them.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut telemetry_config = Config::default();
+    telemetry_config.otel.endpoint = Some(format!("http://{}", silent.local_addr().unwrap()));
+    let telemetry = pythia_kafka::init_telemetry(&telemetry_config).unwrap();
+    assert!(telemetry.exporting());
+
+    let collect = Arc::new(Collect::default());
+    let base = ConfigLoader::new()
+        .no_file()
+        .env::<&str, &str>([])
+        .set("kafka.brokers", "embedded")
+        .set("kafka.embedded_partitions", 2);
+    let pipeline = Pipeline::builder(base)
+        .stage(Relay)
+        .stage_shared(collect.clone())
+        .build()
+        .unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", pipeline.brokers())
+        .create()
+        .unwrap();
+    for n in 0..MESSAGES {
+        let (payload, sender) = (n.to_string(), format!("00-{TRACE_ID}-{:016x}-01", n + 1));
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some(&sender),
+        });
+        let record = FutureRecord::to("numbers")
+            .key(&payload)
+            .payload(&payload)
+            .headers(headers);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+    drop(producer);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(pipeline.run(async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while collect.seen.lock().unwrap().len() < MESSAGES {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {MESSAGES} messages got through",
+            collect.seen.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    let summaries = run.await.unwrap().expect("the pipeline stopped cleanly");
+    for stage in summaries {
+        assert_eq!(stage.summary.processed, MESSAGES as u64, "{}", stage.name);
+    }
+    // Outputs carry the trace on whether or not its spans reach a collector.
+    for traceparent in collect.seen.lock().unwrap().iter() {
+        let traceparent = traceparent
+            .as_deref()
+            .expect("an output without traceparent");
+        assert!(
+            traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+            "{traceparent}"
+        );
+    }
+
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopping export took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
