@@ -444,10 +444,13 @@ impl LocalTopicMetrics {
 /// What one update of a lane's metrics counts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Counted {
-    Ok,
+    /// Messages finished since the last count: processed, and dead-lettered.
+    Finished {
+        processed: u64,
+        dead_lettered: u64,
+    },
     Error,
     Retried,
-    DeadLettered,
     /// One processing time, in seconds.
     Duration(f64),
 }
@@ -459,10 +462,15 @@ impl LaneMetrics {
     pub(crate) fn count(&self, what: Counted) {
         let mut local = self.lock();
         match what {
-            Counted::Ok => local.ok.inc(),
+            Counted::Finished {
+                processed,
+                dead_lettered,
+            } => {
+                local.ok.inc_by(processed);
+                local.dead_lettered.inc_by(dead_lettered);
+            }
             Counted::Error => local.error.inc(),
             Counted::Retried => local.retried.inc(),
-            Counted::DeadLettered => local.dead_lettered.inc(),
             Counted::Duration(seconds) => local.duration.observe(seconds),
         }
         local.unflushed += 1;
@@ -552,16 +560,24 @@ mod tests {
         let metrics = Metrics::new();
         let shared = metrics.topic("w", "t");
         let lane = shared.lane();
+        let one = Counted::Finished {
+            processed: 1,
+            dead_lettered: 0,
+        };
         for _ in 0..LaneMetrics::FLUSH_EVERY - 1 {
-            lane.count(Counted::Ok);
+            lane.count(one);
         }
         assert_eq!(shared.ok.get(), 0, "held back until a flush");
-        lane.count(Counted::Ok);
+        lane.count(one);
         assert_eq!(shared.ok.get(), u64::from(LaneMetrics::FLUSH_EVERY));
-        lane.count(Counted::DeadLettered);
+        lane.count(Counted::Finished {
+            processed: 2,
+            dead_lettered: 1,
+        });
         lane.count(Counted::Retried);
         lane.count(Counted::Duration(0.25));
         lane.flush();
+        assert_eq!(shared.ok.get(), u64::from(LaneMetrics::FLUSH_EVERY) + 2);
         assert_eq!(shared.dead_lettered.get(), 1);
         assert_eq!(shared.retried.get(), 1);
         assert_eq!(shared.duration.get_sample_count(), 1);
