@@ -57,7 +57,8 @@ fn scale_up_and_down(spec: WorkerSpec<'_>) {
         "the second worker to take partitions",
         || !second.assigned().is_empty(),
     );
-    let during = second.assigned().len();
+    let handed_over = second.assigned();
+    let during = handed_over.len();
     std::thread::sleep(Duration::from_millis(800));
     second.terminate();
     assert!(
@@ -93,11 +94,43 @@ fn scale_up_and_down(spec: WorkerSpec<'_>) {
         all.processed.iter().any(|r| r.pid == second.pid()),
         "the second worker processed nothing while it was in the group"
     );
-    assert_eq!(
-        all.duplicates(),
-        0,
-        "graceful hand-overs processed messages twice"
-    );
+    // A graceful hand-over commits what the old owner finished before the
+    // new owner starts, so nothing is processed twice. The one exception is
+    // a revoke commit the broker refuses because the group has already
+    // started its next round: the worker logs it, and the new owner repeats
+    // what came after the last accepted commit (at least once, never lost).
+    let refused = first
+        .log_text()
+        .lines()
+        .any(|l| l.contains("offset commit failed") && l.contains(r#"reason="revoke""#));
+    if refused {
+        let handed: Vec<i32> = handed_over
+            .iter()
+            .filter_map(|p| p.rsplit_once('/')?.1.parse().ok())
+            .collect();
+        let mut seen = std::collections::HashMap::new();
+        for p in &all.processed {
+            *seen.entry((p.partition, p.offset)).or_insert(0) += 1;
+        }
+        let outside: Vec<_> = seen
+            .iter()
+            .filter(|((partition, _), count)| **count > 1 && !handed.contains(partition))
+            .collect();
+        eprintln!(
+            "the broker refused the revoke commit: {} messages of the handed-over partitions {handed:?} were processed again",
+            all.duplicates()
+        );
+        assert!(
+            outside.is_empty(),
+            "messages processed twice outside the handed-over partitions: {outside:?}"
+        );
+    } else {
+        assert_eq!(
+            all.duplicates(),
+            0,
+            "graceful hand-overs processed messages twice"
+        );
+    }
 }
 
 #[test]

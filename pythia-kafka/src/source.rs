@@ -44,10 +44,11 @@ const MAX_BATCH: usize = 1024;
 const PER_PARTITION: usize = 256;
 /// How long the poller sleeps when nothing is fetched. Fetched messages and
 /// commands wake it at once; this bounds how late it serves other events.
-/// Kept short because rebalance events do not always wake it: with 20 ms, a
-/// cooperative revoke was served about 20 ms late often enough that the group
-/// had started its next round and refused the revoke's commit, so the next
-/// owner processed the partitions' last messages again.
+/// Kept short because rebalance events do not always wake it: a cooperative
+/// revoke served ~20 ms late can find the group already in its next round,
+/// which refuses the revoke's commit, so the next owner repeats the
+/// partitions' messages since the last accepted commit. A shorter sleep makes
+/// that rarer on the embedded broker; it does not rule it out.
 const POLL_WAIT: Duration = Duration::from_millis(2);
 /// How long a final commit the group refuses for a moment is retried.
 const FINAL_COMMIT_RETRY: Duration = Duration::from_secs(3);
