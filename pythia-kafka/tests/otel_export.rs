@@ -3,105 +3,35 @@
 //! outputs' `traceparent` names that span, so a pipeline is one trace.
 
 mod otlp;
+mod stages;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use pythia_kafka::ConfigLoader;
 use pythia_kafka::prelude::*;
-use pythia_kafka::{ConfigLoader, Utf8};
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use otlp::{Collector, Span, Value};
+use stages::{Collect, Relay, produce};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SENDER: &str = "00f067aa0ba902b7";
 const UNSAMPLED_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 
-/// Stage 1: passes each message on.
-#[derive(Worker)]
-#[pythia(topic = "numbers", output = "relayed", codec = (Utf8, Utf8))]
-struct Relay;
-
-impl Process for Relay {
-    type Input = String;
-    type Output = String;
-    async fn process(
-        &self,
-        msg: Message<String>,
-        _: &Context,
-    ) -> Result<Outputs<String>, ProcessError> {
-        Ok(Outputs::one(msg.into_payload()))
-    }
-}
-
-/// Stage 2: keeps each payload with the `traceparent` it arrived with.
-#[derive(Default, Worker)]
-#[pythia(topic = "relayed", codec = "utf8")]
-struct Collect {
-    seen: Mutex<Vec<(String, Option<String>)>>,
-}
-
-impl Process for Collect {
-    type Input = String;
-    type Output = ();
-    async fn process(
-        &self,
-        msg: Message<String>,
-        _: &Context,
-    ) -> Result<Outputs<()>, ProcessError> {
-        let traceparent = msg.headers().get_str("traceparent").map(str::to_owned);
-        self.seen
-            .lock()
-            .unwrap()
-            .push((msg.payload().clone(), traceparent));
-        Ok(Outputs::none())
-    }
-}
-
-impl Collect {
-    /// The `traceparent` that stage 1 gave `payload`'s output, split in its parts.
-    fn traceparent_of(&self, payload: &str) -> [String; 4] {
-        let seen = self.seen.lock().unwrap();
-        let (_, value) = seen
-            .iter()
-            .find(|(p, _)| p == payload)
-            .unwrap_or_else(|| panic!("`{payload}` did not reach stage 2"));
-        let value = value
-            .as_deref()
-            .unwrap_or_else(|| panic!("`{payload}` reached stage 2 without a traceparent"));
-        let parts: Vec<String> = value.split('-').map(str::to_owned).collect();
-        parts
-            .try_into()
-            .unwrap_or_else(|_| panic!("`{value}` is not a traceparent"))
-    }
-}
-
-/// Sends `messages` to `numbers`, in order, with their `traceparent` if any.
-async fn produce(brokers: &str, messages: &[(&str, Option<&str>)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    for (payload, traceparent) in messages {
-        let mut headers = OwnedHeaders::new();
-        if let Some(traceparent) = traceparent {
-            headers = headers.insert(Header {
-                key: "traceparent",
-                value: Some(*traceparent),
-            });
-        }
-        let record = FutureRecord::to("numbers")
-            .key("")
-            .payload(*payload)
-            .headers(headers);
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(error, _)| error)
-            .unwrap();
-    }
+/// The `traceparent` that stage 1 gave `payload`'s output, split in its parts.
+fn traceparent_of(collect: &Collect, payload: &str) -> [String; 4] {
+    let seen = collect.seen.lock().unwrap();
+    let (_, value) = seen
+        .iter()
+        .find(|(p, _)| p == payload)
+        .unwrap_or_else(|| panic!("`{payload}` did not reach stage 2"));
+    let value = value
+        .as_deref()
+        .unwrap_or_else(|| panic!("`{payload}` reached stage 2 without a traceparent"));
+    let parts: Vec<String> = value.split('-').map(str::to_owned).collect();
+    parts
+        .try_into()
+        .unwrap_or_else(|_| panic!("`{value}` is not a traceparent"))
 }
 
 /// The "message" span of `topic`'s message at `offset`.
@@ -157,7 +87,7 @@ async fn message_spans_chain_across_stages_into_one_trace() {
         let _ = stopped.await;
     }));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while collect.seen.lock().unwrap().len() < 3 {
+    while collect.count() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "not every message reached stage 2"
@@ -198,7 +128,7 @@ async fn message_spans_chain_across_stages_into_one_trace() {
     );
     assert!(first.attributes.contains_key("busy_ns"), "{first:#?}");
     // Its output names it as the parent ...
-    let [_, trace_id, parent_id, flags] = collect.traceparent_of("traced");
+    let [_, trace_id, parent_id, flags] = traceparent_of(&collect, "traced");
     assert_eq!(trace_id, TRACE_ID);
     assert_eq!(parent_id, first.span_id);
     assert_eq!(flags, "01");
@@ -212,7 +142,7 @@ async fn message_spans_chain_across_stages_into_one_trace() {
     let root = message_span(&spans, "numbers", 1);
     assert_eq!(root.parent_span_id, "", "a new trace has no parent");
     assert_ne!(root.trace_id, TRACE_ID);
-    let [_, trace_id, parent_id, flags] = collect.traceparent_of("untraced");
+    let [_, trace_id, parent_id, flags] = traceparent_of(&collect, "untraced");
     assert_eq!(
         (trace_id, parent_id),
         (root.trace_id.clone(), root.span_id.clone())
@@ -227,7 +157,7 @@ async fn message_spans_chain_across_stages_into_one_trace() {
         spans.iter().all(|s| s.trace_id != UNSAMPLED_TRACE_ID),
         "an unsampled trace was exported: {spans:#?}"
     );
-    let [_, trace_id, parent_id, flags] = collect.traceparent_of("unsampled");
+    let [_, trace_id, parent_id, flags] = traceparent_of(&collect, "unsampled");
     assert_eq!(trace_id, UNSAMPLED_TRACE_ID);
     assert_ne!(parent_id, "b7ad6b7169203331");
     assert_eq!(flags, "00");

@@ -2,57 +2,19 @@
 //! worker processes everything as usual, its outputs still carry the trace
 //! on, and stopping export gives up after its timeout.
 
+mod stages;
+
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use pythia_kafka::ConfigLoader;
 use pythia_kafka::prelude::*;
-use pythia_kafka::{ConfigLoader, Utf8};
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use stages::{Collect, Relay, produce};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const MESSAGES: usize = 200;
-
-/// Passes each message on.
-#[derive(Worker)]
-#[pythia(topic = "numbers", output = "relayed", codec = (Utf8, Utf8))]
-struct Relay;
-
-impl Process for Relay {
-    type Input = String;
-    type Output = String;
-    async fn process(
-        &self,
-        msg: Message<String>,
-        _: &Context,
-    ) -> Result<Outputs<String>, ProcessError> {
-        Ok(Outputs::one(msg.into_payload()))
-    }
-}
-
-/// Keeps the `traceparent` of each message it gets.
-#[derive(Default, Worker)]
-#[pythia(topic = "relayed", codec = "utf8")]
-struct Collect {
-    seen: Mutex<Vec<Option<String>>>,
-}
-
-impl Process for Collect {
-    type Input = String;
-    type Output = ();
-    async fn process(
-        &self,
-        msg: Message<String>,
-        _: &Context,
-    ) -> Result<Outputs<()>, ProcessError> {
-        let traceparent = msg.headers().get_str("traceparent").map(str::to_owned);
-        self.seen.lock().unwrap().push(traceparent);
-        Ok(Outputs::none())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_never_answers_does_not_hold_up_the_worker() {
@@ -74,38 +36,25 @@ async fn a_collector_that_never_answers_does_not_hold_up_the_worker() {
         .stage_shared(collect.clone())
         .build()
         .unwrap();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", pipeline.brokers())
-        .create()
-        .unwrap();
-    for n in 0..MESSAGES {
-        let (payload, sender) = (n.to_string(), format!("00-{TRACE_ID}-{:016x}-01", n + 1));
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "traceparent",
-            value: Some(&sender),
-        });
-        let record = FutureRecord::to("numbers")
-            .key(&payload)
-            .payload(&payload)
-            .headers(headers);
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(error, _)| error)
-            .unwrap();
-    }
-    drop(producer);
+    let messages: Vec<(String, String)> = (0..MESSAGES)
+        .map(|n| (n.to_string(), format!("00-{TRACE_ID}-{:016x}-01", n + 1)))
+        .collect();
+    let messages: Vec<(&str, Option<&str>)> = messages
+        .iter()
+        .map(|(payload, sender)| (payload.as_str(), Some(sender.as_str())))
+        .collect();
+    produce(pipeline.brokers(), &messages).await;
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(pipeline.run(async {
         let _ = stopped.await;
     }));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while collect.seen.lock().unwrap().len() < MESSAGES {
+    while collect.count() < MESSAGES {
         assert!(
             tokio::time::Instant::now() < deadline,
             "only {} of {MESSAGES} messages got through",
-            collect.seen.lock().unwrap().len()
+            collect.count()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -115,7 +64,7 @@ async fn a_collector_that_never_answers_does_not_hold_up_the_worker() {
         assert_eq!(stage.summary.processed, MESSAGES as u64, "{}", stage.name);
     }
     // Outputs carry the trace on whether or not its spans reach a collector.
-    for traceparent in collect.seen.lock().unwrap().iter() {
+    for (_, traceparent) in collect.seen.lock().unwrap().iter() {
         let traceparent = traceparent
             .as_deref()
             .expect("an output without traceparent");
