@@ -5,14 +5,12 @@
 mod otlp;
 mod stages;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use pythia_kafka::ConfigLoader;
 use pythia_kafka::prelude::*;
 
 use otlp::{Collector, Span, Value};
-use stages::{Collect, Relay, produce};
+use stages::{Collect, produce};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SENDER: &str = "00f067aa0ba902b7";
@@ -59,17 +57,7 @@ async fn message_spans_chain_across_stages_into_one_trace() {
     let telemetry = pythia_kafka::init_telemetry(&telemetry_config).unwrap();
     assert!(telemetry.exporting());
 
-    let collect = Arc::new(Collect::default());
-    let base = ConfigLoader::new()
-        .no_file()
-        .env::<&str, &str>([])
-        .set("kafka.brokers", "embedded")
-        .set("kafka.embedded_partitions", 1);
-    let pipeline = Pipeline::builder(base)
-        .stage(Relay)
-        .stage_shared(collect.clone())
-        .build()
-        .unwrap();
+    let (pipeline, collect) = stages::pipeline(1);
     let traced = format!("00-{TRACE_ID}-{SENDER}-01");
     let unsampled = format!("00-{UNSAMPLED_TRACE_ID}-b7ad6b7169203331-00");
     produce(

@@ -5,13 +5,11 @@
 mod stages;
 
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pythia_kafka::ConfigLoader;
 use pythia_kafka::prelude::*;
 
-use stages::{Collect, Relay, produce};
+use stages::produce;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const MESSAGES: usize = 200;
@@ -25,17 +23,7 @@ async fn a_collector_that_never_answers_does_not_hold_up_the_worker() {
     let telemetry = pythia_kafka::init_telemetry(&telemetry_config).unwrap();
     assert!(telemetry.exporting());
 
-    let collect = Arc::new(Collect::default());
-    let base = ConfigLoader::new()
-        .no_file()
-        .env::<&str, &str>([])
-        .set("kafka.brokers", "embedded")
-        .set("kafka.embedded_partitions", 2);
-    let pipeline = Pipeline::builder(base)
-        .stage(Relay)
-        .stage_shared(collect.clone())
-        .build()
-        .unwrap();
+    let (pipeline, collect) = stages::pipeline(2);
     let messages: Vec<(String, String)> = (0..MESSAGES)
         .map(|n| (n.to_string(), format!("00-{TRACE_ID}-{:016x}-01", n + 1)))
         .collect();

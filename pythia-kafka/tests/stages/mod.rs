@@ -1,11 +1,11 @@
 //! The two-stage pipeline the trace tests run: `numbers` → `Relay` →
 //! `relayed` → `Collect`, and a producer of traced input.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pythia_kafka::Utf8;
 use pythia_kafka::prelude::*;
+use pythia_kafka::{ConfigLoader, Utf8};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -56,6 +56,23 @@ impl Collect {
     pub(crate) fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+}
+
+/// The two stages on an embedded broker whose topics have `partitions`
+/// partitions, and stage 2, to read what reached it.
+pub(crate) fn pipeline(partitions: i64) -> (Pipeline, Arc<Collect>) {
+    let collect = Arc::new(Collect::default());
+    let base = ConfigLoader::new()
+        .no_file()
+        .env::<&str, &str>([])
+        .set("kafka.brokers", "embedded")
+        .set("kafka.embedded_partitions", partitions);
+    let pipeline = Pipeline::builder(base)
+        .stage(Relay)
+        .stage_shared(collect.clone())
+        .build()
+        .unwrap();
+    (pipeline, collect)
 }
 
 /// Sends `messages` to `numbers`, in order, keyed by their payload, with
