@@ -131,8 +131,9 @@ async fn measure(broker: &EmbeddedBroker, topic: &str, n: u64, work: Duration, m
     )
     .expect("config");
     let mut config = config;
-    // The mock broker answers fetches only at this deadline.
-    config.kafka.consumer.set("fetch.wait.max.ms", "10");
+    // Connected by address, so set what `kafka.brokers = "embedded"` would.
+    let (name, value) = pythia_kafka::EMBEDDED_FETCH_WAIT;
+    config.kafka.consumer.set(name, value);
     // Big producer batches: the mock returns one batch per partition per fetch,
     // which would otherwise cap one partition near 10k msg/s whatever the work.
     config
