@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -172,6 +172,8 @@ pub(crate) struct Ledger {
     partial: Mutex<HashMap<i64, Partial>>,
     /// Receipts handed out and not yet drained.
     unsettled: AtomicUsize,
+    /// Whether `settled` holds reports; set and cleared under its lock.
+    any_settled: AtomicBool,
     /// The lane, waiting for reports.
     waker: AtomicWaker,
 }
@@ -199,12 +201,18 @@ impl Ledger {
         let first = {
             let mut all = lock(&self.settled);
             all.push(settled);
+            self.any_settled.store(true, Ordering::Release);
             all.len() == 1
         };
         // Later reports find the lane woken already: it drains them all at once.
         if first {
             self.waker.wake();
         }
+    }
+
+    /// Whether there are settled receipts to drain, without a lock.
+    pub(crate) fn has_settled(&self) -> bool {
+        self.any_settled.load(Ordering::Acquire)
     }
 
     /// Resolves once there are settled receipts to drain.
@@ -225,7 +233,11 @@ impl Ledger {
     /// Returns whether it went through all of them.
     pub(crate) fn drain(&self, mut each: impl FnMut(Delivered) -> bool) -> bool {
         let mut drained = lock(&self.drained);
-        std::mem::swap(&mut *drained, &mut *lock(&self.settled));
+        {
+            let mut settled = lock(&self.settled);
+            std::mem::swap(&mut *drained, &mut *settled);
+            self.any_settled.store(false, Ordering::Release);
+        }
         self.unsettled.fetch_sub(drained.len(), Ordering::Relaxed);
         let mut completed = true;
         for settled in drained.drain(..) {

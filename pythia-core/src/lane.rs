@@ -120,6 +120,8 @@ impl Lane {
         let failures = shared.failures.clone();
         let metrics = (shared.metrics.as_ref())
             .map(|m| m.topic(shared.ctx.worker(), partition.topic()).lane());
+        let one_at_a_time =
+            shared.policy.ordering == MessageOrder::Partition && shared.policy.batch_size <= 1;
         let run = LaneTask {
             metrics,
             partition: partition.clone(),
@@ -131,9 +133,9 @@ impl Lane {
             stop: stop.clone(),
             ledger: Arc::new(Ledger::default()),
             acks: std::sync::Mutex::new(Finished::default()),
-            clock: HandlerClock::new(
-                shared.policy.ordering == MessageOrder::Partition && shared.policy.batch_size <= 1,
-            ),
+            clock: HandlerClock::new(one_at_a_time),
+            keeps_permits: one_at_a_time,
+            spare: std::sync::Mutex::new(None),
             shared,
         };
         // A panic anywhere in the lane (codec, sink, a synchronous panic in
@@ -264,6 +266,16 @@ enum Handled {
     Failed,
 }
 
+/// How one attempt at processing a message ended.
+enum Attempt<O> {
+    Done(Outputs<O>),
+    Failed(ProcessError),
+    /// The payload could not be decoded: no attempt was made.
+    Undecodable(String),
+    /// `process` panicked: the reason.
+    Panicked(String),
+}
+
 enum Wait {
     Permit(OwnedSemaphorePermit),
     Stop,
@@ -283,6 +295,11 @@ struct LaneTask<W: Worker, K: Sink, A: Acker> {
     acks: std::sync::Mutex<Finished>,
     /// Times handlers for the duration histogram.
     clock: HandlerClock,
+    /// Whether the lane keeps a finished message's permit for the next one
+    /// (see `release`): in-order lanes, one message at a time.
+    keeps_permits: bool,
+    /// The permit kept for the next message.
+    spare: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
     shared: Arc<Shared<W, K, A>>,
     metrics: Option<LaneMetrics>,
 }
@@ -373,31 +390,51 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             if !self.inbox.has_waiting() {
                 self.flush_acks();
                 self.clock.break_chain();
+                // About to wait: the kept permit goes back (see `release`).
+                drop(lock(&self.spare).take());
             }
-            tokio::select! {
-                biased;
-                () = self.ledger.ready(), if !self.ledger.is_idle() => {
-                    self.clock.break_chain();
-                    if !self.settle() {
-                        return;
+            // The next message of a run already here is taken at once; the
+            // select is for when the lane has something to wait for or to
+            // settle first.
+            let ready = !stopping
+                && self.inbox.has_waiting()
+                && !self.ledger.has_settled()
+                && !self.stop.is_cancelled();
+            let message = match ready.then(|| self.inbox.try_next()).flatten() {
+                Some(message) => message,
+                None => tokio::select! {
+                    biased;
+                    () = self.ledger.ready(), if !self.ledger.is_idle() => {
+                        self.clock.break_chain();
+                        if !self.settle() {
+                            return;
+                        }
+                        continue;
                     }
-                }
-                () = &mut stopped, if !stopping => stopping = true,
-                message = self.inbox.recv(), if !stopping => {
-                    let Some(message) = message else { stopping = true; continue };
-                    let permit = match self.permit().await {
-                        Wait::Permit(permit) => permit,
-                        Wait::Stop => { stopping = true; continue }
-                        Wait::Fail => return,
-                    };
-                    let handled = self.handle(message, permit).await;
-                    match self.absorb(handled) {
-                        Step::Next => {}
-                        Step::Stop => stopping = true,
-                        Step::End => return,
+                    () = &mut stopped, if !stopping => { stopping = true; continue }
+                    message = self.inbox.recv(), if !stopping => match message {
+                        Some(message) => message,
+                        None => { stopping = true; continue }
+                    },
+                    else => return,
+                },
+            };
+            let permit = match self.take_permit() {
+                Some(permit) => permit,
+                None => match self.permit().await {
+                    Wait::Permit(permit) => permit,
+                    Wait::Stop => {
+                        stopping = true;
+                        continue;
                     }
-                }
-                else => return,
+                    Wait::Fail => return,
+                },
+            };
+            let handled = self.handle(message, permit).await;
+            match self.absorb(handled) {
+                Step::Next => {}
+                Step::Stop => stopping = true,
+                Step::End => return,
             }
         }
     }
@@ -582,7 +619,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     Err(error) => (FailureKind::Decode, error.to_string()),
                 }
             };
-            let handled = self.give_up(raw, kind, reason, 0, permit).await;
+            let handled = self
+                .give_up(raw, kind, reason, 0, permit, &tracing::Span::none())
+                .await;
             match self.absorb(handled) {
                 Step::Next => {}
                 stop => return stop,
@@ -594,7 +633,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let count = raws.len();
         let started = std::time::Instant::now();
         let result = self
-            .flushing_if_pending(
+            .run_handler(
+                &tracing::Span::none(),
                 AssertUnwindSafe(async {
                     self.shared
                         .worker
@@ -637,8 +677,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     // its span covers the sending of its outputs.
                     let span = self.message_span(raw.offset());
                     let trace = continue_trace(&span, raw.headers());
-                    self.send(raw, outputs, 1, permit, trace.as_ref())
-                        .instrument(span)
+                    self.send(raw, outputs, 1, permit, trace.as_ref(), &span)
                         .await
                 }
                 Some(Err(error)) if error.is_permanent() || policy.retry.max_attempts <= 1 => {
@@ -647,7 +686,15 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     } else {
                         FailureKind::Transient
                     };
-                    self.give_up(raw, kind, error.to_string(), 1, permit).await
+                    self.give_up(
+                        raw,
+                        kind,
+                        error.to_string(),
+                        1,
+                        permit,
+                        &tracing::Span::none(),
+                    )
+                    .await
                 }
                 // The remaining attempts, one message at a time.
                 Some(Err(error)) => {
@@ -683,7 +730,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// resumes) while other partitions hold every permit.
     async fn permit(&self) -> Wait {
         // A free permit is taken at once; waiting registers with the stop token.
-        if let Ok(permit) = self.shared.permits.clone().try_acquire_owned() {
+        if let Some(permit) = self.take_permit() {
             return Wait::Permit(permit);
         }
         self.flush_acks();
@@ -705,14 +752,19 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         }
     }
 
-    /// Awaits a handler, flushing the lane's finished offsets and locally
-    /// counted metrics if it has to wait: neither is held back while a handler
-    /// is slow or hung, and a handler that finishes at once costs no flush.
-    async fn flushing_if_pending<F: std::future::Future>(&self, future: F) -> F::Output {
+    /// Awaits a handler within `span`, flushing the lane's finished offsets
+    /// and locally counted metrics if it has to wait: neither is held back
+    /// while a handler is slow or hung, and a handler that finishes at once
+    /// costs no flush.
+    async fn run_handler<F: std::future::Future>(
+        &self,
+        span: &tracing::Span,
+        future: F,
+    ) -> F::Output {
         let mut future = std::pin::pin!(future);
         let mut flushed = false;
         std::future::poll_fn(|cx| {
-            let poll = future.as_mut().poll(cx);
+            let poll = span.in_scope(|| future.as_mut().poll(cx));
             if poll.is_pending() && !flushed {
                 flushed = true;
                 self.flush_acks();
@@ -723,6 +775,26 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             poll
         })
         .await
+    }
+
+    /// A permit at once, if one is kept or free.
+    fn take_permit(&self) -> Option<OwnedSemaphorePermit> {
+        let kept = lock(&self.spare).take();
+        kept.or_else(|| self.shared.permits.clone().try_acquire_owned().ok())
+    }
+
+    /// Gives a message's permit back — or keeps it for the next message of
+    /// an in-order lane when that one is already waiting and permits are
+    /// free, so that no other lane waits for this one: a release and an
+    /// acquire each touch the semaphore every lane shares. The lane gives a
+    /// kept permit back before it waits.
+    fn release(&self, permit: OwnedSemaphorePermit) {
+        if self.keeps_permits
+            && self.inbox.has_waiting()
+            && self.shared.permits.available_permits() > 0
+        {
+            *lock(&self.spare) = Some(permit);
+        }
     }
 
     /// `n` permits, one per message of a batch: in one step when they are
@@ -785,20 +857,38 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         self.handle_from(raw, permit, 0)
     }
 
-    /// Like [`LaneTask::handle`] for a message that already failed `attempts` times.
+    /// Like [`LaneTask::handle`] for a message that already failed `done` times.
+    ///
+    /// Every message's future is moved into place, so it is kept small: the
+    /// message's span is entered around each poll of the handler and the sink
+    /// instead of wrapping the whole future, and what follows a failed
+    /// attempt is boxed.
     async fn handle_from(
         &self,
         raw: Message<Option<Bytes>>,
         permit: OwnedSemaphorePermit,
-        attempts: u32,
+        done: u32,
     ) -> Result<Handled, Error> {
         let span = self.message_span(raw.offset());
         // W3C trace context: outputs continue the input's trace (through this
         // span when it is exported to OpenTelemetry).
         let trace = continue_trace(&span, raw.headers());
-        self.attempts(raw, permit, trace.as_ref(), attempts)
-            .instrument(span)
-            .await
+        let size = raw.payload.as_ref().map_or(0, Bytes::len);
+        let limit = self.shared.policy.max_message_bytes;
+        if let Some(limit) = limit.filter(|limit| size > *limit) {
+            let reason =
+                format!("payload of {size} bytes exceeds worker.max_message_bytes = {limit}");
+            return self
+                .give_up(raw, FailureKind::TooLarge, reason, 0, permit, &span)
+                .await;
+        }
+        match self.attempt(&raw, &span).await {
+            Attempt::Done(outputs) => {
+                self.send(raw, outputs, done + 1, permit, trace.as_ref(), &span)
+                    .await
+            }
+            failed => self.recover(raw, failed, done, permit, trace, span).await,
+        }
     }
 
     /// The span of the message at `offset`; `trace_id` is recorded by
@@ -814,93 +904,113 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         )
     }
 
-    async fn attempts(
+    /// One attempt at a message: decodes it afresh (`process` takes it) and
+    /// runs `process` on it within the message's span.
+    async fn attempt(
+        &self,
+        raw: &Message<Option<Bytes>>,
+        span: &tracing::Span,
+    ) -> Attempt<W::Output> {
+        let message = match raw.try_map_ref(|p| W::Codec::decode(p.as_ref())) {
+            Ok(message) => message,
+            Err(error) => return Attempt::Undecodable(error.to_string()),
+        };
+        // The clock is read only for the duration histogram.
+        let started = self.metrics.is_some().then(|| self.clock.start());
+        // Built inside the async block so a panic while creating the future
+        // is caught too.
+        let result = self
+            .run_handler(
+                span,
+                AssertUnwindSafe(async {
+                    self.shared.worker.process(message, &self.shared.ctx).await
+                })
+                .catch_unwind(),
+            )
+            .await;
+        if let (Some(metrics), Some(started)) = (&self.metrics, started) {
+            let ended = std::time::Instant::now();
+            metrics.count(Counted::Duration((ended - started).as_secs_f64()));
+            self.clock.ended(ended);
+        }
+        match result {
+            Ok(Ok(outputs)) => Attempt::Done(outputs),
+            Ok(Err(error)) => Attempt::Failed(error),
+            Err(panic) => Attempt::Panicked(format!("process panicked: {}", panic_text(&*panic))),
+        }
+    }
+
+    /// What follows a failed attempt: the retries of a transient failure,
+    /// then the outputs or the dead letter. `done` attempts were made before
+    /// the failed one. Boxed, as the rare path, so that it does not add to
+    /// the size of every message's future.
+    fn recover(
         &self,
         raw: Message<Option<Bytes>>,
-        mut permit: OwnedSemaphorePermit,
-        trace: Option<&TraceParent>,
+        failed: Attempt<W::Output>,
         done: u32,
-    ) -> Result<Handled, Error> {
-        let policy = &self.shared.policy;
-        let size = raw.payload.as_ref().map_or(0, Bytes::len);
-        if let Some(limit) = policy.max_message_bytes.filter(|limit| size > *limit) {
-            let reason =
-                format!("payload of {size} bytes exceeds worker.max_message_bytes = {limit}");
-            return self
-                .give_up(raw, FailureKind::TooLarge, reason, 0, permit)
-                .await;
-        }
-        let mut attempt = done;
-        loop {
-            // Decoded afresh for each attempt: `process` takes the message.
-            let message = match raw.clone().try_map(|p| W::Codec::decode(p.as_ref())) {
-                Ok(message) => message,
-                Err(error) => {
-                    return self
-                        .give_up(raw, FailureKind::Decode, error.to_string(), attempt, permit)
-                        .await;
-                }
-            };
-            attempt += 1;
-            // Built inside the async block so a panic while creating the future
-            // is caught too.
-            // The clock is read only for the duration histogram.
-            let started = self.metrics.is_some().then(|| self.clock.start());
-            let result = self
-                .flushing_if_pending(
-                    AssertUnwindSafe(async {
-                        self.shared.worker.process(message, &self.shared.ctx).await
-                    })
-                    .catch_unwind(),
-                )
-                .await;
-            if let (Some(metrics), Some(started)) = (&self.metrics, started) {
-                let ended = std::time::Instant::now();
-                metrics.count(Counted::Duration((ended - started).as_secs_f64()));
-                self.clock.ended(ended);
-            }
-            let error = match result {
-                Ok(Ok(outputs)) => {
-                    return self.send(raw, outputs, attempt, permit, trace).await;
-                }
-                Ok(Err(error)) => error,
-                Err(panic) => {
-                    let reason = format!("process panicked: {}", panic_text(&*panic));
-                    return self
-                        .give_up(raw, FailureKind::Panic, reason, attempt, permit)
-                        .await;
-                }
-            };
-            if error.is_permanent() || attempt >= policy.retry.max_attempts {
-                let kind = if error.is_permanent() {
-                    FailureKind::Permanent
-                } else {
-                    FailureKind::Transient
+        permit: OwnedSemaphorePermit,
+        trace: Option<TraceParent>,
+        span: tracing::Span,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<Handled, Error>> + Send + '_>> {
+        let within = span.clone();
+        let recovery = async move {
+            let policy = &self.shared.policy;
+            let (mut failed, mut attempt, mut permit) = (failed, done, permit);
+            loop {
+                let error = match failed {
+                    Attempt::Done(outputs) => {
+                        return self
+                            .send(raw, outputs, attempt + 1, permit, trace.as_ref(), &span)
+                            .await;
+                    }
+                    // Not an attempt at processing: the count stays.
+                    Attempt::Undecodable(reason) => {
+                        return self
+                            .dead_letter(raw, FailureKind::Decode, reason, attempt, permit)
+                            .await;
+                    }
+                    Attempt::Panicked(reason) => {
+                        return self
+                            .dead_letter(raw, FailureKind::Panic, reason, attempt + 1, permit)
+                            .await;
+                    }
+                    Attempt::Failed(error) => error,
                 };
-                return self
-                    .give_up(raw, kind, error.to_string(), attempt, permit)
-                    .await;
+                attempt += 1;
+                if error.is_permanent() || attempt >= policy.retry.max_attempts {
+                    let kind = if error.is_permanent() {
+                        FailureKind::Permanent
+                    } else {
+                        FailureKind::Transient
+                    };
+                    return self
+                        .dead_letter(raw, kind, error.to_string(), attempt, permit)
+                        .await;
+                }
+                if let Some(metrics) = &self.metrics {
+                    metrics.count(Counted::Retried);
+                    metrics.flush();
+                }
+                let wait = policy.retry.jittered_backoff(attempt);
+                tracing::warn!(
+                    message = %format_args!("{}@{}", self.partition, raw.offset()),
+                    attempt,
+                    ?wait,
+                    %error,
+                    "process failed; retrying"
+                );
+                // Only this partition waits: the permit goes back meanwhile.
+                drop(permit);
+                permit = match self.retry_after(wait).await {
+                    Wait::Permit(permit) => permit,
+                    Wait::Stop => return Ok(Handled::Stopped),
+                    Wait::Fail => return Ok(Handled::Failed),
+                };
+                failed = self.attempt(&raw, &span).await;
             }
-            if let Some(metrics) = &self.metrics {
-                metrics.count(Counted::Retried);
-                metrics.flush();
-            }
-            let wait = policy.retry.jittered_backoff(attempt);
-            tracing::warn!(
-                message = %format_args!("{}@{}", self.partition, raw.offset()),
-                attempt,
-                ?wait,
-                %error,
-                "process failed; retrying"
-            );
-            // Only this partition waits: the permit goes back meanwhile.
-            drop(permit);
-            permit = match self.retry_after(wait).await {
-                Wait::Permit(permit) => permit,
-                Wait::Stop => return Ok(Handled::Stopped),
-                Wait::Fail => return Ok(Handled::Failed),
-            };
-        }
+        };
+        Box::pin(recovery.instrument(within))
     }
 
     /// Waits `wait` before a retry, settling deliveries meanwhile, then takes
@@ -938,11 +1048,12 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         attempt: u32,
         permit: OwnedSemaphorePermit,
         trace: Option<&TraceParent>,
+        span: &tracing::Span,
     ) -> Result<Handled, Error> {
         let offset = raw.offset();
         let outputs = match outputs.into_repr() {
             Repr::None => {
-                drop(permit);
+                self.release(permit);
                 self.ack(offset, Outcome::Processed);
                 return Ok(Handled::Acked);
             }
@@ -951,14 +1062,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     Ok(record) => record,
                     Err(reason) => {
                         return self
-                            .give_up(raw, FailureKind::Encode, reason, attempt, permit)
+                            .give_up(raw, FailureKind::Encode, reason, attempt, permit, span)
                             .await;
                     }
                 };
                 let receipt = self.ledger.receipt(offset, Outcome::Processed, 1);
-                self.shared.sink.send(record, receipt).await;
-                tracing::debug!(outputs = 1, "outputs sent");
-                drop(permit);
+                within(span, || self.shared.sink.send(record, receipt)).await;
+                span.in_scope(|| tracing::debug!(outputs = 1, "outputs sent"));
+                self.release(permit);
                 return Ok(Handled::Sent);
             }
             Repr::Many(outputs) => outputs,
@@ -971,7 +1082,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 Ok(record) => records.push(record),
                 Err(reason) => {
                     return self
-                        .give_up(raw, FailureKind::Encode, reason, attempt, permit)
+                        .give_up(raw, FailureKind::Encode, reason, attempt, permit, span)
                         .await;
                 }
             }
@@ -979,10 +1090,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let parts = u32::try_from(records.len()).unwrap_or(u32::MAX);
         for record in records {
             let receipt = self.ledger.receipt(offset, Outcome::Processed, parts);
-            self.shared.sink.send(record, receipt).await;
+            within(span, || self.shared.sink.send(record, receipt)).await;
         }
-        tracing::debug!(outputs = parts, "outputs sent");
-        drop(permit);
+        span.in_scope(|| tracing::debug!(outputs = parts, "outputs sent"));
+        self.release(permit);
         Ok(Handled::Sent)
     }
 
@@ -1017,8 +1128,12 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         reason: String,
         attempts: u32,
         permit: OwnedSemaphorePermit,
+        span: &tracing::Span,
     ) -> Pin<Box<dyn std::future::Future<Output = Result<Handled, Error>> + Send + '_>> {
-        Box::pin(self.dead_letter(raw, kind, reason, attempts, permit))
+        Box::pin(
+            self.dead_letter(raw, kind, reason, attempts, permit)
+                .instrument(span.clone()),
+        )
     }
 
     async fn dead_letter(
@@ -1055,7 +1170,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let record = dead_letter::record(raw, topic, self.shared.ctx.worker(), &failure);
         let receipt = self.ledger.receipt(offset, Outcome::DeadLettered, 1);
         self.shared.sink.send(record, receipt).await;
-        drop(permit);
+        self.release(permit);
         Ok(Handled::Sent)
     }
 
@@ -1116,6 +1231,16 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         // Logged once, by the runtime, which stops the run.
         let _ = self.shared.failures.send(error);
     }
+}
+
+/// Starts a send within `span` and awaits it with `span` entered around each
+/// poll, as `Instrumented` does, without a clone of the span.
+async fn within<F: std::future::Future>(
+    span: &tracing::Span,
+    start: impl FnOnce() -> F,
+) -> F::Output {
+    let mut sending = std::pin::pin!(span.in_scope(start));
+    std::future::poll_fn(|cx| span.in_scope(|| sending.as_mut().poll(cx))).await
 }
 
 /// The most finished offsets a lane holds back from the acker.

@@ -257,6 +257,22 @@ impl<T> Message<T> {
         }
     }
 
+    /// A copy of the message with `f` of its payload, which stays borrowed.
+    pub(crate) fn try_map_ref<U, E>(
+        &self,
+        f: impl FnOnce(&T) -> Result<U, E>,
+    ) -> Result<Message<U>, E> {
+        let payload = f(&self.payload)?;
+        Ok(Message {
+            partition: self.partition.clone(),
+            offset: self.offset,
+            key: self.key.clone(),
+            payload,
+            headers: self.headers.clone(),
+            timestamp_ms: self.timestamp_ms,
+        })
+    }
+
     /// Like [`Message::map`] with a fallible function.
     pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Message<U>, E> {
         let payload = f(self.payload)?;

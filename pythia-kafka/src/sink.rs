@@ -53,17 +53,19 @@ impl KafkaSink {
     }
 
     /// The topic a record goes to: its own, else its sink's, else the default.
-    fn topic_of(&self, record: &Record) -> Result<Arc<str>, SinkError> {
+    /// Borrowed: a clone of a topic every lane sends to would count a
+    /// reference that all their threads share, per record.
+    fn topic_of<'a>(&'a self, record: &'a Record) -> Result<&'a str, SinkError> {
         if let Some(topic) = &record.topic {
-            return Ok(topic.clone());
+            return Ok(topic);
         }
         match record.sink {
             Some(sink) => self
                 .sinks
                 .get(sink)
-                .cloned()
+                .map(|topic| &**topic)
                 .ok_or_else(|| SinkError::UnknownSink { sink: sink.into() }),
-            None => self.default_topic.clone().ok_or(SinkError::NoTopic),
+            None => self.default_topic.as_deref().ok_or(SinkError::NoTopic),
         }
     }
 
@@ -122,7 +124,7 @@ impl KafkaSink {
             }
         };
         let mut base: BaseRecord<'_, [u8], [u8], Box<Receipt>> =
-            BaseRecord::with_opaque_to(&topic, Box::new(receipt));
+            BaseRecord::with_opaque_to(topic, Box::new(receipt));
         if !record.headers.is_empty() {
             // librdkafka allocates a header list even when it stays empty.
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());

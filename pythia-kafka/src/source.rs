@@ -491,6 +491,10 @@ struct Split {
     partition: PartitionId,
     queue: PartitionQueue,
     paused: bool,
+    /// Where this partition's payloads and keys are copied: a block shared
+    /// only by one partition's messages has its reference count touched by
+    /// that partition's lane alone, not by lanes on other threads.
+    arena: BytesMut,
 }
 
 struct Poller {
@@ -506,7 +510,8 @@ struct Poller {
     batch: Vec<Message<Option<Bytes>>>,
     /// Topic names, interned so each message shares one allocation.
     topics: HashMap<String, Arc<str>>,
-    /// Where payloads and keys are copied out of librdkafka: one allocation
+    /// Where payloads and keys of the consumer's own queue are copied out of
+    /// librdkafka (split partitions have arenas of their own): one allocation
     /// per block rather than per message, and cloning a payload (as the `Raw`
     /// codec does) only counts a reference.
     arena: BytesMut,
@@ -639,6 +644,7 @@ impl Poller {
                         partition,
                         queue,
                         paused: false,
+                        arena: BytesMut::new(),
                     });
                 }
                 QueueChange::Removed(partitions) => {
@@ -677,17 +683,18 @@ impl Poller {
         self.apply_changes();
         let count = self.splits.len();
         for i in 0..count {
-            let split = &self.splits[(self.turn + i) % count];
+            let split = &mut self.splits[(self.turn + i) % count];
             if split.paused {
                 continue;
             }
-            let (batch, arena) = (&mut self.batch, &mut self.arena);
+            let batch = &mut self.batch;
+            let (partition, arena) = (&split.partition, &mut split.arena);
             split
                 .queue
                 .read(PER_PARTITION, |message| match message.error() {
-                    None => batch.push(convert_fetched(&split.partition, message, arena)),
+                    None => batch.push(convert_fetched(partition, message, arena)),
                     Some(error) => {
-                        tracing::warn!(%error, partition = %split.partition, "consumer error");
+                        tracing::warn!(%error, %partition, "consumer error");
                     }
                 });
             if fetched + self.batch.len() >= MAX_BATCH {
