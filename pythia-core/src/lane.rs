@@ -15,6 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
@@ -44,6 +45,9 @@ pub(crate) struct LaneState {
     held: AtomicUsize,
     /// Whether the runtime paused the partition's fetching.
     paused: AtomicBool,
+    /// Whether the lane was asked to stop: its stop token, read without the
+    /// token's lock.
+    stopping: AtomicBool,
 }
 
 impl LaneState {
@@ -57,6 +61,10 @@ impl LaneState {
 
     pub(crate) fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Release);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 }
 
@@ -134,8 +142,6 @@ impl Lane {
             ledger: Arc::new(Ledger::default()),
             acks: std::sync::Mutex::new(Finished::default()),
             clock: HandlerClock::new(one_at_a_time),
-            keeps_permits: one_at_a_time,
-            spare: std::sync::Mutex::new(None),
             shared,
         };
         // A panic anywhere in the lane (codec, sink, a synchronous panic in
@@ -166,13 +172,14 @@ impl Lane {
     /// Asks the lane to finish the message it is on, wait for pending deliveries,
     /// and drop the rest.
     pub(crate) fn stop(&self) {
+        self.state.stopping.store(true, Ordering::Release);
         self.stop.cancel();
     }
 
     /// Stops the lane and waits for it, abandoning its work after `deadline`.
     /// Returns whether it finished in time.
     pub(crate) async fn finish(mut self, deadline: tokio::time::Instant) -> bool {
-        self.stop.cancel();
+        self.stop();
         let Some(mut task) = self.task.take() else {
             return true;
         };
@@ -256,10 +263,11 @@ enum Step {
 
 /// What became of a message the lane took.
 enum Handled {
-    /// Sent (outputs or dead letter); acknowledged once delivered.
-    Sent,
+    /// Sent (outputs or dead letter); acknowledged once delivered. With the
+    /// permit it no longer needs.
+    Sent(OwnedSemaphorePermit),
     /// Done with no outputs, acknowledged.
-    Acked,
+    Acked(OwnedSemaphorePermit),
     /// The lane was stopped while the message waited to be retried.
     Stopped,
     /// A delivery failed meanwhile; the run is stopping.
@@ -295,11 +303,6 @@ struct LaneTask<W: Worker, K: Sink, A: Acker> {
     acks: std::sync::Mutex<Finished>,
     /// Times handlers for the duration histogram.
     clock: HandlerClock,
-    /// Whether the lane keeps a finished message's permit for the next one
-    /// (see `release`): in-order lanes, one message at a time.
-    keeps_permits: bool,
-    /// The permit kept for the next message.
-    spare: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
     shared: Arc<Shared<W, K, A>>,
     metrics: Option<LaneMetrics>,
 }
@@ -386,12 +389,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         // with the token (a lock shared by every lane) each time.
         let stopped = self.stop.clone().cancelled_owned();
         tokio::pin!(stopped);
+        // The last message's permit, kept for the next (see below).
+        let mut kept: Option<OwnedSemaphorePermit> = None;
         loop {
             if !self.inbox.has_waiting() {
                 self.flush_acks();
                 self.clock.break_chain();
-                // About to wait: the kept permit goes back (see `release`).
-                drop(lock(&self.spare).take());
+                // About to wait: the kept permit goes back.
+                kept = None;
             }
             // The next message of a run already here is taken at once; the
             // select is for when the lane has something to wait for or to
@@ -399,7 +404,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             let ready = !stopping
                 && self.inbox.has_waiting()
                 && !self.ledger.has_settled()
-                && !self.stop.is_cancelled();
+                && !self.state.is_stopping();
             let message = match ready.then(|| self.inbox.try_next()).flatten() {
                 Some(message) => message,
                 None => tokio::select! {
@@ -419,7 +424,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     else => return,
                 },
             };
-            let permit = match self.take_permit() {
+            let free = || self.shared.permits.clone().try_acquire_owned().ok();
+            let permit = match kept.take().or_else(free) {
                 Some(permit) => permit,
                 None => match self.permit().await {
                     Wait::Permit(permit) => permit,
@@ -431,7 +437,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 },
             };
             let handled = self.handle(message, permit).await;
-            match self.absorb(handled) {
+            let (step, permit) = self.absorb(handled);
+            // Kept for the next message when it is already here and permits
+            // are free, so that no other lane waits for this one: a release
+            // and an acquire each touch the semaphore every lane shares.
+            kept = permit.filter(|_| {
+                self.inbox.has_waiting() && self.shared.permits.available_permits() > 0
+            });
+            match step {
                 Step::Next => {}
                 Step::Stop => stopping = true,
                 Step::End => return,
@@ -465,7 +478,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 }
                 Some((key, result)) = active.next(), if !active.is_empty() => {
-                    match this.absorb(result) {
+                    match this.absorb(result).0 {
                         Step::Next => {}
                         Step::Stop => stopping = true,
                         Step::End => return,
@@ -622,7 +635,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             let handled = self
                 .give_up(raw, kind, reason, 0, permit, &tracing::Span::none())
                 .await;
-            match self.absorb(handled) {
+            match self.absorb(handled).0 {
                 Step::Next => {}
                 stop => return stop,
             }
@@ -633,16 +646,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let count = raws.len();
         let started = std::time::Instant::now();
         let result = self
-            .run_handler(
-                &tracing::Span::none(),
-                AssertUnwindSafe(async {
-                    self.shared
-                        .worker
-                        .process_batch(decoded, &self.shared.ctx)
-                        .await
-                })
-                .catch_unwind(),
-            )
+            .run_handler(&tracing::Span::none(), || {
+                self.shared.worker.process_batch(decoded, &self.shared.ctx)
+            })
             .await;
         if let Some(metrics) = &self.metrics {
             metrics.count(Counted::Duration(
@@ -677,7 +683,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     // its span covers the sending of its outputs.
                     let span = self.message_span(raw.offset());
                     let trace = continue_trace(&span, raw.headers());
-                    self.send(raw, outputs, 1, permit, trace.as_ref(), &span)
+                    self.send(raw, outputs.into_repr(), 1, permit, trace.as_ref(), &span)
                         .await
                 }
                 Some(Err(error)) if error.is_permanent() || policy.retry.max_attempts <= 1 => {
@@ -703,7 +709,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 }
                 None => self.handle_from(raw, permit, 0).await,
             };
-            match self.absorb(handled) {
+            match self.absorb(handled).0 {
                 Step::Next => {}
                 stop => return stop,
             }
@@ -711,16 +717,17 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         Step::Next
     }
 
-    /// Files a handled message's result.
-    fn absorb(&self, handled: Result<Handled, Error>) -> Step {
+    /// Files a handled message's result: what the lane does next, and the
+    /// permit the message no longer needs, if it had one.
+    fn absorb(&self, handled: Result<Handled, Error>) -> (Step, Option<OwnedSemaphorePermit>) {
         match handled {
-            Ok(Handled::Sent | Handled::Acked) => Step::Next,
+            Ok(Handled::Sent(permit) | Handled::Acked(permit)) => (Step::Next, Some(permit)),
             // Unacknowledged: redelivered to whoever owns the partition next.
-            Ok(Handled::Stopped) => Step::Stop,
-            Ok(Handled::Failed) => Step::End,
+            Ok(Handled::Stopped) => (Step::Stop, None),
+            Ok(Handled::Failed) => (Step::End, None),
             Err(error) => {
                 self.fail(error);
-                Step::End
+                (Step::End, None)
             }
         }
     }
@@ -730,7 +737,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// resumes) while other partitions hold every permit.
     async fn permit(&self) -> Wait {
         // A free permit is taken at once; waiting registers with the stop token.
-        if let Some(permit) = self.take_permit() {
+        if let Ok(permit) = self.shared.permits.clone().try_acquire_owned() {
             return Wait::Permit(permit);
         }
         self.flush_acks();
@@ -752,49 +759,42 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         }
     }
 
-    /// Awaits a handler within `span`, flushing the lane's finished offsets
-    /// and locally counted metrics if it has to wait: neither is held back
-    /// while a handler is slow or hung, and a handler that finishes at once
-    /// costs no flush.
+    /// Runs a handler — the future `start` makes — within `span`, catching a
+    /// panic of it, also one while the future is made. If it has to wait, the
+    /// lane's finished offsets and locally counted metrics are flushed first:
+    /// neither is held back while a handler is slow or hung, and a handler
+    /// that finishes at once costs no flush.
+    ///
+    /// Polls the handler in place, as `CatchUnwind` and `Instrumented` would
+    /// around it, without their layers of state to move.
     async fn run_handler<F: std::future::Future>(
         &self,
         span: &tracing::Span,
-        future: F,
-    ) -> F::Output {
+        start: impl FnOnce() -> F,
+    ) -> std::thread::Result<F::Output> {
+        let future = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(start)))?;
         let mut future = std::pin::pin!(future);
         let mut flushed = false;
         std::future::poll_fn(|cx| {
-            let poll = span.in_scope(|| future.as_mut().poll(cx));
-            if poll.is_pending() && !flushed {
-                flushed = true;
-                self.flush_acks();
-                if let Some(metrics) = &self.metrics {
-                    metrics.flush();
+            let poll = span.in_scope(|| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)))
+            });
+            match poll {
+                Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+                Err(panic) => Poll::Ready(Err(panic)),
+                Ok(Poll::Pending) => {
+                    if !flushed {
+                        flushed = true;
+                        self.flush_acks();
+                        if let Some(metrics) = &self.metrics {
+                            metrics.flush();
+                        }
+                    }
+                    Poll::Pending
                 }
             }
-            poll
         })
         .await
-    }
-
-    /// A permit at once, if one is kept or free.
-    fn take_permit(&self) -> Option<OwnedSemaphorePermit> {
-        let kept = lock(&self.spare).take();
-        kept.or_else(|| self.shared.permits.clone().try_acquire_owned().ok())
-    }
-
-    /// Gives a message's permit back — or keeps it for the next message of
-    /// an in-order lane when that one is already waiting and permits are
-    /// free, so that no other lane waits for this one: a release and an
-    /// acquire each touch the semaphore every lane shares. The lane gives a
-    /// kept permit back before it waits.
-    fn release(&self, permit: OwnedSemaphorePermit) {
-        if self.keeps_permits
-            && self.inbox.has_waiting()
-            && self.shared.permits.available_permits() > 0
-        {
-            *lock(&self.spare) = Some(permit);
-        }
     }
 
     /// `n` permits, one per message of a batch: in one step when they are
@@ -883,10 +883,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 .await;
         }
         match self.attempt(&raw, &span).await {
-            Attempt::Done(outputs) => {
-                self.send(raw, outputs, done + 1, permit, trace.as_ref(), &span)
-                    .await
-            }
+            Attempt::Done(outputs) => match outputs.into_repr() {
+                // Nothing to send: no sending future is made.
+                Repr::None => Ok(self.acked(raw.offset(), permit)),
+                outputs => {
+                    self.send(raw, outputs, done + 1, permit, trace.as_ref(), &span)
+                        .await
+                }
+            },
             failed => self.recover(raw, failed, done, permit, trace, span).await,
         }
     }
@@ -917,16 +921,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         };
         // The clock is read only for the duration histogram.
         let started = self.metrics.is_some().then(|| self.clock.start());
-        // Built inside the async block so a panic while creating the future
-        // is caught too.
         let result = self
-            .run_handler(
-                span,
-                AssertUnwindSafe(async {
-                    self.shared.worker.process(message, &self.shared.ctx).await
-                })
-                .catch_unwind(),
-            )
+            .run_handler(span, || {
+                self.shared.worker.process(message, &self.shared.ctx)
+            })
             .await;
         if let (Some(metrics), Some(started)) = (&self.metrics, started) {
             let ended = std::time::Instant::now();
@@ -960,6 +958,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             loop {
                 let error = match failed {
                     Attempt::Done(outputs) => {
+                        let outputs = outputs.into_repr();
                         return self
                             .send(raw, outputs, attempt + 1, permit, trace.as_ref(), &span)
                             .await;
@@ -1044,19 +1043,15 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     async fn send(
         &self,
         raw: Message<Option<Bytes>>,
-        outputs: Outputs<W::Output>,
+        outputs: Repr<W::Output>,
         attempt: u32,
         permit: OwnedSemaphorePermit,
         trace: Option<&TraceParent>,
         span: &tracing::Span,
     ) -> Result<Handled, Error> {
         let offset = raw.offset();
-        let outputs = match outputs.into_repr() {
-            Repr::None => {
-                self.release(permit);
-                self.ack(offset, Outcome::Processed);
-                return Ok(Handled::Acked);
-            }
+        let outputs = match outputs {
+            Repr::None => return Ok(self.acked(offset, permit)),
             Repr::One(output) => {
                 let record = match self.record(output, trace) {
                     Ok(record) => record,
@@ -1069,8 +1064,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 let receipt = self.ledger.receipt(offset, Outcome::Processed, 1);
                 within(span, || self.shared.sink.send(record, receipt)).await;
                 span.in_scope(|| tracing::debug!(outputs = 1, "outputs sent"));
-                self.release(permit);
-                return Ok(Handled::Sent);
+                return Ok(Handled::Sent(permit));
             }
             Repr::Many(outputs) => outputs,
         };
@@ -1093,8 +1087,13 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             within(span, || self.shared.sink.send(record, receipt)).await;
         }
         span.in_scope(|| tracing::debug!(outputs = parts, "outputs sent"));
-        self.release(permit);
-        Ok(Handled::Sent)
+        Ok(Handled::Sent(permit))
+    }
+
+    /// A message done with no outputs: acknowledged at once.
+    fn acked(&self, offset: i64, permit: OwnedSemaphorePermit) -> Handled {
+        self.ack(offset, Outcome::Processed);
+        Handled::Acked(permit)
     }
 
     /// An output as a record, continuing the input's trace.
@@ -1170,8 +1169,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let record = dead_letter::record(raw, topic, self.shared.ctx.worker(), &failure);
         let receipt = self.ledger.receipt(offset, Outcome::DeadLettered, 1);
         self.shared.sink.send(record, receipt).await;
-        self.release(permit);
-        Ok(Handled::Sent)
+        Ok(Handled::Sent(permit))
     }
 
     /// Records a finished message; it reaches the acker at the next
