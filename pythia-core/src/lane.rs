@@ -343,7 +343,11 @@ impl HandlerClock {
 
     /// When the handler about to run starts.
     fn start(&self) -> std::time::Instant {
-        match self.last_end.swap(Self::UNSET, Ordering::Relaxed) {
+        // Only the lane's task uses its clock: a load and a store, rather
+        // than a locked swap, take the last end.
+        let last_end = self.last_end.load(Ordering::Relaxed);
+        self.last_end.store(Self::UNSET, Ordering::Relaxed);
+        match last_end {
             Self::UNSET => std::time::Instant::now(),
             nanos => self.epoch + std::time::Duration::from_nanos(nanos),
         }
@@ -651,9 +655,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             })
             .await;
         if let Some(metrics) = &self.metrics {
-            metrics.count(Counted::Duration(
-                started.elapsed().as_secs_f64() / count as f64,
-            ));
+            metrics.observe_duration(started.elapsed().as_secs_f64() / count as f64);
         }
         let results: Vec<Option<Result<Outputs<W::Output>, ProcessError>>> = match result {
             Ok(results) if results.len() == count => results.into_iter().map(Some).collect(),
@@ -928,7 +930,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             .await;
         if let (Some(metrics), Some(started)) = (&self.metrics, started) {
             let ended = std::time::Instant::now();
-            metrics.count(Counted::Duration((ended - started).as_secs_f64()));
+            metrics.observe_duration((ended - started).as_secs_f64());
             self.clock.ended(ended);
         }
         match result {

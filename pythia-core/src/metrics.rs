@@ -20,6 +20,7 @@
 //! `sum by (group)` over all instances counts each partition once; the
 //! standalone exporter (`pythia lag --serve`) exports every partition of the group.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use prometheus::core::{Collector, Desc};
@@ -402,14 +403,17 @@ pub(crate) struct TopicMetrics {
 impl TopicMetrics {
     /// Metrics for one lane, counted locally and added to these in bulk.
     pub(crate) fn lane(&self) -> LaneMetrics {
-        LaneMetrics(Mutex::new(LocalTopicMetrics {
-            ok: self.ok.local(),
-            error: self.error.local(),
-            retried: self.retried.local(),
-            dead_lettered: self.dead_lettered.local(),
-            duration: self.duration.local(),
-            unflushed: 0,
-        }))
+        LaneMetrics {
+            local: Mutex::new(LocalTopicMetrics {
+                ok: self.ok.local(),
+                error: self.error.local(),
+                retried: self.retried.local(),
+                dead_lettered: self.dead_lettered.local(),
+                duration: self.duration.local(),
+                unflushed: 0,
+            }),
+            durations: Durations::default(),
+        }
     }
 }
 
@@ -419,7 +423,51 @@ impl TopicMetrics {
 /// to the shared metrics every [`LaneMetrics::FLUSH_EVERY`] updates, whenever
 /// it has caught up with its messages or waits on a handler or a retry, and
 /// when it ends.
-pub(crate) struct LaneMetrics(Mutex<LocalTopicMetrics>);
+pub(crate) struct LaneMetrics {
+    local: Mutex<LocalTopicMetrics>,
+    /// Processing times not yet in `local`: the one update made for every
+    /// message takes no lock.
+    durations: Durations,
+}
+
+/// Processing times, in seconds, waiting to be observed in bulk. Written by
+/// the lane's task alone, so plain loads and stores keep it: a second writer
+/// could only lose times, never read or write out of bounds.
+struct Durations {
+    seconds: [AtomicU64; Durations::CAPACITY],
+    len: AtomicUsize,
+}
+
+impl Default for Durations {
+    fn default() -> Self {
+        Self {
+            seconds: std::array::from_fn(|_| AtomicU64::new(0)),
+            len: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Durations {
+    const CAPACITY: usize = 64;
+
+    /// Adds one time; returns whether the buffer is now full.
+    fn push(&self, seconds: f64) -> bool {
+        let len = self.len.load(Ordering::Relaxed).min(Self::CAPACITY - 1);
+        self.seconds[len].store(seconds.to_bits(), Ordering::Relaxed);
+        self.len.store(len + 1, Ordering::Relaxed);
+        len + 1 == Self::CAPACITY
+    }
+
+    /// Empties the buffer into `histogram`; returns how many it held.
+    fn drain(&self, histogram: &prometheus::local::LocalHistogram) -> u32 {
+        let len = self.len.load(Ordering::Relaxed).min(Self::CAPACITY);
+        for time in &self.seconds[..len] {
+            histogram.observe(f64::from_bits(time.load(Ordering::Relaxed)));
+        }
+        self.len.store(0, Ordering::Relaxed);
+        len as u32
+    }
+}
 
 struct LocalTopicMetrics {
     ok: prometheus::local::LocalIntCounter,
@@ -431,6 +479,12 @@ struct LocalTopicMetrics {
 }
 
 impl LocalTopicMetrics {
+    fn flush_if_due(&mut self) {
+        if self.unflushed >= LaneMetrics::FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
     fn flush(&mut self) {
         self.ok.flush();
         self.error.flush();
@@ -451,8 +505,6 @@ pub(crate) enum Counted {
     },
     Error,
     Retried,
-    /// One processing time, in seconds.
-    Duration(f64),
 }
 
 impl LaneMetrics {
@@ -471,17 +523,26 @@ impl LaneMetrics {
             }
             Counted::Error => local.error.inc(),
             Counted::Retried => local.retried.inc(),
-            Counted::Duration(seconds) => local.duration.observe(seconds),
         }
         local.unflushed += 1;
-        if local.unflushed >= Self::FLUSH_EVERY {
-            local.flush();
+        local.flush_if_due();
+    }
+
+    /// Counts one processing time, in seconds: the one update made for every
+    /// message, so it is buffered and takes the lock once per
+    /// [`Durations::CAPACITY`] times.
+    pub(crate) fn observe_duration(&self, seconds: f64) {
+        if self.durations.push(seconds) {
+            let mut local = self.lock();
+            local.unflushed += self.durations.drain(&local.duration);
+            local.flush_if_due();
         }
     }
 
     /// Adds what was counted to the shared metrics.
     pub(crate) fn flush(&self) {
         let mut local = self.lock();
+        local.unflushed += self.durations.drain(&local.duration);
         if local.unflushed > 0 {
             local.flush();
         }
@@ -489,7 +550,7 @@ impl LaneMetrics {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LocalTopicMetrics> {
         // Each update is a plain increment: a poisoned lock holds valid counts.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -575,7 +636,7 @@ mod tests {
             dead_lettered: 1,
         });
         lane.count(Counted::Retried);
-        lane.count(Counted::Duration(0.25));
+        lane.observe_duration(0.25);
         lane.flush();
         assert_eq!(shared.ok.get(), u64::from(LaneMetrics::FLUSH_EVERY) + 2);
         assert_eq!(shared.dead_lettered.get(), 1);
@@ -585,6 +646,35 @@ mod tests {
         lane.count(Counted::Error);
         drop(lane);
         assert_eq!(shared.error.get(), 1, "a lane that ends flushes");
+    }
+
+    #[test]
+    fn buffered_durations_reach_the_histogram_in_bulk_and_on_flush() {
+        let metrics = Metrics::new();
+        let topic = metrics.topic("w", "t");
+        let lane = topic.lane();
+        let capacity = Durations::CAPACITY as u64;
+        for _ in 0..capacity - 1 {
+            lane.observe_duration(0.001);
+        }
+        assert_eq!(topic.duration.get_sample_count(), 0, "buffered");
+        // Full buffers move to the lane's histogram; every FLUSH_EVERY
+        // updates they reach the shared one.
+        let every = u64::from(LaneMetrics::FLUSH_EVERY);
+        for _ in capacity - 1..every + 10 {
+            lane.observe_duration(0.001);
+        }
+        assert_eq!(topic.duration.get_sample_count(), every);
+        lane.flush();
+        assert_eq!(topic.duration.get_sample_count(), every + 10);
+        assert!((topic.duration.get_sample_sum() - (every + 10) as f64 * 0.001).abs() < 1e-9);
+        lane.observe_duration(0.5);
+        drop(lane);
+        assert_eq!(
+            topic.duration.get_sample_count(),
+            every + 11,
+            "a lane that ends flushes"
+        );
     }
 
     #[test]
