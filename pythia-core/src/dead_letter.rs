@@ -150,7 +150,7 @@ pub(crate) fn record(
     headers.append(header::TOPIC, message.partition.topic().to_owned());
     headers.append(header::PARTITION, message.partition.index().to_string());
     headers.append(header::OFFSET, message.offset.to_string());
-    if let Some(ts) = message.timestamp_ms {
+    if let Some(ts) = message.timestamp_ms.get() {
         headers.append(header::TIMESTAMP, ts.to_string());
     }
     Record {

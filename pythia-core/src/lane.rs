@@ -409,7 +409,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 && self.inbox.has_waiting()
                 && !self.ledger.has_settled()
                 && !self.state.is_stopping();
-            let message = match ready.then(|| self.inbox.try_next()).flatten() {
+            let next = if ready { self.inbox.try_next() } else { None };
+            let message = match next {
                 Some(message) => message,
                 None => tokio::select! {
                     biased;
@@ -1052,8 +1053,8 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         span: &tracing::Span,
     ) -> Result<Handled, Error> {
         let offset = raw.offset();
-        let outputs = match outputs {
-            Repr::None => return Ok(self.acked(offset, permit)),
+        match outputs {
+            Repr::None => Ok(self.acked(offset, permit)),
             Repr::One(output) => {
                 let record = match self.record(output, trace) {
                     Ok(record) => record,
@@ -1064,32 +1065,61 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 };
                 let receipt = self.ledger.receipt(offset, Outcome::Processed, 1);
-                within(span, || self.shared.sink.send(record, receipt)).await;
+                within(
+                    span,
+                    span.in_scope(|| self.shared.sink.send(record, receipt)),
+                )
+                .await;
                 span.in_scope(|| tracing::debug!(outputs = 1, "outputs sent"));
-                return Ok(Handled::Sent(permit));
+                Ok(Handled::Sent(permit))
             }
-            Repr::Many(outputs) => outputs,
-        };
-        // All are encoded before any is sent: an output that cannot be
-        // encoded dead-letters the message with none of its outputs sent.
-        let mut records = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            match self.record(output, trace) {
-                Ok(record) => records.push(record),
-                Err(reason) => {
-                    return self
-                        .give_up(raw, FailureKind::Encode, reason, attempt, permit, span)
-                        .await;
+            Repr::Many(outputs) => {
+                self.send_many(raw, outputs, attempt, permit, trace, span)
+                    .await
+            }
+        }
+    }
+
+    /// Encodes and sends several outputs of a message. Boxed, so that it does
+    /// not add to the size of every message's future; such a message
+    /// allocates its outputs anyway.
+    fn send_many<'a>(
+        &'a self,
+        raw: Message<Option<Bytes>>,
+        outputs: Vec<Output<W::Output>>,
+        attempt: u32,
+        permit: OwnedSemaphorePermit,
+        trace: Option<&'a TraceParent>,
+        span: &'a tracing::Span,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<Handled, Error>> + Send + 'a>> {
+        Box::pin(async move {
+            let offset = raw.offset();
+            // All are encoded before any is sent: an output that cannot be
+            // encoded dead-letters the message with none of its outputs sent.
+            let mut records = Vec::with_capacity(outputs.len());
+            for output in outputs {
+                match self.record(output, trace) {
+                    Ok(record) => records.push(record),
+                    Err(reason) => {
+                        return self
+                            .dead_letter(raw, FailureKind::Encode, reason, attempt, permit)
+                            .instrument(span.clone())
+                            .await;
+                    }
                 }
             }
-        }
-        let parts = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        for record in records {
-            let receipt = self.ledger.receipt(offset, Outcome::Processed, parts);
-            within(span, || self.shared.sink.send(record, receipt)).await;
-        }
-        span.in_scope(|| tracing::debug!(outputs = parts, "outputs sent"));
-        Ok(Handled::Sent(permit))
+            let parts = u32::try_from(records.len()).unwrap_or(u32::MAX);
+            for record in records {
+                let receipt = self.ledger.receipt(offset, Outcome::Processed, parts);
+                within(
+                    span,
+                    span.in_scope(|| self.shared.sink.send(record, receipt)),
+                )
+                .await;
+            }
+            span.in_scope(|| tracing::debug!(outputs = parts, "outputs sent"));
+            Ok(Handled::Sent(permit))
+        })
     }
 
     /// A message done with no outputs: acknowledged at once.
@@ -1233,14 +1263,11 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     }
 }
 
-/// Starts a send within `span` and awaits it with `span` entered around each
-/// poll, as `Instrumented` does, without a clone of the span.
-async fn within<F: std::future::Future>(
-    span: &tracing::Span,
-    start: impl FnOnce() -> F,
-) -> F::Output {
-    let mut sending = std::pin::pin!(span.in_scope(start));
-    std::future::poll_fn(|cx| span.in_scope(|| sending.as_mut().poll(cx))).await
+/// Awaits `future` with `span` entered around each poll, as `Instrumented`
+/// does, without a clone of the span.
+async fn within<F: std::future::Future>(span: &tracing::Span, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| span.in_scope(|| future.as_mut().poll(cx))).await
 }
 
 /// The most finished offsets a lane holds back from the acker.

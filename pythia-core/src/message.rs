@@ -147,7 +147,34 @@ pub struct Message<T> {
     pub(crate) key: Option<Bytes>,
     pub(crate) payload: T,
     pub(crate) headers: Headers,
-    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) timestamp_ms: Timestamp,
+}
+
+// Every message is moved several times on its way through a lane; at 128
+// bytes or less a move is copied inline instead of by a call to `memcpy`.
+const _: () = assert!(std::mem::size_of::<Message<Option<Bytes>>>() <= 128);
+
+/// A create time in milliseconds since the Unix epoch, or none: an `i64` with
+/// `i64::MIN` for none rather than an `Option<i64>`, eight bytes smaller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timestamp(i64);
+
+impl Timestamp {
+    pub(crate) const NONE: Self = Self(i64::MIN);
+
+    pub(crate) fn new(ms: i64) -> Self {
+        Self(ms)
+    }
+
+    pub(crate) fn get(self) -> Option<i64> {
+        (self != Self::NONE).then_some(self.0)
+    }
+}
+
+impl std::fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 impl<T> Message<T> {
@@ -168,7 +195,7 @@ impl<T> Message<T> {
             key: None,
             payload,
             headers: Headers::new(),
-            timestamp_ms: None,
+            timestamp_ms: Timestamp::NONE,
         }
     }
 
@@ -184,9 +211,10 @@ impl<T> Message<T> {
         self
     }
 
-    /// Sets the create time, in milliseconds since the Unix epoch.
+    /// Sets the create time, in milliseconds since the Unix epoch
+    /// (`i64::MIN` stands for none).
     pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
-        self.timestamp_ms = Some(timestamp_ms);
+        self.timestamp_ms = Timestamp::new(timestamp_ms);
         self
     }
 
@@ -242,7 +270,7 @@ impl<T> Message<T> {
 
     /// The create time in milliseconds since the Unix epoch, if the broker gave one.
     pub fn timestamp_ms(&self) -> Option<i64> {
-        self.timestamp_ms
+        self.timestamp_ms.get()
     }
 
     /// Replaces the payload, keeping where the message came from.
