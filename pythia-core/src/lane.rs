@@ -429,8 +429,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     else => return,
                 },
             };
-            let free = || self.shared.permits.clone().try_acquire_owned().ok();
-            let permit = match kept.take().or_else(free) {
+            let permit = match kept.take() {
                 Some(permit) => permit,
                 None => match self.permit().await {
                     Wait::Permit(permit) => permit,
@@ -628,7 +627,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     format!("payload of {size} bytes exceeds worker.max_message_bytes = {limit}");
                 (FailureKind::TooLarge, reason)
             } else {
-                match raw.clone().try_map(|p| W::Codec::decode(p.as_ref())) {
+                match raw.try_map_ref(|p| W::Codec::decode(p.as_ref())) {
                     Ok(message) => {
                         decoded.push(message);
                         raws.push((raw, permit));
