@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::codec::{Decode, Encode};
 use crate::config::Ordering as MessageOrder;
 use crate::dead_letter::{self, DeadLetterConfig, Failure, FailureKind};
-use crate::delivery::{Delivered, Ledger, Outcome};
+use crate::delivery::{Delivered, Ledger, Outcome, Receipt};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
 use crate::metrics::{Counted, LaneMetrics, Metrics};
@@ -953,7 +953,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         trace: Option<TraceParent>,
         span: tracing::Span,
     ) -> Pin<Box<dyn std::future::Future<Output = Result<Handled, Error>> + Send + '_>> {
-        let within = span.clone();
+        let scope = span.clone();
         let recovery = async move {
             let policy = &self.shared.policy;
             let (mut failed, mut attempt, mut permit) = (failed, done, permit);
@@ -1011,7 +1011,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 failed = self.attempt(&raw, &span).await;
             }
         };
-        Box::pin(recovery.instrument(within))
+        Box::pin(recovery.instrument(scope))
     }
 
     /// Waits `wait` before a retry, settling deliveries meanwhile, then takes
@@ -1064,11 +1064,7 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     }
                 };
                 let receipt = self.ledger.receipt(offset, Outcome::Processed, 1);
-                within(
-                    span,
-                    span.in_scope(|| self.shared.sink.send(record, receipt)),
-                )
-                .await;
+                self.send_record(record, receipt, span).await;
                 span.in_scope(|| tracing::debug!(outputs = 1, "outputs sent"));
                 Ok(Handled::Sent(permit))
             }
@@ -1110,15 +1106,25 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             let parts = u32::try_from(records.len()).unwrap_or(u32::MAX);
             for record in records {
                 let receipt = self.ledger.receipt(offset, Outcome::Processed, parts);
-                within(
-                    span,
-                    span.in_scope(|| self.shared.sink.send(record, receipt)),
-                )
-                .await;
+                self.send_record(record, receipt, span).await;
             }
             span.in_scope(|| tracing::debug!(outputs = parts, "outputs sent"));
             Ok(Handled::Sent(permit))
         })
+    }
+
+    /// Hands one record to the sink within the message's span. Not an `async
+    /// fn`: it adds no layer of state around the sink's own future.
+    fn send_record<'a>(
+        &'a self,
+        record: Record,
+        receipt: Receipt,
+        span: &'a tracing::Span,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a {
+        within(
+            span,
+            span.in_scope(|| self.shared.sink.send(record, receipt)),
+        )
     }
 
     /// A message done with no outputs: acknowledged at once.
