@@ -37,6 +37,7 @@ mod log;
 mod observe;
 mod otel;
 mod pipeline;
+mod produce;
 mod queue;
 mod replay;
 mod run;

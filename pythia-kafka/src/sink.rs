@@ -6,14 +6,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pythia_core::{Confirmation, Receipt, Record, Sink, SinkError};
+use pythia_core::{ConfigError, Confirmation, Receipt, Record, Sink, SinkError};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
 use crate::error::KafkaError;
+use crate::produce::{self, Enqueue, Headers, Topics};
 
 /// Sends records to Kafka; each record's receipt is settled by the broker's
 /// acknowledgement, from the producer's delivery-report thread.
@@ -28,27 +29,51 @@ use crate::error::KafkaError;
 /// ```
 #[derive(Clone)]
 pub struct KafkaSink {
-    producer: Arc<ThreadedProducer<Reports>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Declared before the producer: the handles are released before the
+    /// client is destroyed.
+    topics: Topics,
+    producer: ThreadedProducer<Reports>,
     default_topic: Option<Arc<str>>,
-    sinks: Arc<HashMap<String, Arc<str>>>,
+    sinks: HashMap<String, Arc<str>>,
 }
 
 impl KafkaSink {
     /// A producer for `config.brokers`, sending records that name a sink to
     /// that sink's topic (`config.sinks`) and the others to `config.output_topic`.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
-        let producer = config
+        let producer: ThreadedProducer<Reports> = config
             .producer_client_config()?
             .create_with_context(Reports)?;
-        let sinks = config
+        let sinks: HashMap<String, Arc<str>> = config
             .sinks
             .iter()
             .map(|(name, topic)| (name.clone(), Arc::from(topic.as_str())))
             .collect();
+        let topics =
+            Topics::new(&producer, config.output_topics()).map_err(|(topic, reason)| {
+                let key = match config.output_topic.as_deref() {
+                    Some(output) if output == topic => "kafka.output_topic".to_owned(),
+                    _ => config.sinks.iter().find(|(_, t)| **t == topic).map_or_else(
+                        || "kafka.sinks".to_owned(),
+                        |(name, _)| format!("kafka.sinks.{name}"),
+                    ),
+                };
+                ConfigError::invalid(
+                    key,
+                    format!("{topic:?} is not a usable topic name: {reason}"),
+                )
+            })?;
         Ok(Self {
-            producer: Arc::new(producer),
-            default_topic: config.output_topic.as_deref().map(Arc::from),
-            sinks: Arc::new(sinks),
+            inner: Arc::new(Inner {
+                topics,
+                producer,
+                default_topic: config.output_topic.as_deref().map(Arc::from),
+                sinks,
+            }),
         })
     }
 
@@ -61,11 +86,16 @@ impl KafkaSink {
         }
         match record.sink {
             Some(sink) => self
+                .inner
                 .sinks
                 .get(sink)
                 .map(|topic| &**topic)
                 .ok_or_else(|| SinkError::UnknownSink { sink: sink.into() }),
-            None => self.default_topic.as_deref().ok_or(SinkError::NoTopic),
+            None => self
+                .inner
+                .default_topic
+                .as_deref()
+                .ok_or(SinkError::NoTopic),
         }
     }
 
@@ -80,15 +110,15 @@ impl KafkaSink {
 
     /// Waits until every queued record is delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        Ok(self.producer.flush(timeout)?)
+        Ok(self.inner.producer.flush(timeout)?)
     }
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
-            .field("default_topic", &self.default_topic)
-            .field("sinks", &self.sinks)
+            .field("default_topic", &self.inner.default_topic)
+            .field("sinks", &self.inner.sinks)
             .finish_non_exhaustive()
     }
 }
@@ -116,38 +146,43 @@ impl KafkaSink {
     /// Enqueues `record` unless the client's queue is full, in which case the
     /// record and its receipt come back.
     fn try_send(&self, record: Record, receipt: Receipt) -> Option<(Record, Receipt)> {
-        let topic = match self.topic_of(&record) {
+        let inner = &*self.inner;
+        let topic = match self.topic_of(&record).and_then(|name| {
+            inner
+                .topics
+                .get(&inner.producer, name)
+                .map_err(|reason| SinkError::Delivery {
+                    topic: name.to_owned(),
+                    reason,
+                })
+        }) {
             Ok(topic) => topic,
             Err(error) => {
                 receipt.settle(Err(error));
                 return None;
             }
         };
-        let mut base: BaseRecord<'_, [u8], [u8], Box<Receipt>> =
-            BaseRecord::with_opaque_to(topic, Box::new(receipt));
-        if !record.headers.is_empty() {
-            // librdkafka allocates a header list even when it stays empty.
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for h in record.headers.iter() {
-                headers = headers.insert(Header {
-                    key: &h.name,
-                    value: h.value.as_deref(),
-                });
-            }
-            base = base.headers(headers);
-        }
-        base.payload = record.payload.as_deref();
-        base.key = record.key.as_deref();
-        match self.producer.send(base) {
+        // librdkafka allocates a header list even when it stays empty.
+        let headers = (!record.headers.is_empty()).then(|| {
+            Headers::new(
+                record
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.as_str(), h.value.as_deref())),
+            )
+        });
+        let enqueue = Enqueue {
+            payload: record.payload.as_deref(),
+            key: record.key.as_deref(),
+            headers,
+        };
+        match produce::enqueue(&inner.producer, &topic, enqueue, Box::new(receipt)) {
             Ok(()) => None,
-            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                let receipt = *back.delivery_opaque;
-                Some((record, receipt))
-            }
-            Err((error, back)) => {
-                back.delivery_opaque.settle(Err(SinkError::Delivery {
-                    topic: topic.to_string(),
-                    reason: error.to_string(),
+            Err((RDKafkaErrorCode::QueueFull, receipt)) => Some((record, *receipt)),
+            Err((code, receipt)) => {
+                receipt.settle(Err(SinkError::Delivery {
+                    topic: topic.name().to_owned(),
+                    reason: RdKafkaError::MessageProduction(code).to_string(),
                 }));
                 None
             }
