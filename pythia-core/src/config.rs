@@ -316,7 +316,7 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 /// ```toml
 /// [worker]
 /// name = "billing"           # in logs and metrics; defaults to the group
-/// max_in_flight = 1024       # messages processing or awaiting output delivery at once
+/// max_in_flight = 1024       # messages processing at once (until their outputs are handed to the sink)
 /// partition_buffer = 1000    # fetched messages held per partition before it pauses
 /// shutdown_timeout = "30s"   # deadline of the whole shutdown: drain, commit, leave
 /// revoke_timeout = "10s"     # drain deadline for partitions taken by a rebalance
@@ -340,11 +340,13 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 pub struct WorkerConfig {
     /// The worker's name in logs and metrics.
     pub name: Option<String>,
-    /// Messages that may be processing or awaiting output delivery at once,
-    /// across all partitions of this instance.
+    /// Messages that may be processing at once, across all partitions of this
+    /// instance; a message holds its place until its outputs are handed to the
+    /// sink (awaiting delivery, it counts against `partition_buffer`).
     pub max_in_flight: usize,
-    /// Fetched messages a partition may hold waiting for their turn; at this many
-    /// its fetching pauses (the consumer keeps polling), and it resumes at half.
+    /// Messages a partition may hold, fetched and waiting for their turn or
+    /// processed and awaiting delivery; at this many its fetching pauses (the
+    /// consumer keeps polling), and it resumes at half.
     pub partition_buffer: usize,
     /// The whole shutdown's deadline: in-flight messages get all but the last
     /// fifth of it (at most 5 s, kept for the final commit and leaving the

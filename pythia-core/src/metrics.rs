@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `pythia_messages_total` | counter | `worker`, `topic`, `outcome` | messages by outcome: `ok` (processed, outputs delivered, offset may be committed), `dead_lettered` (given up on and delivered to the dead-letter topic), `retried` (a failed attempt that will be retried; one per attempt) or `error` (stopped the run) |
 //! | `pythia_process_duration_seconds` | histogram | `worker`, `topic` | time spent in `process` per message |
-//! | `pythia_in_flight_messages` | gauge | `worker` | messages processing or awaiting output delivery |
+//! | `pythia_in_flight_messages` | gauge | `worker` | messages processing, until their outputs are handed to the sink |
 //! | `pythia_consumer_lag` | gauge | `group`, `topic`, `partition` | messages not yet committed: high watermark − max(committed offset, low watermark), never negative |
 //! | `pythia_consumer_lag_seconds` | gauge | `group`, `topic`, `partition` | age of the oldest uncommitted message (0 when there is no lag) |
 //! | `pythia_committed_offset` | gauge | `group`, `topic`, `partition` | the group's committed offset (−1 before the first commit) |
@@ -224,7 +224,7 @@ impl Metrics {
             gauge: IntGaugeVec::new(
                 Opts::new(
                     IN_FLIGHT_MESSAGES,
-                    "Messages processing or awaiting output delivery.",
+                    "Messages processing, until their outputs are handed to the sink.",
                 ),
                 &["worker"],
             )
