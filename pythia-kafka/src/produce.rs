@@ -13,10 +13,13 @@ use std::ffi::{CString, c_void};
 use std::ptr::NonNull;
 use std::sync::{Arc, RwLock};
 
+use pythia_core::{ConfigError, Record, SinkError};
 use rdkafka::producer::{Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka_sys as rdsys;
 use rdkafka_sys::rd_kafka_vtype_t::*;
+
+use crate::config::KafkaConfig;
 
 /// `RD_KAFKA_PARTITION_UA`: the partitioner chooses.
 const PARTITION_UNASSIGNED: i32 = -1;
@@ -75,10 +78,14 @@ impl Drop for Topic {
     }
 }
 
-/// The topics a producer sends to, with their handles: those of the
-/// configuration made at start, any other made on its first record.
+/// Where a producer's records go, with each topic's handle: the output topic
+/// and the sinks' topics made at start, any other topic on its first record.
 pub(crate) struct Topics {
-    fixed: HashMap<Arc<str>, Topic>,
+    /// `kafka.output_topic`: records that name neither a topic nor a sink.
+    default: Option<Topic>,
+    /// `kafka.sinks`: records that name a sink.
+    sinks: HashMap<String, Topic>,
+    /// Topics that records name themselves.
     named: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
 }
 
@@ -101,34 +108,71 @@ impl std::ops::Deref for TopicRef<'_> {
 }
 
 impl Topics {
-    /// Handles of `configured` (the output topic and the sinks' topics), made
-    /// now. A name librdkafka refuses is reported with its name.
-    pub(crate) fn new<'a, C: ProducerContext + 'static>(
+    /// Handles of the configured topics, made now; a topic librdkafka refuses
+    /// is a configuration error of its key.
+    pub(crate) fn new<C: ProducerContext + 'static>(
         producer: &ThreadedProducer<C>,
-        configured: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Self, (String, String)> {
-        let mut fixed = HashMap::new();
-        for name in configured {
-            if !fixed.contains_key(name) {
-                let topic = Topic::new(producer, name).map_err(|e| (name.to_owned(), e))?;
-                fixed.insert(topic.name.clone(), topic);
-            }
-        }
+        config: &KafkaConfig,
+    ) -> Result<Self, ConfigError> {
+        let handle = |key: String, name: &str| {
+            Topic::new(producer, name).map_err(|reason| {
+                ConfigError::invalid(
+                    key,
+                    format!("{name:?} is not a usable topic name: {reason}"),
+                )
+            })
+        };
+        let default = config
+            .output_topic
+            .as_deref()
+            .map(|name| handle("kafka.output_topic".to_owned(), name))
+            .transpose()?;
+        let sinks = config
+            .sinks
+            .iter()
+            .map(|(sink, name)| Ok((sink.clone(), handle(format!("kafka.sinks.{sink}"), name)?)))
+            .collect::<Result<_, ConfigError>>()?;
         Ok(Self {
-            fixed,
+            default,
+            sinks,
             named: RwLock::new(HashMap::new()),
         })
     }
 
-    /// The handle of `name`, made on first use when it is not configured.
-    pub(crate) fn get<C: ProducerContext + 'static>(
+    /// The topic of `record`: its own, else its sink's, else the output topic.
+    pub(crate) fn route<C: ProducerContext + 'static>(
+        &self,
+        producer: &ThreadedProducer<C>,
+        record: &Record,
+    ) -> Result<TopicRef<'_>, SinkError> {
+        if let Some(name) = &record.topic {
+            return self
+                .named(producer, name)
+                .map_err(|reason| SinkError::Delivery {
+                    topic: name.to_string(),
+                    reason,
+                });
+        }
+        match record.sink {
+            Some(sink) => self
+                .sinks
+                .get(sink)
+                .map(TopicRef::Fixed)
+                .ok_or_else(|| SinkError::UnknownSink { sink: sink.into() }),
+            None => self
+                .default
+                .as_ref()
+                .map(TopicRef::Fixed)
+                .ok_or(SinkError::NoTopic),
+        }
+    }
+
+    /// The handle of a topic a record names, made on its first use.
+    fn named<C: ProducerContext + 'static>(
         &self,
         producer: &ThreadedProducer<C>,
         name: &str,
     ) -> Result<TopicRef<'_>, String> {
-        if let Some(topic) = self.fixed.get(name) {
-            return Ok(TopicRef::Fixed(topic));
-        }
         let named = self.named.read().unwrap_or_else(|p| p.into_inner());
         if let Some(topic) = named.get(name) {
             return Ok(TopicRef::Named(topic.clone()));
@@ -144,6 +188,17 @@ impl Topics {
             }
         };
         Ok(TopicRef::Named(topic))
+    }
+
+    /// The output topic's name and each sink's, for display.
+    pub(crate) fn describe(&self) -> (Option<&str>, Vec<(&str, &str)>) {
+        let mut sinks: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|(s, t)| (s.as_str(), t.name()))
+            .collect();
+        sinks.sort_unstable();
+        (self.default.as_ref().map(Topic::name), sinks)
     }
 }
 

@@ -1,12 +1,11 @@
 //! The Kafka sink: an idempotent producer whose delivery reports settle the
 //! receipts that gate commits.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pythia_core::{ConfigError, Confirmation, Receipt, Record, Sink, SinkError};
+use pythia_core::{Confirmation, Receipt, Record, Sink, SinkError};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
@@ -37,8 +36,6 @@ struct Inner {
     /// client is destroyed.
     topics: Topics,
     producer: ThreadedProducer<Reports>,
-    default_topic: Option<Arc<str>>,
-    sinks: HashMap<String, Arc<str>>,
 }
 
 impl KafkaSink {
@@ -48,55 +45,10 @@ impl KafkaSink {
         let producer: ThreadedProducer<Reports> = config
             .producer_client_config()?
             .create_with_context(Reports)?;
-        let sinks: HashMap<String, Arc<str>> = config
-            .sinks
-            .iter()
-            .map(|(name, topic)| (name.clone(), Arc::from(topic.as_str())))
-            .collect();
-        let topics =
-            Topics::new(&producer, config.output_topics()).map_err(|(topic, reason)| {
-                let key = match config.output_topic.as_deref() {
-                    Some(output) if output == topic => "kafka.output_topic".to_owned(),
-                    _ => config.sinks.iter().find(|(_, t)| **t == topic).map_or_else(
-                        || "kafka.sinks".to_owned(),
-                        |(name, _)| format!("kafka.sinks.{name}"),
-                    ),
-                };
-                ConfigError::invalid(
-                    key,
-                    format!("{topic:?} is not a usable topic name: {reason}"),
-                )
-            })?;
+        let topics = Topics::new(&producer, config)?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                topics,
-                producer,
-                default_topic: config.output_topic.as_deref().map(Arc::from),
-                sinks,
-            }),
+            inner: Arc::new(Inner { topics, producer }),
         })
-    }
-
-    /// The topic a record goes to: its own, else its sink's, else the default.
-    /// Borrowed: a clone of a topic every lane sends to would count a
-    /// reference that all their threads share, per record.
-    fn topic_of<'a>(&'a self, record: &'a Record) -> Result<&'a str, SinkError> {
-        if let Some(topic) = &record.topic {
-            return Ok(topic);
-        }
-        match record.sink {
-            Some(sink) => self
-                .inner
-                .sinks
-                .get(sink)
-                .map(|topic| &**topic)
-                .ok_or_else(|| SinkError::UnknownSink { sink: sink.into() }),
-            None => self
-                .inner
-                .default_topic
-                .as_deref()
-                .ok_or(SinkError::NoTopic),
-        }
     }
 
     /// Sends one record outside a worker: the returned confirmation resolves
@@ -116,9 +68,10 @@ impl KafkaSink {
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (default_topic, sinks) = self.inner.topics.describe();
         f.debug_struct("KafkaSink")
-            .field("default_topic", &self.inner.default_topic)
-            .field("sinks", &self.inner.sinks)
+            .field("default_topic", &default_topic)
+            .field("sinks", &sinks)
             .finish_non_exhaustive()
     }
 }
@@ -147,15 +100,7 @@ impl KafkaSink {
     /// record and its receipt come back.
     fn try_send(&self, record: Record, receipt: Receipt) -> Option<(Record, Receipt)> {
         let inner = &*self.inner;
-        let topic = match self.topic_of(&record).and_then(|name| {
-            inner
-                .topics
-                .get(&inner.producer, name)
-                .map_err(|reason| SinkError::Delivery {
-                    topic: name.to_owned(),
-                    reason,
-                })
-        }) {
+        let topic = match inner.topics.route(&inner.producer, &record) {
             Ok(topic) => topic,
             Err(error) => {
                 receipt.settle(Err(error));
