@@ -9,8 +9,10 @@
 //! delivered.
 
 use std::collections::HashMap;
+use std::ffi::c_void;
 use std::future::Future;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -50,17 +52,28 @@ pub(crate) enum Outcome {
 #[must_use = "a receipt dropped unsettled reports its record as not delivered"]
 pub struct Receipt {
     /// `None` once settled.
+    slip: Option<Box<Slip>>,
+}
+
+/// A receipt's state, boxed so that a receipt is one pointer. A lane's slips
+/// come back to its ledger when settled and are used again: a record costs
+/// no allocation, and none is freed on the thread that settles it.
+struct Slip {
+    /// Whom to tell; `None` while the slip is pooled or settled.
     to: Option<To>,
+    /// The message's offset, for a lane.
+    offset: i64,
+    outcome: Outcome,
+    /// How many records the message has.
+    parts: u32,
+    /// What the sink reported, once settled; boxed, as failures are rare
+    /// and the slip stays small.
+    result: Result<(), Box<SinkError>>,
 }
 
 enum To {
     /// A record of the message at `offset`, one of its `parts`.
-    Lane {
-        ledger: Arc<Ledger>,
-        offset: i64,
-        outcome: Outcome,
-        parts: u32,
-    },
+    Lane(Arc<Ledger>),
     Channel(oneshot::Sender<Result<(), SinkError>>),
 }
 
@@ -70,23 +83,65 @@ impl Receipt {
     pub fn channel() -> (Self, Confirmation) {
         let (tx, rx) = oneshot::channel();
         let receipt = Self {
-            to: Some(To::Channel(tx)),
+            slip: Some(Box::new(Slip {
+                to: Some(To::Channel(tx)),
+                offset: 0,
+                outcome: Outcome::Processed,
+                parts: 1,
+                result: Ok(()),
+            })),
         };
         (receipt, Confirmation(rx))
     }
 
     /// Reports the record as delivered (`Ok`) or not.
     pub fn settle(mut self, result: Result<(), SinkError>) {
-        if let Some(to) = self.to.take() {
-            to.settle(result);
+        if let Some(slip) = self.slip.take() {
+            slip.settle(result);
         }
+    }
+
+    /// The receipt as one pointer, for a client that carries one opaque
+    /// pointer with each record (librdkafka's `msg_opaque`). The pointer owns
+    /// the receipt: [`Receipt::from_raw`] takes it back, once.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use pythia_core::Receipt;
+    /// let (receipt, confirmation) = Receipt::channel();
+    /// let opaque = receipt.into_raw();
+    /// // SAFETY: made by `into_raw` just above and taken back once.
+    /// let receipt = unsafe { Receipt::from_raw(opaque) };
+    /// receipt.settle(Ok(()));
+    /// assert!(confirmation.await.is_ok());
+    /// # });
+    /// ```
+    pub fn into_raw(self) -> NonNull<c_void> {
+        let mut receipt = std::mem::ManuallyDrop::new(self);
+        let slip = receipt
+            .slip
+            .take()
+            .expect("an unsettled receipt has a slip");
+        NonNull::from(Box::leak(slip)).cast()
+    }
+
+    /// Takes back a receipt made into a pointer by [`Receipt::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `raw` must come from [`Receipt::into_raw`] and not have been taken
+    /// back before.
+    pub unsafe fn from_raw(raw: NonNull<c_void>) -> Self {
+        // SAFETY: per the contract, `raw` is a leaked `Box<Slip>`, owned here.
+        let slip = unsafe { Box::from_raw(raw.cast::<Slip>().as_ptr()) };
+        Self { slip: Some(slip) }
     }
 }
 
 impl Drop for Receipt {
     fn drop(&mut self) {
-        if let Some(to) = self.to.take() {
-            to.settle(Err(SinkError::Dropped));
+        if let Some(slip) = self.slip.take() {
+            slip.settle(Err(SinkError::Dropped));
         }
     }
 }
@@ -94,30 +149,28 @@ impl Drop for Receipt {
 impl std::fmt::Debug for Receipt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut debug = f.debug_struct("Receipt");
-        if let Some(To::Lane { offset, parts, .. }) = &self.to {
-            debug.field("offset", offset).field("parts", parts);
+        if let Some(slip) = &self.slip
+            && let Some(To::Lane(_)) = slip.to
+        {
+            debug
+                .field("offset", &slip.offset)
+                .field("parts", &slip.parts);
         }
-        debug.field("settled", &self.to.is_none()).finish()
+        debug.field("settled", &self.slip.is_none()).finish()
     }
 }
 
-impl To {
-    fn settle(self, result: Result<(), SinkError>) {
-        match self {
-            Self::Lane {
-                ledger,
-                offset,
-                outcome,
-                parts,
-            } => ledger.push(Settled {
-                offset,
-                outcome,
-                parts,
-                result,
-            }),
-            Self::Channel(tx) => {
+impl Slip {
+    fn settle(mut self: Box<Self>, result: Result<(), SinkError>) {
+        match self.to.take() {
+            Some(To::Lane(ledger)) => {
+                self.result = result.map_err(Box::new);
+                ledger.push(self);
+            }
+            Some(To::Channel(tx)) => {
                 let _ = tx.send(result);
             }
+            None => {}
         }
     }
 }
@@ -134,14 +187,6 @@ impl Future for Confirmation {
             .poll(cx)
             .map(|result| result.unwrap_or(Err(SinkError::Dropped)))
     }
-}
-
-/// One settled receipt of a lane.
-struct Settled {
-    offset: i64,
-    outcome: Outcome,
-    parts: u32,
-    result: Result<(), SinkError>,
 }
 
 /// A message whose records are all settled.
@@ -161,13 +206,24 @@ struct Partial {
     result: Result<(), SinkError>,
 }
 
+/// Settled slips a ledger keeps for new receipts, at most (of 40 bytes
+/// each): a lane's records awaiting delivery at full speed, without holding
+/// on to all of a burst's.
+const POOLED: usize = 4096;
+
 /// Where a lane's receipts are settled.
 #[derive(Default)]
+#[expect(
+    clippy::vec_box,
+    reason = "the boxes are receipts' own, moved between the lists and reused"
+)]
 pub(crate) struct Ledger {
     /// Filled by the sinks' report threads.
-    settled: Mutex<Vec<Settled>>,
+    settled: Mutex<Vec<Box<Slip>>>,
     /// Taken by the lane: the last run of reports, kept for its capacity.
-    drained: Mutex<Vec<Settled>>,
+    drained: Mutex<Vec<Box<Slip>>>,
+    /// Drained slips, for the lane's next receipts.
+    pool: Mutex<Vec<Box<Slip>>>,
     /// Messages of several records with some settled, by offset.
     partial: Mutex<HashMap<i64, Partial>>,
     /// Receipts handed out and not yet drained.
@@ -182,14 +238,24 @@ impl Ledger {
     /// A receipt for one of the `parts` records of the message at `offset`.
     pub(crate) fn receipt(self: &Arc<Self>, offset: i64, outcome: Outcome, parts: u32) -> Receipt {
         self.unsettled.fetch_add(1, Ordering::Relaxed);
-        Receipt {
-            to: Some(To::Lane {
-                ledger: self.clone(),
+        let to = Some(To::Lane(self.clone()));
+        let slip = match lock(&self.pool).pop() {
+            Some(mut slip) => {
+                slip.to = to;
+                slip.offset = offset;
+                slip.outcome = outcome;
+                slip.parts = parts;
+                slip
+            }
+            None => Box::new(Slip {
+                to,
                 offset,
                 outcome,
                 parts,
+                result: Ok(()),
             }),
-        }
+        };
+        Receipt { slip: Some(slip) }
     }
 
     /// Whether every receipt handed out has been settled and drained.
@@ -197,7 +263,7 @@ impl Ledger {
         self.unsettled.load(Ordering::Relaxed) == 0
     }
 
-    fn push(&self, settled: Settled) {
+    fn push(&self, settled: Box<Slip>) {
         let first = {
             let mut all = lock(&self.settled);
             all.push(settled);
@@ -240,15 +306,16 @@ impl Ledger {
         }
         self.unsettled.fetch_sub(drained.len(), Ordering::Relaxed);
         let mut completed = true;
-        for settled in drained.drain(..) {
+        for settled in drained.iter_mut() {
             if !completed {
                 continue;
             }
+            let result = std::mem::replace(&mut settled.result, Ok(())).map_err(|e| *e);
             let delivered = if settled.parts <= 1 {
                 Delivered {
                     offset: settled.offset,
                     outcome: settled.outcome,
-                    result: settled.result,
+                    result,
                 }
             } else {
                 let mut partial = lock(&self.partial);
@@ -258,7 +325,7 @@ impl Ledger {
                 });
                 entry.due -= 1;
                 if entry.result.is_ok() {
-                    entry.result = settled.result;
+                    entry.result = result;
                 }
                 if entry.due > 0 {
                     continue;
@@ -273,6 +340,14 @@ impl Ledger {
             };
             completed = each(delivered);
         }
+        let mut pool = lock(&self.pool);
+        let room = POOLED.saturating_sub(pool.len());
+        if drained.len() <= room {
+            pool.append(&mut drained);
+        } else {
+            pool.extend(drained.drain(..room));
+            drained.clear();
+        }
         completed
     }
 }
@@ -284,6 +359,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+const _: () = assert!(std::mem::size_of::<Slip>() <= 40);
 
 #[cfg(test)]
 mod tests {
@@ -324,6 +401,46 @@ mod tests {
         drop(ledger.receipt(2, Outcome::Processed, 1));
         assert_eq!(drained(&ledger), [(1, false), (2, false)]);
         assert!(ledger.is_idle());
+    }
+
+    #[test]
+    fn settled_slips_are_reused_without_holding_the_ledger_or_their_results() {
+        let ledger = Arc::new(Ledger::default());
+        let first: Vec<_> = (0..3)
+            .map(|offset| ledger.receipt(offset, Outcome::Processed, 1))
+            .collect();
+        let slips: Vec<*const Slip> = first
+            .iter()
+            .map(|r| &**r.slip.as_ref().unwrap() as *const Slip)
+            .collect();
+        for receipt in first {
+            receipt.settle(Err(SinkError::NoTopic));
+        }
+        assert_eq!(drained(&ledger), [(0, false), (1, false), (2, false)]);
+        assert_eq!(lock(&ledger.pool).len(), 3);
+        assert_eq!(Arc::strong_count(&ledger), 1, "pooled slips hold no ledger");
+
+        // Through a pointer, as a client carries it.
+        let again = ledger.receipt(9, Outcome::DeadLettered, 1);
+        assert!(slips.contains(&(&**again.slip.as_ref().unwrap() as *const Slip)));
+        // SAFETY: made by `into_raw` just here and taken back once.
+        let again = unsafe { Receipt::from_raw(again.into_raw()) };
+        again.settle(Ok(()));
+        assert_eq!(drained(&ledger), [(9, true)], "the earlier failure is gone");
+        assert!(ledger.is_idle());
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_bound() {
+        let ledger = Arc::new(Ledger::default());
+        let receipts: Vec<_> = (0..POOLED as i64 + 10)
+            .map(|offset| ledger.receipt(offset, Outcome::Processed, 1))
+            .collect();
+        for receipt in receipts {
+            receipt.settle(Ok(()));
+        }
+        assert_eq!(drained(&ledger).len(), POOLED + 10);
+        assert_eq!(lock(&ledger.pool).len(), POOLED);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use pythia_core::{ConfigError, Record, SinkError};
 use rdkafka::producer::{Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::IntoOpaque;
 use rdkafka_sys as rdsys;
 use rdkafka_sys::rd_kafka_vtype_t::*;
 
@@ -251,10 +252,11 @@ pub(crate) fn enqueue<C, O>(
     producer: &ThreadedProducer<C>,
     topic: &Topic,
     record: Enqueue<'_>,
-    opaque: Box<O>,
-) -> Result<(), (RDKafkaErrorCode, Box<O>)>
+    opaque: O,
+) -> Result<(), (RDKafkaErrorCode, O)>
 where
-    C: ProducerContext<DeliveryOpaque = Box<O>> + 'static,
+    C: ProducerContext<DeliveryOpaque = O> + 'static,
+    O: IntoOpaque,
 {
     fn bytes(bytes: Option<&[u8]>) -> (*mut c_void, usize) {
         bytes.map_or((std::ptr::null_mut(), 0), |b| {
@@ -267,7 +269,7 @@ where
         .headers
         .as_ref()
         .map_or(std::ptr::null_mut(), |h| h.0.as_ptr());
-    let opaque = Box::into_raw(opaque);
+    let opaque = opaque.into_ptr();
     // SAFETY: the client and topic handles are valid while `producer` and
     // `topic` live. With `RD_KAFKA_MSG_F_COPY` librdkafka copies the payload
     // and key before returning. The argument types match what
@@ -288,7 +290,7 @@ where
             key,
             key_len,
             RD_KAFKA_VTYPE_OPAQUE,
-            opaque.cast::<c_void>(),
+            opaque,
             RD_KAFKA_VTYPE_HEADERS,
             headers,
             RD_KAFKA_VTYPE_END,
@@ -300,7 +302,7 @@ where
         Ok(())
     } else {
         // SAFETY: a refused record's opaque was not kept by librdkafka; it is
-        // the box made above, reclaimed once.
-        Err((err.into(), unsafe { Box::from_raw(opaque) }))
+        // the pointer made above, taken back once.
+        Err((err.into(), unsafe { O::from_ptr(opaque) }))
     }
 }

@@ -1,7 +1,9 @@
 //! The Kafka sink: an idempotent producer whose delivery reports settle the
 //! receipts that gate commits.
 
+use std::ffi::c_void;
 use std::future::Future;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::IntoOpaque;
 
 use crate::config::KafkaConfig;
 use crate::error::KafkaError;
@@ -79,12 +82,29 @@ impl std::fmt::Debug for KafkaSink {
 /// Settles each record's receipt from its delivery report.
 struct Reports;
 
+/// A record's receipt, carried by librdkafka as the record's opaque pointer.
+struct Pending(Receipt);
+
+/// `from_ptr` takes back what `into_ptr` made; librdkafka hands each
+/// record's opaque to exactly one delivery report.
+impl IntoOpaque for Pending {
+    fn into_ptr(self) -> *mut c_void {
+        self.0.into_raw().as_ptr()
+    }
+
+    unsafe fn from_ptr(ptr: *mut c_void) -> Self {
+        let ptr = NonNull::new(ptr).expect("a record's opaque is its receipt");
+        // SAFETY: per the trait's contract, `ptr` came from `into_ptr`.
+        Self(unsafe { Receipt::from_raw(ptr) })
+    }
+}
+
 impl ClientContext for Reports {}
 
 impl ProducerContext for Reports {
-    type DeliveryOpaque = Box<Receipt>;
+    type DeliveryOpaque = Pending;
 
-    fn delivery(&self, report: &DeliveryResult<'_>, receipt: Box<Receipt>) {
+    fn delivery(&self, report: &DeliveryResult<'_>, Pending(receipt): Pending) {
         receipt.settle(match report {
             Ok(_) => Ok(()),
             Err((error, message)) => Err(SinkError::Delivery {
@@ -121,10 +141,10 @@ impl KafkaSink {
             key: record.key.as_deref(),
             headers,
         };
-        match produce::enqueue(&inner.producer, &topic, enqueue, Box::new(receipt)) {
+        match produce::enqueue(&inner.producer, &topic, enqueue, Pending(receipt)) {
             Ok(()) => None,
-            Err((RDKafkaErrorCode::QueueFull, receipt)) => Some((record, *receipt)),
-            Err((code, receipt)) => {
+            Err((RDKafkaErrorCode::QueueFull, Pending(receipt))) => Some((record, receipt)),
+            Err((code, Pending(receipt))) => {
                 receipt.settle(Err(SinkError::Delivery {
                     topic: topic.name().to_owned(),
                     reason: RdKafkaError::MessageProduction(code).to_string(),
