@@ -317,7 +317,7 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 /// [worker]
 /// name = "billing"           # in logs and metrics; defaults to the group
 /// max_in_flight = 1024       # messages processing at once (until their outputs are handed to the sink)
-/// partition_buffer = 1000    # fetched messages held per partition before it pauses
+/// partition_buffer = 5000    # fetched messages held per partition before it pauses
 /// shutdown_timeout = "30s"   # deadline of the whole shutdown: drain, commit, leave
 /// revoke_timeout = "10s"     # drain deadline for partitions taken by a rebalance
 /// max_message_bytes = 1048576  # larger payloads are dead-lettered unprocessed (default: no limit)
@@ -346,7 +346,11 @@ pub struct WorkerConfig {
     pub max_in_flight: usize,
     /// Messages a partition may hold, fetched and waiting for their turn or
     /// processed and awaiting delivery; at this many its fetching pauses (the
-    /// consumer keeps polling), and it resumes at half.
+    /// consumer keeps polling), and it resumes at half. A few hundred more
+    /// may have been read by then: the source reads up to 256 messages of a
+    /// partition per pass and runs at most two batches ahead of the runtime. A partition flowing at rate R with outputs that take L to
+    /// be delivered holds about R × L awaiting delivery alone (100,000 msg/s
+    /// at 10 ms: 1,000), so a buffer much smaller than that caps its rate.
     pub partition_buffer: usize,
     /// The whole shutdown's deadline: in-flight messages get all but the last
     /// fifth of it (at most 5 s, kept for the final commit and leaving the
@@ -413,7 +417,7 @@ impl Default for WorkerConfig {
         Self {
             name: None,
             max_in_flight: 1024,
-            partition_buffer: 1000,
+            partition_buffer: 5000,
             shutdown_timeout: Duration::from_secs(30),
             revoke_timeout: Duration::from_secs(10),
             max_message_bytes: None,

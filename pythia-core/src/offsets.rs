@@ -125,6 +125,14 @@ impl OffsetTracker {
         }
     }
 
+    /// How many of one partition's received offsets are not done yet (or
+    /// are behind one that is not): what the source has handed out of it.
+    pub fn in_flight(&self, partition: &PartitionId) -> usize {
+        self.lock()
+            .get(partition)
+            .map_or(0, PartitionOffsets::in_flight)
+    }
+
     /// The commit point of one partition.
     pub fn commit_point(&self, partition: &PartitionId) -> Option<i64> {
         self.lock().get(partition).and_then(|p| p.commit_point())

@@ -18,7 +18,7 @@
 //! of the throughput.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc as std_mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,6 +42,13 @@ use crate::queue::{Fetched, PartitionQueue};
 const MAX_BATCH: usize = 1024;
 /// Messages read from one partition's queue per pass, so partitions take turns.
 const PER_PARTITION: usize = 256;
+/// Batches handed to the runtime and not yet taken, at most, before the
+/// poller stops reading partitions until the runtime catches up. The runtime
+/// pauses a partition whose lane holds `worker.partition_buffer` messages; with
+/// the poller this close behind, the pause takes effect a few hundred messages
+/// later rather than after all it could fetch meanwhile (19,000 of a
+/// partition, with a buffer of 1,000, when it was not held back).
+const QUEUED_BATCHES: usize = 2;
 /// How long the poller sleeps when nothing is fetched. Fetched messages and
 /// commands wake it at once; this bounds how late it serves other events.
 /// Kept short because rebalance events do not always wake it: a cooperative
@@ -97,6 +104,8 @@ impl Acker for KafkaAcker {
 /// A consumer-group member as a [`Source`].
 pub struct KafkaSource {
     events: Option<mpsc::UnboundedReceiver<SourceEvent>>,
+    /// Batches of messages sent by the poller and not yet taken.
+    queued: Arc<AtomicUsize>,
     commands: std_mpsc::Sender<Command>,
     waker: Waker,
     tracker: Arc<OffsetTracker>,
@@ -122,8 +131,10 @@ impl KafkaSource {
         let tracker = Arc::new(OffsetTracker::new());
         let (events_tx, events) = mpsc::unbounded_channel();
         let waker = Waker::default();
+        let queued = Arc::new(AtomicUsize::new(0));
         let context = SourceContext {
             events: events_tx,
+            queued: queued.clone(),
             tracker: tracker.clone(),
             pending: Mutex::new(Vec::new()),
             changes: Mutex::new(Vec::new()),
@@ -164,6 +175,7 @@ impl KafkaSource {
             .map_err(|e| KafkaError::Io(e.to_string()))?;
         Ok(Self {
             events: Some(events),
+            queued,
             commands,
             waker,
             tracker,
@@ -185,7 +197,14 @@ impl Source for KafkaSource {
     }
 
     async fn next(&mut self) -> Option<SourceEvent> {
-        self.events.as_mut()?.recv().await
+        let event = self.events.as_mut()?.recv().await;
+        if let Some(SourceEvent::Messages(_)) = event
+            && self.queued.fetch_sub(1, Ordering::AcqRel) >= QUEUED_BATCHES
+        {
+            // The poller may be waiting for room.
+            self.waker.wake();
+        }
+        event
     }
 
     fn pause(&mut self, partitions: &[PartitionId]) {
@@ -241,6 +260,8 @@ struct SourceContext {
     /// Messages polled but not yet forwarded; flushed before any rebalance event
     /// so the runtime sees them in order.
     pending: Mutex<Vec<Message<Option<Bytes>>>>,
+    /// Batches sent and not yet taken by the runtime (`QUEUED_BATCHES`).
+    queued: Arc<AtomicUsize>,
     closing: AtomicBool,
     /// Queues split or dropped by rebalances, for the poller to pick up.
     changes: Mutex<Vec<QueueChange>>,
@@ -261,7 +282,14 @@ impl SourceContext {
             self.tracker
                 .received(run[0].partition_id(), run.iter().map(|m| m.offset()));
         }
+        self.queued.fetch_add(1, Ordering::AcqRel);
         self.events.send(SourceEvent::Messages(batch)).is_ok()
+    }
+
+    /// Whether the runtime has taken enough of the batches sent for more
+    /// partitions to be read.
+    fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Acquire) < QUEUED_BATCHES
     }
 
     fn send(&self, event: SourceEvent) {
@@ -681,7 +709,11 @@ impl Poller {
             }
         }
         self.apply_changes();
-        let count = self.splits.len();
+        let count = if self.consumer.context().has_room() {
+            self.splits.len()
+        } else {
+            0
+        };
         for i in 0..count {
             let split = &mut self.splits[(self.turn + i) % count];
             if split.paused {
