@@ -192,9 +192,9 @@ impl Fetched<'_> {
             return Some(Serialized::Absent);
         }
         // In a v2 record the headers follow the value, and an empty or null
-        // value (one byte of length, 0 or -1) follows the key. A pointer anywhere else
-        // means the fields are not where this reads them; without a value
-        // or key to check against, librdkafka is asked.
+        // value (one byte of length, 0 or -1) follows the key. A pointer
+        // anywhere else means the fields are not where this reads them;
+        // without a value or key to check against, librdkafka is asked.
         let raw = self.raw();
         let expected = if !raw.payload.is_null() && raw.len > 0 {
             raw.payload.cast::<u8>().wrapping_add(raw.len)
