@@ -384,6 +384,13 @@ impl Metrics {
         self.inner.rebalances.with_label_values(&[group]).inc();
     }
 
+    /// Exports `group`'s rebalance and commit-failure counters at zero, so
+    /// dashboards and alerts see them before the first of either.
+    pub fn group_started(&self, group: &str) {
+        let _ = self.inner.rebalances.with_label_values(&[group]);
+        let _ = self.inner.commit_failures.with_label_values(&[group]);
+    }
+
     /// Counts one failed offset commit of `group`.
     pub fn commit_failed(&self, group: &str) {
         self.inner.commit_failures.with_label_values(&[group]).inc();

@@ -4,6 +4,10 @@
 //! order (outputs still in delivery, later parallel modes). The commit point of a
 //! partition is the first offset not yet done — never past a message in flight —
 //! or one past the last received offset when everything is done.
+//!
+//! The tracker also knows which commit point the broker has *accepted* and
+//! which one is *sent* and awaiting the broker's reply: a point counts as
+//! committed only once accepted, and a refused one is handed out again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -17,8 +21,11 @@ pub struct PartitionOffsets {
     pending: VecDeque<(i64, bool)>,
     /// One past the highest offset received.
     next: Option<i64>,
-    /// The commit point last handed out by [`PartitionOffsets::take_commit`].
+    /// The highest commit point the broker accepted.
     committed: Option<i64>,
+    /// The commit point handed out by [`PartitionOffsets::take_commit`] and
+    /// not yet accepted or refused.
+    sent: Option<i64>,
 }
 
 impl PartitionOffsets {
@@ -54,20 +61,43 @@ impl PartitionOffsets {
         }
     }
 
-    /// The commit point if it moved since the last call.
+    /// The commit point to send, if it is neither accepted nor already sent.
     pub fn take_commit(&mut self) -> Option<i64> {
-        let point = self.commit_point()?;
-        if self.committed == Some(point) {
+        let point = self.uncommitted()?;
+        if self.sent == Some(point) {
             return None;
         }
-        self.committed = Some(point);
+        self.sent = Some(point);
         Some(point)
     }
 
-    /// Forgets the last commit handed out, so the next `take_commit` repeats it
-    /// (after a failed commit).
+    /// The commit point unless the broker already accepted it (sent or not).
+    pub fn uncommitted(&self) -> Option<i64> {
+        let point = self.commit_point()?;
+        (self.committed != Some(point)).then_some(point)
+    }
+
+    /// Records that the broker accepted a commit of `offset`.
+    pub fn accepted(&mut self, offset: i64) {
+        if self.committed.is_none_or(|c| offset > c) {
+            self.committed = Some(offset);
+        }
+        if self.sent.is_some_and(|s| s <= offset) {
+            self.sent = None;
+        }
+    }
+
+    /// Records that the broker refused (or never answered) a commit of
+    /// `offset`, so the next `take_commit` sends the commit point again.
+    pub fn refused(&mut self, offset: i64) {
+        if self.sent == Some(offset) {
+            self.sent = None;
+        }
+    }
+
+    /// Forgets the commit handed out, so the next `take_commit` repeats it.
     pub fn forget_commit(&mut self) {
-        self.committed = None;
+        self.sent = None;
     }
 
     /// How many received offsets are not yet done (or are behind one that is not).
@@ -138,7 +168,8 @@ impl OffsetTracker {
         self.lock().get(partition).and_then(|p| p.commit_point())
     }
 
-    /// The commit points that moved since last taken, for every partition.
+    /// The commit points to send: those neither accepted by the broker nor
+    /// sent and awaiting its reply, for every partition.
     pub fn take_commits(&self) -> Vec<(PartitionId, i64)> {
         self.lock()
             .iter_mut()
@@ -156,24 +187,43 @@ impl OffsetTracker {
         }
     }
 
-    /// Stops tracking these partitions, returning their final commit points.
+    /// Records the broker's answer to a commit of `offset` for `partition`.
+    /// Partitions no longer tracked are ignored.
+    pub fn commit_answered(&self, partition: &PartitionId, offset: i64, accepted: bool) {
+        if let Some(entry) = self.lock().get_mut(partition) {
+            if accepted {
+                entry.accepted(offset);
+            } else {
+                entry.refused(offset);
+            }
+        }
+    }
+
+    /// Whether any partition has a commit point the broker has not accepted.
+    pub fn has_uncommitted(&self) -> bool {
+        self.lock().values().any(|p| p.uncommitted().is_some())
+    }
+
+    /// Stops tracking these partitions, returning the commit points the
+    /// broker has not accepted yet: what is left to commit before handing
+    /// them over.
     ///
-    /// Points already handed out by `take_commits` are returned too: that
-    /// commit may still be in flight and fail, and this is the last chance.
+    /// Points sent and not yet answered are returned too: that commit may
+    /// still fail, and this is the last chance.
     pub fn remove(&self, partitions: &[PartitionId]) -> Vec<(PartitionId, i64)> {
         let mut map = self.lock();
         partitions
             .iter()
-            .filter_map(|p| Some((p.clone(), map.remove(p)?.commit_point()?)))
+            .filter_map(|p| Some((p.clone(), map.remove(p)?.uncommitted()?)))
             .collect()
     }
 
-    /// Stops tracking every partition, returning each one's final commit
-    /// point (taken or not): for the last commit before leaving.
+    /// Stops tracking every partition, returning the commit points the broker
+    /// has not accepted yet (sent or not): for the last commit before leaving.
     pub fn remove_all(&self) -> Vec<(PartitionId, i64)> {
         self.lock()
             .drain()
-            .filter_map(|(p, offsets)| Some((p, offsets.commit_point()?)))
+            .filter_map(|(p, offsets)| Some((p, offsets.uncommitted()?)))
             .collect()
     }
 }
@@ -199,9 +249,48 @@ mod tests {
         p.done(12);
         assert_eq!(p.commit_point(), Some(15), "one past the last received");
         assert_eq!(p.take_commit(), Some(15));
-        assert_eq!(p.take_commit(), None, "unchanged commit is not repeated");
+        assert_eq!(
+            p.take_commit(),
+            None,
+            "a commit awaiting its answer is not repeated"
+        );
         p.forget_commit();
         assert_eq!(p.take_commit(), Some(15));
+    }
+
+    #[test]
+    fn a_refused_commit_is_sent_again_until_accepted() {
+        let mut p = PartitionOffsets::default();
+        p.received(0);
+        p.done(0);
+        assert_eq!(p.take_commit(), Some(1));
+        assert_eq!(p.take_commit(), None, "awaiting the broker's answer");
+        p.refused(1);
+        assert_eq!(p.uncommitted(), Some(1), "refused is not committed");
+        assert_eq!(p.take_commit(), Some(1), "refused: sent again");
+        p.accepted(1);
+        assert_eq!(p.uncommitted(), None);
+        assert_eq!(p.take_commit(), None, "accepted: nothing to send");
+    }
+
+    #[test]
+    fn answers_to_older_commits_do_not_undo_newer_ones() {
+        let mut p = PartitionOffsets::default();
+        p.received(0);
+        p.received(1);
+        p.done(0);
+        assert_eq!(p.take_commit(), Some(1));
+        p.done(1);
+        assert_eq!(p.take_commit(), Some(2), "the point moved: send it");
+        p.refused(1);
+        assert_eq!(p.take_commit(), None, "2 is still awaiting its answer");
+        p.accepted(2);
+        p.accepted(1);
+        assert_eq!(
+            p.uncommitted(),
+            None,
+            "a late answer for 1 does not move back"
+        );
     }
 
     #[test]
@@ -220,27 +309,46 @@ mod tests {
     }
 
     #[test]
-    fn removing_a_partition_returns_its_final_point_even_when_taken() {
+    fn removing_a_partition_returns_what_the_broker_has_not_accepted() {
         let tracker = OffsetTracker::new();
         let a = PartitionId::new("t", 0);
         let b = PartitionId::new("t", 1);
-        tracker.received(&a, 0..3);
-        tracker.received(&b, 0..3);
-        tracker.done(&a, 0);
-        tracker.done(&b, 0);
-        assert_eq!(tracker.take_commits().len(), 2);
+        let c = PartitionId::new("t", 2);
+        for p in [&a, &b, &c] {
+            tracker.received(p, 0..3);
+            tracker.done(p, 0);
+        }
+        assert_eq!(tracker.take_commits().len(), 3);
         tracker.done(&a, 1);
         assert_eq!(
             tracker.take_commits(),
             vec![(a.clone(), 2)],
-            "b did not move"
+            "b and c did not move"
         );
-        // A taken commit may still fail in flight: the final commit repeats it.
-        let mut removed = tracker.remove(&[a.clone(), b.clone()]);
+        tracker.commit_answered(&c, 1, true);
+        tracker.commit_answered(&b, 1, false);
+        assert!(tracker.has_uncommitted());
+        // A sent commit may still fail in flight: the final commit repeats
+        // it; an accepted one (c) is not sent again.
+        let mut removed = tracker.remove(&[a.clone(), b.clone(), c.clone()]);
         removed.sort();
         assert_eq!(removed, vec![(a.clone(), 2), (b, 1)]);
         assert!(tracker.remove_all().is_empty());
         assert_eq!(tracker.commit_point(&a), None);
+        assert!(!tracker.has_uncommitted());
+    }
+
+    #[test]
+    fn a_member_with_everything_committed_has_nothing_to_commit() {
+        let tracker = OffsetTracker::new();
+        let a = PartitionId::new("t", 0);
+        tracker.received(&a, 0..2);
+        tracker.done_many(&a, &[0, 1]);
+        assert_eq!(tracker.take_commits(), vec![(a.clone(), 2)]);
+        tracker.commit_answered(&a, 2, true);
+        assert!(tracker.take_commits().is_empty());
+        assert!(!tracker.has_uncommitted());
+        assert!(tracker.remove_all().is_empty(), "nothing changed since");
     }
 
     /// Offsets received in order with gaps, and completions in any order.

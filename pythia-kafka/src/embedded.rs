@@ -149,6 +149,36 @@ impl EmbeddedBroker {
         Ok(())
     }
 
+    /// Makes the next `errors.len()` requests of Kafka API `api_key` (8 is
+    /// OffsetCommit, 0 Produce, 1 Fetch) fail with these errors, in order:
+    /// for tests of what a client does with a refusal.
+    ///
+    /// ```
+    /// use pythia_kafka::EmbeddedBroker;
+    /// use rdkafka::types::RDKafkaRespErr;
+    /// let broker = EmbeddedBroker::start()?;
+    /// broker.fail_requests(8, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS]);
+    /// broker.clear_request_errors(8);
+    /// # Ok::<(), pythia_kafka::EmbeddedError>(())
+    /// ```
+    pub fn fail_requests(&self, api_key: i16, errors: &[rdsys::rd_kafka_resp_err_t]) {
+        // SAFETY: `cluster` is live; the errors are copied by the call.
+        unsafe {
+            rdsys::rd_kafka_mock_push_request_errors_array(
+                self.cluster,
+                api_key,
+                errors.len(),
+                errors.as_ptr(),
+            );
+        }
+    }
+
+    /// Forgets the errors [`EmbeddedBroker::fail_requests`] queued for `api_key`.
+    pub fn clear_request_errors(&self, api_key: i16) {
+        // SAFETY: `cluster` is live.
+        unsafe { rdsys::rd_kafka_mock_clear_request_errors(self.cluster, api_key) };
+    }
+
     /// Takes the broker down (`up = false`) or brings it back: for outage tests.
     pub fn set_broker_up(&self, up: bool) {
         // SAFETY: `cluster` is live; broker id 1 is the only broker.

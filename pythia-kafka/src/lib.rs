@@ -29,6 +29,7 @@
 //! }
 //! ```
 
+mod commit;
 mod config;
 mod embedded;
 mod error;

@@ -8,6 +8,11 @@
 //! the runtime outside a rebalance, the member keeps polling however slow the
 //! handlers are, so it is never expelled by `max.poll.interval.ms`.
 //!
+//! Commits are sent with their answers read back (see [`crate::commit`]):
+//! a commit the group refuses is sent again on the next round, and a point
+//! counts as committed only once the broker accepted it. Revoke and final
+//! commits wait for their answer with a deadline, never without a bound.
+//!
 //! Each assigned partition's messages are split into a queue of their own as
 //! it is assigned, before librdkafka starts fetching it. Pausing a partition
 //! then only stops reading its queue: what librdkafka already fetched stays
@@ -28,12 +33,12 @@ use pythia_core::offsets::OffsetTracker;
 use pythia_core::{
     Acker, Header, Headers, Message, Metrics, PartitionId, Revocation, Source, SourceEvent,
 };
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Headers as _};
-use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message as _, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::commit::{Committer, Settled};
 use crate::config::Config;
 use crate::error::KafkaError;
 use crate::queue::{Fetched, PartitionQueue};
@@ -57,15 +62,26 @@ const QUEUED_BATCHES: usize = 2;
 /// partitions' messages since the last accepted commit. A shorter sleep makes
 /// that rarer on the embedded broker; it does not rule it out.
 const POLL_WAIT: Duration = Duration::from_millis(2);
-/// How long a final commit the group refuses for a moment is retried.
-const FINAL_COMMIT_RETRY: Duration = Duration::from_secs(3);
+/// How long the final commit may take when the source is dropped without
+/// `close`.
+const DROP_COMMIT_WAIT: Duration = Duration::from_secs(3);
+/// How long a revoke waits for its commit's answer. The group waits for the
+/// revoke meanwhile; a refused or late commit costs only duplicates, since
+/// the next owner starts from the last accepted commit.
+const REVOKE_COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Size of the blocks payloads and keys are copied into.
 const ARENA_BLOCK: usize = 64 * 1024;
 
 enum Command {
     Pause(Vec<PartitionId>),
     Resume(Vec<PartitionId>),
-    Close(oneshot::Sender<Result<(), pythia_core::Error>>),
+    Close(CloseRequest),
+}
+
+/// Asks the poller for the final commit by `deadline`; the result goes to `reply`.
+struct CloseRequest {
+    reply: oneshot::Sender<Result<(), pythia_core::Error>>,
+    deadline: Instant,
 }
 
 /// Wakes the poller thread when it sleeps for want of messages.
@@ -140,6 +156,7 @@ impl KafkaSource {
             changes: Mutex::new(Vec::new()),
             waker: waker.clone(),
             closing: AtomicBool::new(false),
+            committer: Mutex::new(None),
             metrics: metrics.map(|m| (m, config.kafka.group.clone().unwrap_or_default())),
             // The runtime releases a revocation by its deadline: revoke_timeout
             // while running, the shutdown deadline while draining. Wait a little
@@ -151,6 +168,17 @@ impl KafkaSource {
                 + Duration::from_secs(1),
         };
         let mut consumer: BaseConsumer<SourceContext> = client.create_with_context(context)?;
+        let counted = consumer.context().metrics.clone();
+        if let Some((metrics, group)) = &counted {
+            metrics.group_started(group);
+        }
+        let committer = Committer::new(&consumer, move || {
+            if let Some((metrics, group)) = &counted {
+                metrics.commit_failed(group);
+            }
+        })
+        .ok_or_else(|| KafkaError::Io("librdkafka refused to create a commit queue".into()))?;
+        *consumer.context().committer() = Some(committer);
         // Rebalance events and the messages of partitions that could not be
         // split arrive on the consumer's own queue.
         let wake = waker.clone();
@@ -220,25 +248,47 @@ impl Source for KafkaSource {
     async fn close(mut self, timeout: Duration) -> Result<(), pythia_core::Error> {
         // A revoke callback waiting on the runtime sees the channel go away.
         drop(self.events.take());
+        let started = Instant::now();
+        let deadline = started + timeout;
+        // The commit gets most of the time; leaving the group the rest.
+        let commit_deadline = deadline - (timeout / 4).min(Duration::from_secs(2));
         let (reply, replied) = oneshot::channel();
-        if self.commands.send(Command::Close(reply)).is_err() {
+        let request = CloseRequest {
+            reply,
+            deadline: commit_deadline,
+        };
+        if self.commands.send(Command::Close(request)).is_err() {
             return Err(pythia_core::Error::Source(
                 "consumer thread has stopped".into(),
             ));
         }
         self.waker.wake();
-        let result = match tokio::time::timeout(timeout, replied).await {
+        // The poller answers once it knows, and never later than its
+        // deadline: give it a moment more before calling it stuck.
+        let result = match tokio::time::timeout(timeout + Duration::from_secs(1), replied).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(pythia_core::Error::Source(
                 "consumer thread stopped before the final commit".into(),
             )),
             Err(_) => Err(pythia_core::Error::Source(format!(
-                "final commit and leaving the group took longer than {timeout:?}"
+                "final offset commit did not finish within {timeout:?}; messages after the last commit will be redelivered"
             ))),
         };
         if let Some(thread) = self.thread.take() {
-            // The thread exits right after replying; don't block the runtime on it.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            // Leaving the group: bounded, as the commit is already settled.
+            // A member that cannot leave in time is noticed by the group
+            // after its session timeout.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let join = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(left.max(Duration::from_millis(500)), join)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    after = ?started.elapsed(),
+                    "leaving the consumer group did not finish in time; the group notices after its session timeout"
+                );
+            }
         }
         result
     }
@@ -269,9 +319,16 @@ struct SourceContext {
     revoke_wait: Duration,
     /// Where rebalances and failed commits are counted, with the group label.
     metrics: Option<(Metrics, String)>,
+    /// Sends commits and reads their answers; taken out (and its queue
+    /// destroyed) before the consumer is.
+    committer: Mutex<Option<Committer>>,
 }
 
 impl SourceContext {
+    fn committer(&self) -> std::sync::MutexGuard<'_, Option<Committer>> {
+        self.committer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn flush(&self) -> bool {
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if batch.is_empty() {
@@ -383,7 +440,21 @@ impl ConsumerContext for SourceContext {
                     }
                 }
                 let commits = self.tracker.remove(&partitions);
-                commit(consumer, &commits, CommitMode::Sync, "revoke");
+                // Busy only while the final commit polls on close, when
+                // nothing is left to commit here.
+                if let Ok(mut committer) = self.committer.try_lock()
+                    && let Some(committer) = committer.as_mut()
+                {
+                    let deadline = Instant::now() + REVOKE_COMMIT_WAIT;
+                    committer.commit_and_wait(
+                        consumer,
+                        &self.tracker,
+                        &commits,
+                        deadline,
+                        "revoke",
+                        None,
+                    );
+                }
                 self.unsplit(&partitions);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
@@ -396,107 +467,53 @@ impl ConsumerContext for SourceContext {
             resume(consumer, tpl);
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(error) = result {
-            self.count(Metrics::commit_failed);
-            // Ask for the same commit again on the next tick.
-            self.tracker.forget_commits(partition_ids(offsets));
-            tracing::warn!(%error, "offset commit failed; will retry");
-        }
-    }
 }
 
-/// Commits `(partition, offset)` pairs; returns whether the commit succeeded.
-fn commit(
+/// The last commit before leaving: what the broker has not accepted yet,
+/// sent again while the group refuses it for a moment (another member
+/// joined or left at the same time, so this member's epoch or generation
+/// went stale, or the group is rebalancing) until `deadline`. Polling between
+/// tries lets the client rejoin and pick up its new generation; messages
+/// fetched meanwhile are not processed, so they stay uncommitted.
+fn final_commit(
     consumer: &BaseConsumer<SourceContext>,
     commits: &[(PartitionId, i64)],
-    mode: CommitMode,
-    reason: &str,
-) -> bool {
-    if commits.is_empty() {
-        return true;
-    }
-    let mut tpl = TopicPartitionList::with_capacity(commits.len());
-    for (p, offset) in commits {
-        if let Err(error) = tpl.add_partition_offset(p.topic(), p.index(), Offset::Offset(*offset))
-        {
-            tracing::warn!(%error, partition = %p, "cannot build commit");
-        }
-    }
-    match consumer.commit(&tpl, mode) {
-        Ok(()) => {
-            if matches!(mode, CommitMode::Sync) {
-                tracing::info!(reason, ?commits, "offsets committed");
-            } else {
-                tracing::debug!(reason, ?commits, "offsets commit sent");
-            }
-            true
-        }
-        Err(error) => {
-            consumer.context().count(Metrics::commit_failed);
-            tracing::warn!(%error, reason, "offset commit failed; messages after the last commit may be redelivered");
-            false
-        }
-    }
-}
-
-/// The last commit before leaving. A commit the group refuses for a moment —
-/// another member joined or left at the same time, so this member's epoch
-/// (KIP-848) or generation (classic protocol) went stale, or the group is
-/// rebalancing — is retried after polling lets the client catch up, for a few
-/// seconds.
-fn final_commit(consumer: &BaseConsumer<SourceContext>, commits: &[(PartitionId, i64)]) -> bool {
-    use rdkafka::error::KafkaError as RdKafkaError;
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    let deadline = std::time::Instant::now() + FINAL_COMMIT_RETRY;
-    loop {
-        let error = match try_commit(consumer, commits, CommitMode::Sync) {
-            Ok(()) => {
-                if !commits.is_empty() {
-                    tracing::info!(reason = "shutdown", ?commits, "offsets committed");
-                }
-                return true;
-            }
-            Err(error) => error,
-        };
-        let passing = matches!(
-            error,
-            RdKafkaError::ConsumerCommit(
-                Code::StaleMemberEpoch
-                    | Code::IllegalGeneration
-                    | Code::RebalanceInProgress
-                    | Code::NotCoordinator
-                    | Code::CoordinatorLoadInProgress
-                    | Code::CoordinatorNotAvailable
-                    | Code::RequestTimedOut
-            )
-        );
-        if !passing || std::time::Instant::now() > deadline {
-            consumer.context().count(Metrics::commit_failed);
-            tracing::warn!(%error, reason = "shutdown", "offset commit failed; messages after the last commit may be redelivered");
-            return false;
-        }
-        tracing::debug!(%error, "final commit refused for now; retrying");
-        // Lets the client heartbeat and pick up its new epoch; messages fetched
-        // meanwhile are not processed, so they stay uncommitted.
-        let _ = consumer.poll(Duration::from_millis(100));
-    }
-}
-
-fn try_commit(
-    consumer: &BaseConsumer<SourceContext>,
-    commits: &[(PartitionId, i64)],
-    mode: CommitMode,
-) -> Result<(), rdkafka::error::KafkaError> {
-    if commits.is_empty() {
+    deadline: Instant,
+) -> Result<(), pythia_core::Error> {
+    let context = consumer.context();
+    let mut guard = context.committer();
+    let Some(committer) = guard.as_mut() else {
         return Ok(());
+    };
+    let mut poll = || {
+        let _ = consumer.poll(Duration::from_millis(100));
+    };
+    match committer.commit_and_wait(
+        consumer,
+        &context.tracker,
+        commits,
+        deadline,
+        "shutdown",
+        Some(&mut poll),
+    ) {
+        Settled::Accepted => Ok(()),
+        Settled::Failed(error) => {
+            let error = error.map_or_else(|| "no answer in time".to_owned(), |e| format!("{e:?}"));
+            let uncommitted: Vec<String> = commits
+                .iter()
+                .map(|(p, offset)| format!("{p} from offset {offset}"))
+                .collect();
+            tracing::error!(
+                %error,
+                ?uncommitted,
+                "final offset commit failed; these messages will be redelivered to the partitions' next owner"
+            );
+            Err(pythia_core::Error::Source(format!(
+                "final offset commit failed ({error}); not committed: {}",
+                uncommitted.join(", ")
+            )))
+        }
     }
-    let mut tpl = TopicPartitionList::with_capacity(commits.len());
-    for (p, offset) in commits {
-        tpl.add_partition_offset(p.topic(), p.index(), Offset::Offset(*offset))?;
-    }
-    consumer.commit(&tpl, mode)
 }
 
 fn resume(consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
@@ -570,11 +587,7 @@ impl Poller {
                 Ok(()) => {}
                 Err(reply) => break reply,
             }
-            if last_commit.elapsed() >= self.commit_interval {
-                let commits = self.consumer.context().tracker.take_commits();
-                commit(&self.consumer, &commits, CommitMode::Async, "interval");
-                last_commit = Instant::now();
-            }
+            self.serve_commits(&mut last_commit);
             let fetched = self.poll_batch();
             if !self.consumer.context().flush() {
                 // The runtime stopped listening: it is closing (a close request
@@ -589,12 +602,25 @@ impl Poller {
         self.close(reply);
     }
 
+    /// Reads commit answers that arrived, and every `commit_interval` sends
+    /// the commit points neither accepted nor awaiting an answer — a refused
+    /// commit among them, so it is retried once per interval, not per poll.
+    fn serve_commits(&mut self, last_commit: &mut Instant) {
+        let context = self.consumer.context();
+        let mut committer = context.committer();
+        let Some(committer) = committer.as_mut() else {
+            return;
+        };
+        committer.serve(&context.tracker);
+        if last_commit.elapsed() >= self.commit_interval {
+            committer.commit_due(&self.consumer, &context.tracker);
+            *last_commit = Instant::now();
+        }
+    }
+
     /// Applies queued commands; `Err` carries the close request (or `None` when
     /// the source was dropped).
-    #[allow(clippy::type_complexity)]
-    fn apply_commands(
-        &mut self,
-    ) -> Result<(), Option<oneshot::Sender<Result<(), pythia_core::Error>>>> {
+    fn apply_commands(&mut self) -> Result<(), Option<CloseRequest>> {
         loop {
             match self.commands.try_recv() {
                 Ok(Command::Pause(partitions)) => self.flow(&partitions, true),
@@ -607,7 +633,7 @@ impl Poller {
     }
 
     /// Waits for the close request after the runtime stopped taking events.
-    fn close_request(&self) -> Option<oneshot::Sender<Result<(), pythia_core::Error>>> {
+    fn close_request(&self) -> Option<CloseRequest> {
         loop {
             match self.commands.recv_timeout(Duration::from_secs(10)) {
                 Ok(Command::Close(reply)) => return Some(reply),
@@ -747,22 +773,26 @@ impl Poller {
         fetched
     }
 
-    fn close(self, reply: Option<oneshot::Sender<Result<(), pythia_core::Error>>>) {
+    fn close(self, request: Option<CloseRequest>) {
         let context = self.consumer.context();
         context.closing.store(true, Ordering::Release);
         // Commit points only ever cover finished messages, so committing them is
         // safe even when the source was dropped without a clean close.
         // Removed from the tracker, so the revoke callback of the close below
-        // has nothing left to commit after the member is gone.
+        // has nothing left to commit after the member is gone. Only what the
+        // broker has not accepted yet is sent.
         let commits = context.tracker.remove_all();
-        let result = if final_commit(&self.consumer, &commits) {
-            Ok(())
-        } else {
-            Err(pythia_core::Error::Source(
-                "final offset commit failed; messages after the last commit will be redelivered"
-                    .into(),
-            ))
-        };
+        let deadline = request.as_ref().map_or_else(
+            || Instant::now() + DROP_COMMIT_WAIT,
+            |request| request.deadline,
+        );
+        let result = final_commit(&self.consumer, &commits, deadline);
+        // Its queue goes before the consumer.
+        drop(context.committer().take());
+        // Answer now: leaving the group below is bounded by the caller.
+        if let Some(request) = request {
+            let _ = request.reply.send(result);
+        }
         // The queues hold the consumer: drop them first, so that dropping the
         // consumer closes it (revoke callback, leave the group).
         drop(self.splits);
@@ -773,9 +803,6 @@ impl Poller {
             .clear();
         drop(self.consumer);
         tracing::info!("left the consumer group");
-        if let Some(reply) = reply {
-            let _ = reply.send(result);
-        }
     }
 }
 
