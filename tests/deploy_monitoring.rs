@@ -406,6 +406,7 @@ fn prometheus_finds_every_metric_of_the_alerts_and_dashboard_and_the_alerts_work
         "PythiaNoConsumers",
         "PythiaErrorRateHigh",
         "PythiaDeadLetters",
+        "PythiaMessagesSkipped",
         "PythiaRebalanceStorm",
     ] {
         assert!(

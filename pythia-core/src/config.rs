@@ -333,6 +333,7 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 ///
 /// [worker.dead_letter]       # see DeadLetterConfig
 /// topic = "{topic}.dlq"
+/// on_failure = "stop"        # stop | skip: a dead letter refused even reduced
 /// ```
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -362,7 +363,10 @@ pub struct WorkerConfig {
     #[serde(with = "humantime_serde")]
     pub revoke_timeout: Duration,
     /// The largest payload processed; larger ones go to the dead-letter topic
-    /// unprocessed. `None`: no limit beyond the client's.
+    /// unprocessed — reduced to a prefix if they exceed the producer's limit
+    /// too (see [`dead_letter`](crate::dead_letter)), so a valid message over
+    /// this limit never stops its partition. `None`: no limit beyond the
+    /// client's.
     pub max_message_bytes: Option<usize>,
     /// Retries of transient failures.
     pub retry: RetryConfig,

@@ -27,6 +27,9 @@ use crate::sink::SinkError;
 pub(crate) enum Outcome {
     Processed,
     DeadLettered,
+    /// Given up on without a dead letter (`worker.dead_letter.on_failure =
+    /// "skip"`); never a receipt's.
+    Skipped,
 }
 
 /// A promise to report one record's delivery.

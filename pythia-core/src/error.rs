@@ -40,6 +40,22 @@ pub enum Error {
         /// Why.
         source: SinkError,
     },
+    /// A message's dead letter was refused even reduced, and
+    /// `worker.dead_letter.on_failure = "stop"`.
+    #[error(
+        "message {partition}@{offset} could not be dead-lettered, even reduced: {source}; it and later offsets of its partition were not committed. to get past it, set worker.dead_letter.on_failure = \"skip\" (PYTHIA_WORKER__DEAD_LETTER__ON_FAILURE=skip) to skip and count such messages, or move the group's committed offset of {partition} to {next} (kafka-consumer-groups.sh --reset-offsets --group <group> --topic {topic}:{index} --to-offset {next} --execute), or fix the dead-letter topic so that it takes the record (its max.message.bytes, cleanup.policy, ACLs)",
+        next = .offset + 1,
+        topic = .partition.topic(),
+        index = .partition.index(),
+    )]
+    DeadLetter {
+        /// Where the message is.
+        partition: PartitionId,
+        /// Its offset.
+        offset: i64,
+        /// Why its reduced dead letter was refused.
+        source: SinkError,
+    },
     /// A partition's lane failed outside `process` (a panic in a codec or sink).
     #[error(
         "processing of {partition} failed: {reason}; its uncommitted messages will be redelivered"

@@ -27,7 +27,9 @@ use tracing::Instrument;
 
 use crate::codec::{Decode, Encode};
 use crate::config::Ordering as MessageOrder;
-use crate::dead_letter::{self, DeadLetterConfig, Failure, FailureKind};
+use crate::dead_letter::{
+    self, DeadLetterConfig, Failure, FailureKind, Letter, OnFailure, Undelivered,
+};
 use crate::delivery::{Delivered, Ledger, Outcome, Receipt};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
@@ -140,6 +142,7 @@ impl Lane {
             state: state.clone(),
             stop: stop.clone(),
             ledger: Arc::new(Ledger::default()),
+            letters: std::sync::Mutex::new(HashMap::new()),
             acks: std::sync::Mutex::new(Finished::default()),
             clock: HandlerClock::new(one_at_a_time),
             shared,
@@ -297,6 +300,9 @@ struct LaneTask<W: Worker, K: Sink, A: Acker> {
     stop: CancellationToken,
     /// Where the sink settles the receipts of this lane's outputs.
     ledger: Arc<Ledger>,
+    /// Dead letters awaiting delivery, by offset, with the reduced form to
+    /// send if the broker refuses them (`None`: reduced already).
+    letters: std::sync::Mutex<HashMap<i64, Option<Record>>>,
     /// Finished messages not yet handed to the acker (which takes a lock per
     /// call) nor counted: they go in bulk, once per run of messages (see
     /// `flush_acks`).
@@ -311,8 +317,10 @@ struct LaneTask<W: Worker, K: Sink, A: Acker> {
 #[derive(Default)]
 struct Finished {
     offsets: Vec<i64>,
-    /// How many of them were dead-lettered; the others were processed.
+    /// How many of them were dead-lettered, and skipped; the others were
+    /// processed.
     dead_lettered: u64,
+    skipped: u64,
 }
 
 /// Times handlers with one clock read each where it can: in an in-order
@@ -822,15 +830,26 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// Acknowledges the messages whose outputs are now delivered; on a failed
     /// delivery reports it and returns false.
     fn settle(&self) -> bool {
+        let mut resend = Vec::new();
         let settled = self.ledger.drain(|delivered| {
             let Delivered {
                 offset,
                 outcome,
                 result,
             } = delivered;
+            if outcome == Outcome::DeadLettered {
+                return self.letter_settled(offset, result, &mut resend);
+            }
             match result {
                 Ok(()) => {
                     self.ack(offset, outcome);
+                    true
+                }
+                Err(source) if source.is_refused() && self.shared.policy.dead_letter.is_some() => {
+                    // The record itself was refused (too large for the
+                    // topic, say): sending it again would fail again, so the
+                    // message is dead-lettered, by reference.
+                    resend.push((offset, self.refused_output(offset, &source)));
                     true
                 }
                 Err(source) => {
@@ -843,6 +862,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 }
             }
         });
+        for (offset, record) in resend {
+            self.resend(offset, record);
+        }
         self.flush_acks();
         settled
     }
@@ -1190,23 +1212,128 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             });
         };
         let topic = config.topic_for(self.partition.topic());
-        tracing::warn!(
-            message = %format_args!("{}@{offset}", self.partition),
-            %kind,
-            attempts,
-            %reason,
-            dead_letter_topic = %topic,
-            "dead-lettering message"
-        );
         let failure = Failure {
             kind,
             reason,
             attempts,
         };
-        let record = dead_letter::record(raw, topic, self.shared.ctx.worker(), &failure);
+        let limit = self.shared.sink.max_record_bytes();
+        let Letter { record, fallback } =
+            dead_letter::letter(raw, topic, self.shared.ctx.worker(), &failure, limit);
+        let topic = record.topic.as_deref().unwrap_or_default();
+        match record.headers.get_str(dead_letter::header::TRUNCATED) {
+            None => tracing::warn!(
+                message = %format_args!("{}@{offset}", self.partition),
+                %kind,
+                attempts,
+                reason = %failure.reason,
+                dead_letter_topic = %topic,
+                "dead-lettering message"
+            ),
+            Some(truncated) => tracing::warn!(
+                message = %format_args!("{}@{offset}", self.partition),
+                %kind,
+                attempts,
+                reason = %failure.reason,
+                dead_letter_topic = %topic,
+                truncated,
+                limit,
+                "dead-lettering message, reduced to fit the producer's limit"
+            ),
+        }
+        lock(&self.letters).insert(offset, fallback);
         let receipt = self.ledger.receipt(offset, Outcome::DeadLettered, 1);
         self.shared.sink.send(record, receipt).await;
         Ok(Handled::Sent(permit))
+    }
+
+    /// A dead letter's delivery report: acknowledges the message, or decides
+    /// what follows a failure (see [`dead_letter::undelivered`]); a reduced
+    /// form to send is pushed to `resend`. Returns false when the run stops.
+    fn letter_settled(
+        &self,
+        offset: i64,
+        result: Result<(), crate::sink::SinkError>,
+        resend: &mut Vec<(i64, Record)>,
+    ) -> bool {
+        let fallback = lock(&self.letters).remove(&offset).flatten();
+        let source = match result {
+            Ok(()) => {
+                self.ack(offset, Outcome::DeadLettered);
+                return true;
+            }
+            Err(source) => source,
+        };
+        let on_failure = (self.shared.policy.dead_letter.as_ref())
+            .map_or(OnFailure::Stop, |config| config.on_failure);
+        let message = format!("{}@{offset}", self.partition);
+        match dead_letter::undelivered(source.is_refused(), fallback.is_none(), on_failure) {
+            Undelivered::SendReduced => {
+                tracing::warn!(%message, error = %source, "dead letter refused; sending it reduced");
+                resend.extend(fallback.map(|record| (offset, record)));
+                true
+            }
+            Undelivered::Skip => {
+                tracing::error!(
+                    %message,
+                    error = %source,
+                    "dead letter refused even reduced; skipping the message and committing past it (worker.dead_letter.on_failure = \"skip\")"
+                );
+                self.ack(offset, Outcome::Skipped);
+                true
+            }
+            Undelivered::Stop => {
+                self.fail(Error::DeadLetter {
+                    partition: self.partition.clone(),
+                    offset,
+                    source,
+                });
+                false
+            }
+            Undelivered::Fail => {
+                self.fail(Error::Delivery {
+                    partition: self.partition.clone(),
+                    offset,
+                    source,
+                });
+                false
+            }
+        }
+    }
+
+    /// The dead letter of the message at `offset`, whose output the broker
+    /// refused: a reference to the message (its payload is gone by now).
+    fn refused_output(&self, offset: i64, source: &crate::sink::SinkError) -> Record {
+        let config = (self.shared.policy.dead_letter.as_ref()).expect("checked by the caller");
+        let failure = Failure {
+            kind: FailureKind::OutputRefused,
+            reason: format!("an output was refused by the broker: {source}"),
+            attempts: 1,
+        };
+        let topic = config.topic_for(self.partition.topic());
+        tracing::warn!(
+            message = %format_args!("{}@{offset}", self.partition),
+            error = %source,
+            dead_letter_topic = %topic,
+            "an output was refused; dead-lettering a reference to its message"
+        );
+        dead_letter::reference(
+            self.partition.clone(),
+            offset,
+            topic,
+            self.shared.ctx.worker(),
+            &failure,
+            self.shared.sink.max_record_bytes(),
+        )
+    }
+
+    /// Sends the reduced dead letter of the message at `offset`, on a task of
+    /// its own: a lane settles reports where it cannot wait for the sink.
+    fn resend(&self, offset: i64, record: Record) {
+        lock(&self.letters).insert(offset, None);
+        let receipt = self.ledger.receipt(offset, Outcome::DeadLettered, 1);
+        let sink = self.shared.sink.clone();
+        tokio::spawn(async move { sink.send(record, receipt).await });
     }
 
     /// Records a finished message; it reaches the acker at the next
@@ -1215,8 +1342,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         let full = {
             let mut acks = lock(&self.acks);
             acks.offsets.push(offset);
-            if outcome == Outcome::DeadLettered {
-                acks.dead_lettered += 1;
+            match outcome {
+                Outcome::Processed => {}
+                Outcome::DeadLettered => acks.dead_lettered += 1,
+                Outcome::Skipped => acks.skipped += 1,
             }
             acks.offsets.len() >= ACK_BATCH
         };
@@ -1237,12 +1366,14 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
         self.shared.acker.ack_many(&self.partition, &acks.offsets);
         let n = acks.offsets.len();
         let dead_lettered = std::mem::take(&mut acks.dead_lettered);
+        let skipped = std::mem::take(&mut acks.skipped);
         acks.offsets.clear();
         drop(acks);
         if let Some(metrics) = &self.metrics {
             metrics.count(Counted::Finished {
-                processed: n as u64 - dead_lettered,
+                processed: n as u64 - dead_lettered - skipped,
                 dead_lettered,
+                skipped,
             });
         }
         self.shared.processed.fetch_add(n as u64, Ordering::Relaxed);
@@ -1299,6 +1430,267 @@ pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::HandlerClock;
     use std::time::{Duration, Instant};
+
+    /// A run over a stub source and sink: how dead letters the sink refuses
+    /// are reduced, skipped or stop the run.
+    mod dead_letters {
+        use std::collections::{BTreeSet, VecDeque};
+        use std::sync::{Arc, Mutex};
+        use std::time::Duration;
+
+        use bytes::Bytes;
+
+        use crate::dead_letter::{OnFailure, header};
+        use crate::{
+            Acker, Context, Error, Message, Metrics, Outputs, PartitionId, Process, ProcessError,
+            Receipt, Record, Runtime, Sink, SinkError, Source, SourceEvent, Utf8, Worker,
+            WorkerConfig,
+        };
+
+        /// Takes UTF-8 text; anything else is poison.
+        struct Text;
+
+        impl Process for Text {
+            type Input = String;
+            type Output = ();
+
+            async fn process(
+                &self,
+                _: Message<String>,
+                _: &Context,
+            ) -> Result<Outputs<()>, ProcessError> {
+                Ok(Outputs::none())
+            }
+        }
+
+        impl Worker for Text {
+            type Codec = Utf8;
+        }
+
+        #[derive(Clone, Default)]
+        struct Acks(Arc<Mutex<BTreeSet<i64>>>);
+
+        impl Acker for Acks {
+            fn ack(&self, _: &PartitionId, offset: i64) {
+                self.0.lock().unwrap().insert(offset);
+            }
+        }
+
+        struct Stub {
+            events: VecDeque<SourceEvent>,
+            acks: Acks,
+        }
+
+        impl Source for Stub {
+            type Acker = Acks;
+
+            fn acker(&self) -> Acks {
+                self.acks.clone()
+            }
+
+            async fn next(&mut self) -> Option<SourceEvent> {
+                match self.events.pop_front() {
+                    Some(event) => Some(event),
+                    None => std::future::pending().await,
+                }
+            }
+
+            fn pause(&mut self, _: &[PartitionId]) {}
+
+            fn resume(&mut self, _: &[PartitionId]) {}
+
+            async fn close(self, _: Duration) -> Result<(), Error> {
+                Ok(())
+            }
+        }
+
+        /// A producer limit of 10,000 bytes; a "broker" that refuses
+        /// payloads over 5,000 bytes and every record keyed `doomed`.
+        #[derive(Default)]
+        struct Picky {
+            sent: Mutex<Vec<Record>>,
+        }
+
+        impl Sink for Picky {
+            async fn send(&self, record: Record, receipt: Receipt) {
+                let refused = record.payload.as_ref().is_some_and(|p| p.len() > 5_000)
+                    || record.key.as_deref() == Some(b"doomed");
+                self.sent.lock().unwrap().push(record);
+                receipt.settle(if refused {
+                    Err(SinkError::Refused {
+                        topic: "t.dlq".into(),
+                        reason: "Broker: Message size too large".into(),
+                    })
+                } else {
+                    Ok(())
+                });
+            }
+
+            fn max_record_bytes(&self) -> Option<usize> {
+                Some(10_000)
+            }
+        }
+
+        struct Ran {
+            result: Result<crate::RunSummary, Error>,
+            acks: BTreeSet<i64>,
+            sent: Vec<Record>,
+            metrics: String,
+        }
+
+        /// Each way a lane runs: in order, concurrently, by key, in batches.
+        fn modes() -> [(crate::Ordering, usize); 4] {
+            use crate::Ordering::{Key, None, Partition};
+            [(Partition, 1), (None, 1), (Key, 1), (Partition, 4)]
+        }
+
+        async fn run(
+            on_failure: OnFailure,
+            (ordering, batch_size): (crate::Ordering, usize),
+        ) -> Ran {
+            let partition = PartitionId::new("t", 0);
+            let poison = |size: usize| Some(Bytes::from(vec![0xff; size]));
+            let messages: Vec<_> = [
+                (None, Some(Bytes::from("ok"))),
+                (None, poison(10)),           // whole
+                (None, poison(20_000)),       // over the producer's limit: reduced first
+                (None, poison(8_000)),        // refused by the broker, then reduced
+                (Some("doomed"), poison(10)), // refused even reduced
+                (None, Some(Bytes::from("ok"))),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(offset, (key, payload))| {
+                let message = Message::new(partition.clone(), offset as i64, payload);
+                match key {
+                    Some(key) => message.with_key(key),
+                    None => message,
+                }
+            })
+            .collect();
+            let acks = Acks::default();
+            let source = Stub {
+                events: [
+                    SourceEvent::Assigned(vec![partition.clone()]),
+                    SourceEvent::Messages(messages),
+                ]
+                .into(),
+                acks: acks.clone(),
+            };
+            let mut config = WorkerConfig::default();
+            config.dead_letter.on_failure = on_failure;
+            config.ordering = ordering;
+            config.batch_size = batch_size;
+            let sink = Arc::new(Picky::default());
+            let metrics = Metrics::new();
+            let runtime = Runtime::with_shared(config, "w", Arc::new(Text), source, sink.clone())
+                .with_metrics(metrics.clone());
+            let all_acked = {
+                let acks = acks.clone();
+                async move {
+                    while acks.0.lock().unwrap().len() < 6 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            };
+            let result = tokio::time::timeout(Duration::from_secs(10), runtime.run(all_acked))
+                .await
+                .expect("the run ends");
+            let acks = acks.0.lock().unwrap().clone();
+            let sent = std::mem::take(&mut *sink.sent.lock().unwrap());
+            Ran {
+                result,
+                acks,
+                sent,
+                metrics: metrics.encode(),
+            }
+        }
+
+        fn truncated(record: &Record) -> Option<&str> {
+            record.headers.get_str(header::TRUNCATED)
+        }
+
+        #[tokio::test]
+        async fn refused_dead_letters_go_out_reduced_and_one_refused_even_so_is_skipped() {
+            for mode in modes() {
+                refused_and_skipped(mode).await;
+            }
+        }
+
+        async fn refused_and_skipped(mode: (crate::Ordering, usize)) {
+            let ran = run(OnFailure::Skip, mode).await;
+            ran.result.expect("the run goes on");
+            assert_eq!(ran.acks, (0..6).collect(), "every offset acknowledged");
+            // Reduced forms after a refusal are sent on tasks of their own:
+            // compared in offset order.
+            let mut sent: Vec<(&str, Option<&str>, usize)> = ran
+                .sent
+                .iter()
+                .map(|r| {
+                    (
+                        r.headers.get_str(header::OFFSET).unwrap(),
+                        truncated(r),
+                        r.payload.as_ref().map_or(0, Bytes::len),
+                    )
+                })
+                .collect();
+            sent.sort();
+            assert_eq!(
+                sent,
+                [
+                    ("1", None, 10),
+                    ("2", Some("payload"), 4096),
+                    ("3", None, 8_000),
+                    ("3", Some("payload"), 0),
+                    ("4", None, 10),
+                    ("4", Some("payload"), 0),
+                ],
+                "{mode:?}"
+            );
+            for (outcome, count) in [("ok", 2), ("dead_lettered", 3), ("skipped", 1)] {
+                let line = format!(r#"outcome="{outcome}",topic="t",worker="w"}} {count}"#);
+                assert!(
+                    ran.metrics.contains(&line),
+                    "{mode:?}: {line}\n{}",
+                    ran.metrics
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn a_dead_letter_refused_even_reduced_stops_the_run_by_default_naming_the_way_past() {
+            assert_eq!(
+                WorkerConfig::default().dead_letter.on_failure,
+                OnFailure::Stop
+            );
+            for mode in modes() {
+                stopped(mode).await;
+            }
+        }
+
+        async fn stopped(mode: (crate::Ordering, usize)) {
+            let ran = run(OnFailure::Stop, mode).await;
+            let error = ran.result.expect_err("the run stops");
+            assert!(
+                matches!(&error, Error::DeadLetter { offset: 4, source, .. } if source.is_refused()),
+                "{error:?}"
+            );
+            let text = error.to_string();
+            for needle in [
+                "t/0@4",
+                "worker.dead_letter.on_failure = \"skip\"",
+                "--topic t:0 --to-offset 5",
+            ] {
+                assert!(text.contains(needle), "{needle:?} in {text}");
+            }
+            // Later messages may be done meanwhile; the offset tracker commits
+            // none past the first unacknowledged one.
+            assert!(
+                !ran.acks.contains(&4),
+                "{mode:?}: the message is not acknowledged"
+            );
+        }
+    }
 
     #[test]
     fn a_chained_handler_starts_where_the_last_one_ended_unless_the_lane_waited() {

@@ -4,7 +4,7 @@
 //!
 //! | name | type | labels | what |
 //! |---|---|---|---|
-//! | `pythia_messages_total` | counter | `worker`, `topic`, `outcome` | messages by outcome: `ok` (processed, outputs delivered, offset may be committed), `dead_lettered` (given up on and delivered to the dead-letter topic), `retried` (a failed attempt that will be retried; one per attempt) or `error` (stopped the run) |
+//! | `pythia_messages_total` | counter | `worker`, `topic`, `outcome` | messages by outcome: `ok` (processed, outputs delivered, offset may be committed), `dead_lettered` (given up on and delivered to the dead-letter topic), `retried` (a failed attempt that will be retried; one per attempt), `skipped` (given up on, its dead letter refused even reduced, and committed: `worker.dead_letter.on_failure = "skip"`) or `error` (stopped the run) |
 //! | `pythia_process_duration_seconds` | histogram | `worker`, `topic` | time spent in `process` per message |
 //! | `pythia_in_flight_messages` | gauge | `worker` | messages processing, until their outputs are handed to the sink |
 //! | `pythia_consumer_lag` | gauge | `group`, `topic`, `partition` | messages not yet committed: high watermark − max(committed offset, low watermark), never negative |
@@ -79,6 +79,9 @@ pub mod outcome {
     pub const RETRIED: &str = "retried";
     /// Given up on and delivered to the dead-letter topic; its offset may be committed.
     pub const DEAD_LETTERED: &str = "dead_lettered";
+    /// Given up on with no dead letter (refused even reduced, and
+    /// `worker.dead_letter.on_failure = "skip"`); its offset may be committed.
+    pub const SKIPPED: &str = "skipped";
 }
 
 /// The lag of one partition for a group, as read from the broker.
@@ -327,6 +330,9 @@ impl Metrics {
             dead_lettered: m
                 .messages
                 .with_label_values(&[worker, topic, outcome::DEAD_LETTERED]),
+            skipped: m
+                .messages
+                .with_label_values(&[worker, topic, outcome::SKIPPED]),
             duration: m.process_duration.with_label_values(&[worker, topic]),
         }
     }
@@ -404,6 +410,7 @@ pub(crate) struct TopicMetrics {
     pub(crate) error: prometheus::IntCounter,
     pub(crate) retried: prometheus::IntCounter,
     pub(crate) dead_lettered: prometheus::IntCounter,
+    pub(crate) skipped: prometheus::IntCounter,
     pub(crate) duration: prometheus::Histogram,
 }
 
@@ -416,6 +423,7 @@ impl TopicMetrics {
                 error: self.error.local(),
                 retried: self.retried.local(),
                 dead_lettered: self.dead_lettered.local(),
+                skipped: self.skipped.local(),
                 duration: self.duration.local(),
                 unflushed: 0,
             }),
@@ -481,6 +489,7 @@ struct LocalTopicMetrics {
     error: prometheus::local::LocalIntCounter,
     retried: prometheus::local::LocalIntCounter,
     dead_lettered: prometheus::local::LocalIntCounter,
+    skipped: prometheus::local::LocalIntCounter,
     duration: prometheus::local::LocalHistogram,
     unflushed: u32,
 }
@@ -497,6 +506,7 @@ impl LocalTopicMetrics {
         self.error.flush();
         self.retried.flush();
         self.dead_lettered.flush();
+        self.skipped.flush();
         self.duration.flush();
         self.unflushed = 0;
     }
@@ -505,10 +515,12 @@ impl LocalTopicMetrics {
 /// What one update of a lane's metrics counts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Counted {
-    /// Messages finished since the last count: processed, and dead-lettered.
+    /// Messages finished since the last count: processed, dead-lettered,
+    /// and skipped.
     Finished {
         processed: u64,
         dead_lettered: u64,
+        skipped: u64,
     },
     Error,
     Retried,
@@ -524,9 +536,11 @@ impl LaneMetrics {
             Counted::Finished {
                 processed,
                 dead_lettered,
+                skipped,
             } => {
                 local.ok.inc_by(processed);
                 local.dead_lettered.inc_by(dead_lettered);
+                local.skipped.inc_by(skipped);
             }
             Counted::Error => local.error.inc(),
             Counted::Retried => local.retried.inc(),
@@ -631,6 +645,7 @@ mod tests {
         let one = Counted::Finished {
             processed: 1,
             dead_lettered: 0,
+            skipped: 0,
         };
         for _ in 0..LaneMetrics::FLUSH_EVERY - 1 {
             lane.count(one);
@@ -641,12 +656,14 @@ mod tests {
         lane.count(Counted::Finished {
             processed: 2,
             dead_lettered: 1,
+            skipped: 1,
         });
         lane.count(Counted::Retried);
         lane.observe_duration(0.25);
         lane.flush();
         assert_eq!(shared.ok.get(), u64::from(LaneMetrics::FLUSH_EVERY) + 2);
         assert_eq!(shared.dead_lettered.get(), 1);
+        assert_eq!(shared.skipped.get(), 1);
         assert_eq!(shared.retried.get(), 1);
         assert_eq!(shared.duration.get_sample_count(), 1);
         assert_eq!(shared.duration.get_sample_sum(), 0.25);

@@ -96,6 +96,38 @@ pub enum SinkError {
     /// The sink dropped the record's [`Receipt`] without settling it.
     #[error("the sink dropped an output without reporting its delivery")]
     Dropped,
+    /// The client or the broker refused the record itself (too large, or
+    /// invalid): sent again unchanged it would fail the same way. A dead
+    /// letter refused so is sent again reduced (see
+    /// [`dead_letter`](crate::dead_letter)).
+    #[error(
+        "`{topic}` refused the record: {reason}; raise the limit (the producer's message.max.bytes, the topic's max.message.bytes) or send smaller records"
+    )]
+    Refused {
+        /// The target topic.
+        topic: String,
+        /// The broker's or client's reason, with its error code.
+        reason: String,
+    },
+}
+
+impl SinkError {
+    /// Whether the record itself was refused ([`SinkError::Refused`]), as
+    /// opposed to a failure of the way to the broker (an outage, a timeout,
+    /// a shutdown) after which the same record may well go through.
+    ///
+    /// ```
+    /// use pythia_core::SinkError;
+    /// let refused = SinkError::Refused {
+    ///     topic: "orders.dlq".into(),
+    ///     reason: "Broker: Message size too large".into(),
+    /// };
+    /// assert!(refused.is_refused());
+    /// assert!(!SinkError::Dropped.is_refused());
+    /// ```
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
 }
 
 /// A destination for outputs.
@@ -130,6 +162,14 @@ pub trait Sink: Send + Sync + 'static {
     /// Enqueues `record`, waiting for room if the client's queue is full, and
     /// settles `receipt` with its delivery.
     fn send(&self, record: Record, receipt: Receipt) -> impl Future<Output = ()> + Send;
+
+    /// The largest record the sink accepts, in bytes of key, payload and
+    /// headers, when it knows (a Kafka producer's `message.max.bytes`). Dead
+    /// letters that would exceed it are sent reduced rather than refused.
+    /// `None`, the default: no known limit.
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The sink of a worker that produces no outputs: any output is an error.

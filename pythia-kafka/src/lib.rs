@@ -29,6 +29,7 @@
 //! }
 //! ```
 
+mod admin;
 mod commit;
 mod config;
 mod embedded;

@@ -7,6 +7,11 @@
 //! the `pythia.dlq.topic` header) or to a chosen topic, waits until every send
 //! is confirmed, and only then commits. An interrupted replay starts again
 //! where the last one committed: a dead letter may be replayed twice, never lost.
+//!
+//! A reduced dead letter (one with `pythia.dlq.truncated`: its payload, key or
+//! headers were cut to fit) is not replayed, as it is not the original
+//! message: it is skipped with a warning naming where the original is
+//! (`pythia.dlq.topic`/`partition`/`offset`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -58,8 +63,10 @@ impl ReplayOptions {
 pub struct ReplaySummary {
     /// Messages sent back, per target topic.
     pub replayed: BTreeMap<String, u64>,
-    /// Messages with no `pythia.dlq.topic` header and no `to`: left in place
-    /// (and committed past, so they are not read again).
+    /// Messages left in place (and committed past, so they are not read
+    /// again): those with no `pythia.dlq.topic` header and no `to`, and
+    /// reduced dead letters (`pythia.dlq.truncated`), which are not the
+    /// original message.
     pub skipped: u64,
 }
 
@@ -157,13 +164,32 @@ pub fn replay_dead_letters(
         if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
             ends.remove(&partition);
         }
-        let original = message.headers().and_then(|hs| {
-            hs.iter()
-                .filter(|h| h.key == header::TOPIC)
-                .last()
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        });
+        let value = |name: &str| {
+            message.headers().and_then(|hs| {
+                hs.iter()
+                    .filter(|h| h.key == name)
+                    .last()
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        };
+        if let Some(truncated) = value(header::TRUNCATED) {
+            tracing::warn!(
+                partition,
+                offset,
+                %truncated,
+                original = %format_args!(
+                    "{}/{}@{}",
+                    value(header::TOPIC).unwrap_or_default(),
+                    value(header::PARTITION).unwrap_or_default(),
+                    value(header::OFFSET).unwrap_or_default()
+                ),
+                "reduced dead letter, not the original message; skipped: replay the original from its topic"
+            );
+            summary.skipped += 1;
+            continue;
+        }
+        let original = value(header::TOPIC);
         let Some(target) = options.to.clone().or(original) else {
             tracing::warn!(
                 partition,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use pythia_core::{RunSummary, Runtime, Status, Worker};
 use tokio::sync::watch;
 
+use crate::admin::DeadLetterTopics;
 use crate::config::{Config, GroupProtocol};
 use crate::embedded::EmbeddedBroker;
 use crate::error::KafkaError;
@@ -53,19 +54,21 @@ impl Config {
 
     /// Points the config at a running embedded broker and creates the topics
     /// it reads and writes there (`kafka.embedded_partitions` each), with the
-    /// settings that suit the mock cluster.
+    /// settings that suit the mock cluster. A dead-letter topic gets its
+    /// input's partition count: the mock would auto-create it with 4.
     pub fn use_embedded(&mut self, broker: &EmbeddedBroker) -> Result<(), KafkaError> {
         let partitions = self.kafka.embedded_partitions;
-        let mut topics: Vec<String> = (self.kafka.topics.iter().map(String::as_str))
-            .chain(self.kafka.output_topics())
-            .map(str::to_owned)
-            .collect();
-        if self.worker.dead_letter.enabled {
-            let dead_letter = &self.worker.dead_letter;
-            topics.extend(self.kafka.topics.iter().map(|t| dead_letter.topic_for(t)));
-        }
-        for topic in &topics {
+        let topics =
+            (self.kafka.topics.iter().map(String::as_str)).chain(self.kafka.output_topics());
+        for topic in topics {
             broker.create_topic(topic, partitions)?;
+        }
+        if self.worker.dead_letter.enabled {
+            for input in &self.kafka.topics {
+                // Created just above with `partitions`, or left as it was if
+                // it existed: the same count as far as this broker knows.
+                broker.create_topic(&self.worker.dead_letter.topic_for(input), partitions)?;
+            }
         }
         if self.kafka.group_protocol == GroupProtocol::Auto {
             self.kafka.group_protocol = GroupProtocol::Consumer;
@@ -210,6 +213,8 @@ pub async fn run_shared<W: Worker>(
 pub struct KafkaWorker<W: Worker> {
     runtime: Runtime<W, KafkaSource, KafkaSink>,
     observer: Option<Observer>,
+    /// Created at the start of the run when the brokers are reached by address.
+    dead_letter_topics: Option<DeadLetterTopics>,
     // Lives as long as the run when `kafka.brokers = "embedded"`.
     _broker: Option<EmbeddedBroker>,
 }
@@ -230,6 +235,7 @@ impl<W: Worker> KafkaWorker<W> {
         let metrics = observer.as_ref().map(|o| o.metrics.clone());
         let sink = Arc::new(KafkaSink::new(&config.kafka)?);
         let source = KafkaSource::with_metrics(&config, &member, metrics.clone())?;
+        let dead_letter_topics = DeadLetterTopics::new(&config.kafka, &config.worker.dead_letter);
         let mut runtime = Runtime::with_shared(config.worker, &name, worker, source, sink);
         if let Some(metrics) = metrics {
             runtime = runtime.with_metrics(metrics);
@@ -237,6 +243,7 @@ impl<W: Worker> KafkaWorker<W> {
         Ok(Self {
             runtime,
             observer,
+            dead_letter_topics,
             _broker: broker,
         })
     }
@@ -254,6 +261,11 @@ impl<W: Worker> KafkaWorker<W> {
 
     /// Runs until `shutdown` resolves (or a message fails), then drains,
     /// commits and leaves the group.
+    ///
+    /// Reaching brokers by address, it also creates the dead-letter topic of
+    /// each input that has none, with the input's partition count, beside the
+    /// group join (which takes longer); a failure to do so is a warning, not
+    /// an error.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -264,6 +276,15 @@ impl<W: Worker> KafkaWorker<W> {
             Some(observer) => Some(observer.start(self.runtime.status())?),
             None => None,
         };
-        self.runtime.run(shutdown).await
+        // Beside the start rather than before it: a broker that does not
+        // answer (librdkafka's mock has no CreateTopics) holds up nothing.
+        let creating = self
+            .dead_letter_topics
+            .map(|topics| tokio::spawn(topics.ensure()));
+        let result = self.runtime.run(shutdown).await;
+        if let Some(creating) = creating {
+            creating.abort();
+        }
+        result
     }
 }

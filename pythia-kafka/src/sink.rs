@@ -39,18 +39,30 @@ struct Inner {
     /// client is destroyed.
     topics: Topics,
     producer: ThreadedProducer<Reports>,
+    /// The producer's `message.max.bytes`.
+    max_record_bytes: usize,
 }
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 impl KafkaSink {
     /// A producer for `config.brokers`, sending records that name a sink to
     /// that sink's topic (`config.sinks`) and the others to `config.output_topic`.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
-        let producer: ThreadedProducer<Reports> = config
-            .producer_client_config()?
-            .create_with_context(Reports)?;
+        let client = config.producer_client_config()?;
+        let max_record_bytes = client
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+        let producer: ThreadedProducer<Reports> = client.create_with_context(Reports)?;
         let topics = Topics::new(&producer, config)?;
         Ok(Self {
-            inner: Arc::new(Inner { topics, producer }),
+            inner: Arc::new(Inner {
+                topics,
+                producer,
+                max_record_bytes,
+            }),
         })
     }
 
@@ -107,11 +119,36 @@ impl ProducerContext for Reports {
     fn delivery(&self, report: &DeliveryResult<'_>, Pending(receipt): Pending) {
         receipt.settle(match report {
             Ok(_) => Ok(()),
-            Err((error, message)) => Err(SinkError::Delivery {
-                topic: message.topic().to_owned(),
-                reason: error.to_string(),
-            }),
+            Err((error, message)) => Err(failure(
+                message.topic(),
+                error.rdkafka_error_code(),
+                error.to_string(),
+            )),
         });
+    }
+}
+
+/// Whether librdkafka or the broker refused a record for what it is (too
+/// large, or invalid): sent again unchanged, it fails the same way. Other
+/// failures (timeouts, outages, a purge at shutdown) say nothing about the
+/// record.
+fn refuses_the_record(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidRecord
+    )
+}
+
+/// A failed delivery to `topic` as the runtime sees it.
+fn failure(topic: &str, code: Option<RDKafkaErrorCode>, reason: String) -> SinkError {
+    let topic = topic.to_owned();
+    if code.is_some_and(refuses_the_record) {
+        SinkError::Refused { topic, reason }
+    } else {
+        SinkError::Delivery { topic, reason }
     }
 }
 
@@ -145,10 +182,8 @@ impl KafkaSink {
             Ok(()) => None,
             Err((RDKafkaErrorCode::QueueFull, Pending(receipt))) => Some((record, receipt)),
             Err((code, Pending(receipt))) => {
-                receipt.settle(Err(SinkError::Delivery {
-                    topic: topic.name().to_owned(),
-                    reason: RdKafkaError::MessageProduction(code).to_string(),
-                }));
+                let reason = RdKafkaError::MessageProduction(code).to_string();
+                receipt.settle(Err(failure(topic.name(), Some(code), reason)));
                 None
             }
         }
@@ -168,6 +203,11 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
+    /// The producer's `message.max.bytes` (librdkafka's default: 1,000,000).
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(self.inner.max_record_bytes)
+    }
+
     fn send(&self, record: Record, receipt: Receipt) -> impl Future<Output = ()> + Send {
         // Enqueued at once unless the queue is full: only then is there a
         // future with state to wait in (boxed, so that every record's future
@@ -178,5 +218,51 @@ impl Sink for KafkaSink {
                 Box::pin(self.send_when_room(full)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_of_the_record_itself_count_as_refused() {
+        use RDKafkaErrorCode::*;
+        let table = [
+            (MessageSizeTooLarge, true),
+            (MessageBatchTooLarge, true),
+            (InvalidMessageSize, true),
+            (InvalidRecord, true),
+            // The way to the broker, not the record: it may go through later.
+            (MessageTimedOut, false),
+            (PurgeQueue, false),
+            (PurgeInflight, false),
+            (BrokerTransportFailure, false),
+            (AllBrokersDown, false),
+            (UnknownTopicOrPartition, false),
+            (NotLeaderForPartition, false),
+            (TopicAuthorizationFailed, false),
+            (InvalidMessage, false),
+            (QueueFull, false),
+        ];
+        for (code, refused) in table {
+            assert_eq!(refuses_the_record(code), refused, "{code:?}");
+            let error = failure("t", Some(code), format!("{code}"));
+            assert_eq!(error.is_refused(), refused, "{code:?}: {error}");
+        }
+        assert!(!failure("t", None, "dropped".into()).is_refused());
+    }
+
+    #[test]
+    fn the_limit_is_the_producers_message_max_bytes() {
+        let mut config = crate::KafkaConfig {
+            brokers: Some("127.0.0.1:1".into()),
+            ..crate::KafkaConfig::default()
+        };
+        let sink = KafkaSink::new(&config).unwrap();
+        assert_eq!(sink.max_record_bytes(), Some(DEFAULT_MESSAGE_MAX_BYTES));
+        config.producer.set("message.max.bytes", "2000000");
+        let sink = KafkaSink::new(&config).unwrap();
+        assert_eq!(sink.max_record_bytes(), Some(2_000_000));
     }
 }

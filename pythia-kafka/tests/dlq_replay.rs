@@ -129,3 +129,54 @@ async fn replayed_dead_letters_are_processed_once_the_cause_is_fixed() {
         "5 orders, 2 dead-lettered, 2 replayed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reduced_dead_letter_is_not_replayed_as_if_it_were_the_original() {
+    use pythia_kafka::core::Headers;
+    use pythia_kafka::core::dead_letter::header;
+    let broker = pythia_kafka::EmbeddedBroker::with_topics([("cut", 1), ("cut.dlq", 1)]).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let mut config = pythia_kafka::KafkaConfig::default();
+    config.brokers = Some(bootstrap.clone());
+    let sink = KafkaSink::new(&config).unwrap();
+    let letter = |truncated: Option<&str>| {
+        let mut headers = Headers::new();
+        headers.append(header::TOPIC, "cut");
+        headers.append(header::PARTITION, "0");
+        headers.append(header::OFFSET, "7");
+        if let Some(truncated) = truncated {
+            headers.append(header::TRUNCATED, truncated.to_owned());
+        }
+        Record::new("prefix of the payload")
+            .with_topic("cut.dlq")
+            .with_headers(headers)
+    };
+    for record in [letter(None), letter(Some("payload"))] {
+        sink.produce(record).await.await.unwrap();
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args([
+            "dlq",
+            "replay",
+            "--brokers",
+            &bootstrap,
+            "--topic",
+            "cut.dlq",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("replayed=1 skipped=1"), "{stdout}");
+    assert!(
+        stderr.contains("cut/0@7"),
+        "the warning names the original: {stderr}"
+    );
+    assert_eq!(
+        high_total(&bootstrap, "cut", 1),
+        1,
+        "only the whole one went back"
+    );
+}
