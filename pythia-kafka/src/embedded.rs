@@ -149,6 +149,40 @@ impl EmbeddedBroker {
         Ok(())
     }
 
+    /// Advertises the broker in metadata at `host:port` instead of its
+    /// listener, for clients that reach it through a forwarder or a port
+    /// mapping. The broker still listens on `127.0.0.1` only (librdkafka's mock
+    /// cluster binds loopback), so something must carry `host:port` there;
+    /// [`EmbeddedBroker::bootstrap_servers`] is unchanged.
+    ///
+    /// ```
+    /// use pythia_kafka::EmbeddedBroker;
+    /// let broker = EmbeddedBroker::start()?;
+    /// // A forwarder on 10.0.0.5:19092 carries connections to the loopback listener.
+    /// broker.advertise("10.0.0.5", 19092)?;
+    /// assert!(broker.bootstrap_servers().starts_with("127.0.0.1:"));
+    /// # Ok::<(), pythia_kafka::EmbeddedError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`EmbeddedError::Start`] when `host` contains a NUL byte.
+    pub fn advertise(&self, host: &str, port: u16) -> Result<(), EmbeddedError> {
+        let c_host = CString::new(host)
+            .map_err(|_| EmbeddedError::Start(format!("advertised host {host:?} contains NUL")))?;
+        // SAFETY: `cluster` is live; broker id 1 is the only broker; the host
+        // string is copied by the call.
+        unsafe {
+            rdsys::rd_kafka_mock_broker_set_host_port(
+                self.cluster,
+                1,
+                c_host.as_ptr(),
+                i32::from(port),
+            );
+        }
+        Ok(())
+    }
+
     /// Makes the next `errors.len()` requests of Kafka API `api_key` (8 is
     /// OffsetCommit, 0 Produce, 1 Fetch) fail with these errors, in order:
     /// for tests of what a client does with a refusal.

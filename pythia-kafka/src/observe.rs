@@ -4,9 +4,17 @@
 //! The lag monitor is a thread of its own with its own broker clients (see
 //! [`crate::lag`]): every `metrics.lag_interval` it reads the lag of the
 //! partitions assigned to this member, updates their gauges (removing those of
-//! revoked partitions), records whether the broker answered (readiness) and
-//! which partitions are stuck (liveness). Nothing it does waits on the worker,
-//! so a busy, paused or hung worker still reports true lag.
+//! revoked partitions) and records which partitions are stuck (liveness).
+//! Nothing it does waits on the worker, so a busy, paused or hung worker still
+//! reports true lag.
+//!
+//! Readiness follows a broker probe, another thread with a client of its own:
+//! every `PROBE_INTERVAL` it asks for metadata and waits at most
+//! `PROBE_TIMEOUT`. It is not left to the lag monitor, whose read of many
+//! partitions can take several request timeouts: a network partition that
+//! began during a read went unseen until the read ended, after the partition
+//! had healed (measured by `tests/chaos_network.rs`: a 10 s partition that
+//! readiness missed entirely).
 
 use std::sync::mpsc as std_mpsc;
 use std::thread;
@@ -15,6 +23,7 @@ use std::time::{Duration, Instant};
 use pythia_core::endpoint::{Bound, Endpoint, Server};
 use pythia_core::health::{Health, StallDetector};
 use pythia_core::{Metrics, PartitionId, Status};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -24,6 +33,14 @@ use crate::lag::LagReader;
 /// Longest wait for one broker request of the lag monitor.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the broker probe asks whether the broker answers.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the probe waits for an answer before the worker is not ready: a
+/// silent broker (a network partition, a black hole) is seen within
+/// `PROBE_INTERVAL + PROBE_TIMEOUT`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// What a worker observes itself with, when `metrics.address` is set.
 pub(crate) struct Observer {
     pub(crate) metrics: Metrics,
@@ -32,11 +49,13 @@ pub(crate) struct Observer {
     config: Config,
 }
 
-/// A running observer: dropping it stops the server and the lag monitor.
+/// A running observer: dropping it stops the server, the lag monitor and the
+/// broker probe.
 pub(crate) struct Running {
     _server: Server,
-    stop: Option<std_mpsc::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
+    /// Dropping a sender stops its thread.
+    stops: Vec<std_mpsc::Sender<()>>,
+    threads: Vec<thread::JoinHandle<()>>,
 }
 
 impl Observer {
@@ -68,31 +87,91 @@ impl Observer {
             reader,
             topics: self.config.kafka.topics.clone(),
             metrics: self.metrics,
-            health: self.health,
+            health: self.health.clone(),
             detector: StallDetector::new(self.config.health.stall_timeout),
             status,
             reported: Vec::new(),
         };
+        let mut client = self.config.kafka.base();
+        client.set("client.id", format!("pythia-probe-{group}"));
+        let probe = Probe {
+            client: client.create()?,
+            topic: self.config.kafka.topics.first().cloned(),
+            health: self.health,
+        };
         let interval = self.config.metrics.lag_interval;
-        let (stop, stopped) = std_mpsc::channel();
-        let thread = thread::Builder::new()
-            .name(format!("pythia-lag-{group}"))
-            .spawn(move || monitor.run(interval, stopped))
-            .map_err(|e| KafkaError::Io(e.to_string()))?;
+        let (monitor_stop, monitor_stopped) = std_mpsc::channel();
+        let (probe_stop, probe_stopped) = std_mpsc::channel();
+        let threads = vec![
+            spawn(format!("pythia-lag-{group}"), move || {
+                monitor.run(interval, monitor_stopped)
+            })?,
+            spawn(format!("pythia-probe-{group}"), move || {
+                probe.run(probe_stopped)
+            })?,
+        ];
         Ok(Running {
             _server: server,
-            stop: Some(stop),
-            thread: Some(thread),
+            stops: vec![monitor_stop, probe_stop],
+            threads,
         })
     }
 }
 
+fn spawn(
+    name: String,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<thread::JoinHandle<()>, KafkaError> {
+    thread::Builder::new()
+        .name(name)
+        .spawn(body)
+        .map_err(|e| KafkaError::Io(e.to_string()))
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            // It stops within one broker request; don't block a runtime thread.
-            thread::spawn(move || thread.join());
+        self.stops.clear();
+        let threads = std::mem::take(&mut self.threads);
+        // They stop within one broker request; don't block a runtime thread.
+        thread::spawn(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+    }
+}
+
+/// Asks the broker for metadata every `PROBE_INTERVAL`; readiness follows
+/// the answers.
+struct Probe {
+    client: BaseConsumer,
+    /// Metadata of one topic is enough, and cheap; all topics without one.
+    topic: Option<String>,
+    health: Health,
+}
+
+impl Probe {
+    fn run(self, stopped: std_mpsc::Receiver<()>) {
+        let mut answered = None;
+        loop {
+            let result = self
+                .client
+                .fetch_metadata(self.topic.as_deref(), PROBE_TIMEOUT)
+                .map(drop)
+                .map_err(|e| e.to_string());
+            match (&result, answered) {
+                (Err(error), Some(true) | None) => {
+                    tracing::warn!(%error, "the broker does not answer: not ready");
+                }
+                (Ok(()), Some(false)) => tracing::info!("the broker answers again: ready"),
+                _ => {}
+            }
+            answered = Some(result.is_ok());
+            self.health.set_broker(result);
+            match stopped.recv_timeout(PROBE_INTERVAL) {
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
         }
     }
 }
@@ -127,7 +206,6 @@ impl Monitor {
         self.metrics.set_assigned(&group, assigned.len());
         match self.reader.read(&self.topics, Some(&assigned)) {
             Ok(lags) => {
-                self.health.set_broker(Ok(()));
                 for lag in &lags {
                     self.metrics.set_partition_lag(&group, lag);
                 }
@@ -147,8 +225,9 @@ impl Monitor {
                 self.health.set_stalled(stalled);
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot read consumer lag; the broker does not answer");
-                self.health.set_broker(Err(error.to_string()));
+                // Readiness is the probe's: a lag read can fail for reasons
+                // of its own (a coordinator loading its offsets, say).
+                tracing::warn!(%error, "cannot read consumer lag");
             }
         }
     }
