@@ -386,7 +386,10 @@ impl Committer {
         } else {
             "will retry; this error is unlikely to pass by itself"
         };
-        if self.failing == 1 {
+        // A failed revoke or final commit means duplicates for the next
+        // owner: always worth a warning. Interval commits are retried, so a
+        // run of their failures is logged once.
+        if self.failing == 1 || reason != "interval" {
             tracing::warn!(
                 code = ?error,
                 %error,

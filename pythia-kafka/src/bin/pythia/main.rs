@@ -113,6 +113,11 @@ async fn main() -> anyhow::Result<()> {
             writeln!(stdout, "bootstrap={}", broker.bootstrap_servers())?;
             stdout.flush()?;
             drop(stdout);
+            // Its classic rebalances wait session.timeout.ms - 1 s per phase.
+            tracing::info!(
+                "workers reach this broker with PYTHIA_KAFKA__BROKERS={} PYTHIA_KAFKA__GROUP_PROTOCOL=consumer",
+                broker.bootstrap_servers()
+            );
             pythia_core::shutdown::signal().await;
             drop(broker);
             tracing::info!("embedded broker stopped");
