@@ -17,6 +17,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub use pythia_kafka;
 
+pub mod netns;
 pub mod prometheus_server;
 
 /// The test worker binary, built by cargo beside the test executables
@@ -884,6 +885,12 @@ impl Tansu {
             bin.display()
         );
         bin
+    }
+
+    /// Whether a Tansu binary is at hand: `TEST_TANSU_BIN` is set, or
+    /// `.ci/install-tansu` has installed one where [`Tansu::bin`] looks.
+    pub fn available() -> bool {
+        std::env::var_os("TEST_TANSU_BIN").is_some() || tansu_install_path().is_file()
     }
 
     /// Starts a broker and waits until it answers metadata requests.
