@@ -320,7 +320,7 @@ impl Run<'_> {
             wire.passed,
             wire.dropped,
         );
-        publish(&line);
+        publish_report(&line);
 
         assert_eq!(
             feed_missing, 0,
@@ -528,21 +528,5 @@ impl Drop for Feed {
     fn drop(&mut self) {
         // On a failed test: stop producing; the flush may wait, don't join.
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Writes a report line straight to the process's stderr, where the test
-/// harness does not capture it, and appends it to the file `CHAOS_REPORT`
-/// names, if any (as the chaos suite does).
-fn publish(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-    if let Some(path) = std::env::var_os("CHAOS_REPORT") {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("CHAOS_REPORT file");
-        writeln!(file, "{line}").expect("write CHAOS_REPORT");
     }
 }

