@@ -485,8 +485,16 @@ fn final_commit(
     let Some(committer) = guard.as_mut() else {
         return Ok(());
     };
+    // Backs off from 100 ms to 1 s between tries: a group that is
+    // rebalancing refuses every commit until it is done, and polling lets
+    // the member take part meanwhile.
+    let mut wait = Duration::from_millis(100);
     let mut poll = || {
-        let _ = consumer.poll(Duration::from_millis(100));
+        let until = (Instant::now() + wait).min(deadline);
+        while Instant::now() < until {
+            let _ = consumer.poll(Duration::from_millis(100).min(until - Instant::now()));
+        }
+        wait = (wait * 2).min(Duration::from_secs(1));
     };
     match committer.commit_and_wait(
         consumer,

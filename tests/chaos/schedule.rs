@@ -66,6 +66,11 @@ impl Exit {
     pub(crate) fn is_clean(self) -> bool {
         self == Self::Code(0)
     }
+
+    /// Exited with `code`.
+    pub(crate) fn is_code(self, code: i32) -> bool {
+        self == Self::Code(code)
+    }
 }
 
 impl fmt::Display for Exit {
