@@ -539,6 +539,7 @@ fn run_without_dead_letter_topic(
     let mut worker = broker
         .worker(group, input)
         .env("TEST_CODEC", "json")
+        .env("PYTHIA_WORKER__DEAD_LETTER__CREATE", "true")
         // With the harness's `info,librdkafka=warn,rdkafka=warn`, events of
         // the first seconds of a worker are sometimes missing from its log
         // (also `subscribed` and `worker started`; seen with tracing-subscriber

@@ -64,6 +64,7 @@ pub mod header {
 /// enabled = true
 /// topic = "{topic}.dlq"   # `{topic}` is the message's own topic
 /// on_failure = "stop"     # stop | skip: a dead letter refused even reduced
+/// create = false          # create missing dead-letter topics at start
 /// ```
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +78,12 @@ pub struct DeadLetterConfig {
     /// What happens to a message whose dead letter is refused even in its
     /// reduced form.
     pub on_failure: OnFailure,
+    /// Whether a worker reaching brokers by address creates, at start, the
+    /// missing dead-letter topic of each input with the input's partition
+    /// count (the embedded broker always does). Off by default: many clusters
+    /// refuse topic creation to workers, and a broker left to auto-create the
+    /// topic gives it its default partition count.
+    pub create: bool,
 }
 
 impl Default for DeadLetterConfig {
@@ -85,6 +92,7 @@ impl Default for DeadLetterConfig {
             enabled: true,
             topic: "{topic}.dlq".to_owned(),
             on_failure: OnFailure::Stop,
+            create: false,
         }
     }
 }

@@ -52,10 +52,11 @@ pub(crate) struct DeadLetterTopics {
 }
 
 impl DeadLetterTopics {
-    /// For a worker reaching brokers by address with dead letters on; `None`
-    /// otherwise (the embedded broker creates its topics itself).
+    /// For a worker reaching brokers by address with dead letters on and
+    /// `worker.dead_letter.create` set; `None` otherwise (the embedded broker
+    /// creates its topics itself).
     pub(crate) fn new(kafka: &KafkaConfig, dead_letter: &DeadLetterConfig) -> Option<Self> {
-        (dead_letter.enabled && !kafka.is_embedded()).then(|| Self {
+        (dead_letter.enabled && dead_letter.create && !kafka.is_embedded()).then(|| Self {
             kafka: kafka.clone(),
             dead_letter: dead_letter.clone(),
         })
@@ -216,12 +217,17 @@ mod tests {
     }
 
     #[test]
-    fn only_a_worker_reaching_brokers_by_address_with_dead_letters_creates_them() {
+    fn only_a_worker_reaching_brokers_by_address_asked_to_creates_them() {
         let mut kafka = KafkaConfig {
             brokers: Some("kafka:9092".into()),
             ..KafkaConfig::default()
         };
         let mut dead_letter = DeadLetterConfig::default();
+        assert!(
+            DeadLetterTopics::new(&kafka, &dead_letter).is_none(),
+            "off by default"
+        );
+        dead_letter.create = true;
         assert!(DeadLetterTopics::new(&kafka, &dead_letter).is_some());
         dead_letter.enabled = false;
         assert!(DeadLetterTopics::new(&kafka, &dead_letter).is_none());
