@@ -245,6 +245,12 @@ impl Committer {
 
     /// Applies every answer that has arrived, without waiting.
     pub(crate) fn serve(&mut self, tracker: &OffsetTracker) {
+        // The poller calls this every pass: skip the queue when nothing is
+        // awaited (an answer left from a request given up on is ignored
+        // whenever it is read).
+        if self.awaiting.is_empty() {
+            return;
+        }
         while let Some(answer) = self.queue.next_answer(Duration::ZERO) {
             self.apply(tracker, &answer, "interval");
         }
