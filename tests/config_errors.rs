@@ -95,3 +95,51 @@ fn bad_raw_librdkafka_property_exits_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bad_security_protocol_exits_naming_its_key_and_the_allowed_values() {
+    let (ok, stderr) = run_with(&with(&[("PYTHIA_KAFKA__SECURITY__PROTOCOL", "tls")]));
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "invalid value for `kafka.security.protocol`: `tls` is not one of: plaintext, ssl, sasl_plaintext, sasl_ssl"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("kafka.consumer"),
+        "not the internal property: {stderr}"
+    );
+}
+
+#[test]
+fn bad_sasl_mechanism_exits_naming_its_key_and_the_allowed_values() {
+    let dir = scratch("config-sasl");
+    let file = dir.join("pythia.toml");
+    std::fs::write(
+        &file,
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\ngroup = \"g\"\ntopics = [\"t\"]\n\
+         [kafka.security]\nprotocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM\"\n",
+    )
+    .unwrap();
+    let (ok, stderr) = run_with(&[("PYTHIA_CONFIG", file.to_str().unwrap())]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "invalid value for `kafka.security.sasl_mechanism`: `SCRAM` is not one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER, GSSAPI"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_ordering_exits_naming_its_key_and_the_allowed_values() {
+    let (ok, stderr) = run_with(&with(&[("PYTHIA_WORKER__ORDERING", "fast")]));
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "invalid value for `worker.ordering`: `fast` is not one of: partition, key, none"
+        ),
+        "{stderr}"
+    );
+}

@@ -75,7 +75,8 @@ impl CpuPool {
 
     /// Runs `work` on the pool as a scope, so it can use rayon's parallel
     /// iterators over borrowed data (a batch, say). Always offloaded: work
-    /// meant to be spread over threads is not run inline.
+    /// meant to be spread over threads is not run inline. A panic in it
+    /// becomes a permanent error, as in `run`.
     pub(crate) async fn install<T, F>(&self, work: F) -> Result<T, ProcessError>
     where
         F: FnOnce() -> T + Send + 'static,

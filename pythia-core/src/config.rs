@@ -219,7 +219,7 @@ impl ConfigLoader {
         })?;
         serde_path_to_error::deserialize(built).map_err(|e| {
             let path = e.path().to_string();
-            translate(&path, e.into_inner())
+            translate(&path, e.into_inner(), || enum_values::<T>(&path))
         })
     }
 
@@ -262,7 +262,12 @@ fn env_source(env: &HashMap<String, String>) -> config::Environment {
 }
 
 /// Turns a deserialization error at `path` into an error naming the full key.
-fn translate(path: &str, error: config::ConfigError) -> ConfigError {
+/// `allowed` lists the values of the enum at `path`, for errors that do not.
+fn translate(
+    path: &str,
+    error: config::ConfigError,
+    allowed: impl FnOnce() -> Option<Vec<String>>,
+) -> ConfigError {
     let message = match &error {
         config::ConfigError::Message(m) => m.clone(),
         config::ConfigError::At { error, .. } => error.to_string(),
@@ -298,17 +303,98 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
         let name = rest.split('`').next().unwrap_or(rest);
         return ConfigError::missing(join(name), "this key is required");
     }
-    if let Some(rest) = message.strip_prefix("unknown variant `") {
-        let (value, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        return ConfigError::invalid(
-            parent,
-            format!(
-                "`{value}` is not allowed; {}",
-                tail.trim_start_matches(',').trim()
-            ),
-        );
+    match EnumError::parse(&message) {
+        Some(EnumError::UnknownVariant { value, expected }) => {
+            ConfigError::invalid(parent, not_one_of(Some(&value), &variant_names(&expected)))
+        }
+        Some(EnumError::NoVariant { value }) => {
+            let reason = match allowed() {
+                Some(names) => not_one_of(value.as_deref(), &names),
+                None => match value {
+                    Some(value) => format!("`{value}` is not an allowed value"),
+                    None => "must be a string naming one of the allowed values".to_owned(),
+                },
+            };
+            ConfigError::invalid(parent, reason)
+        }
+        None => ConfigError::invalid(parent, message),
     }
-    ConfigError::invalid(parent, message)
+}
+
+/// A value that names no variant of an enum setting, as the deserializers say it.
+#[derive(Debug, PartialEq)]
+enum EnumError {
+    /// serde's own message, which lists the variants: ``unknown variant `x`,
+    /// expected one of `a`, `b` ``.
+    UnknownVariant { value: String, expected: String },
+    /// The config crate's messages, which do not: `enum Ordering does not
+    /// have variant constructor x`, or, for a value that is no string, `value
+    /// of enum Ordering should be represented by …`.
+    NoVariant { value: Option<String> },
+}
+
+impl EnumError {
+    fn parse(message: &str) -> Option<Self> {
+        if let Some(rest) = message.strip_prefix("unknown variant `") {
+            let (value, tail) = rest.split_once('`').unwrap_or((rest, ""));
+            return Some(Self::UnknownVariant {
+                value: value.to_owned(),
+                expected: tail.to_owned(),
+            });
+        }
+        if let Some((_, value)) = message
+            .strip_prefix("enum ")
+            .and_then(|m| m.split_once(" does not have variant constructor "))
+        {
+            return Some(Self::NoVariant {
+                value: Some(value.to_owned()),
+            });
+        }
+        message
+            .starts_with("value of enum ")
+            .then_some(Self::NoVariant { value: None })
+    }
+}
+
+/// The names quoted in serde's list of variants: `` expected one of `a`, `b` ``.
+fn variant_names(expected: &str) -> Vec<String> {
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// "`x` is not one of: a, b", or "must be one of: a, b" without the value.
+fn not_one_of(value: Option<&str>, names: &[String]) -> String {
+    match value {
+        Some(value) => format!("`{value}` is not one of: {}", names.join(", ")),
+        None => format!("must be one of: {}", names.join(", ")),
+    }
+}
+
+/// The values allowed for the enum setting at dotted `path` of `T`. The
+/// config crate's enum errors do not list them, so `T` is read once more
+/// from that key alone, holding a value that names no variant, through
+/// serde_json, whose error lists them. `None` if that error is a different
+/// one (a setting on the way that has no default, say).
+fn enum_values<T: DeserializeOwned>(path: &str) -> Option<Vec<String>> {
+    if path.is_empty() || path.contains('[') {
+        return None;
+    }
+    let mut value = serde_json::Value::String(String::new());
+    for segment in path.rsplit('.') {
+        value = serde_json::Value::Object([(segment.to_owned(), value)].into_iter().collect());
+    }
+    let error = serde_path_to_error::deserialize::<_, T>(value).err()?;
+    if error.path().to_string() != path {
+        return None;
+    }
+    match EnumError::parse(&error.into_inner().to_string())? {
+        EnumError::UnknownVariant { expected, .. } => Some(variant_names(&expected)),
+        EnumError::NoVariant { .. } => None,
+    }
 }
 
 /// Settings of the runtime, under `[worker]`.
@@ -316,20 +402,21 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 /// ```toml
 /// [worker]
 /// name = "billing"           # in logs and metrics; defaults to the group
+/// # instance = "billing-0"   # this copy of the worker; defaults to "<host name>-<pid>"
 /// max_in_flight = 1024       # messages processing at once (until their outputs are handed to the sink)
 /// partition_buffer = 5000    # fetched messages held per partition before it pauses
 /// shutdown_timeout = "30s"   # deadline of the whole shutdown: drain, commit, leave
 /// revoke_timeout = "10s"     # drain deadline for partitions taken by a rebalance
 /// max_message_bytes = 1048576  # larger payloads are dead-lettered unprocessed (default: no limit)
-///
-/// [worker.retry]             # see RetryConfig
-/// max_attempts = 3
-///
 /// ordering = "partition"     # partition | key | none
 /// batch_size = 1             # > 1: process_batch gets up to this many messages
 /// batch_timeout = "20ms"     # ... or what arrived within this time
 /// cpu_threads = 0            # Context::compute's pool; 0 = one per core
 /// compute_inline_below = "10us"  # compute() runs work cheaper than this inline; "0s" = never
+///
+/// # Tables last: every key after a [table] line belongs to that table.
+/// [worker.retry]             # see RetryConfig
+/// max_attempts = 3
 ///
 /// [worker.dead_letter]       # see DeadLetterConfig
 /// topic = "{topic}.dlq"
@@ -341,6 +428,13 @@ fn translate(path: &str, error: config::ConfigError) -> ConfigError {
 pub struct WorkerConfig {
     /// The worker's name in logs and metrics.
     pub name: Option<String>,
+    /// The name of this copy of the worker (`PYTHIA_WORKER__INSTANCE`), told
+    /// apart from the other copies in logs, in the `pythia_worker_info`
+    /// metric, in the Kafka client id and by [`Context::instance`](crate::Context::instance).
+    /// Unset, it is the host name and the process id, `<host>-<pid>` (the
+    /// host name from `$HOSTNAME`, which Kubernetes sets to the pod's name):
+    /// see [`WorkerConfig::instance_name`].
+    pub instance: Option<String>,
     /// Messages that may be processing at once, across all partitions of this
     /// instance; a message holds its place until its outputs are handed to the
     /// sink (awaiting delivery, it counts against `partition_buffer`).
@@ -390,6 +484,31 @@ pub struct WorkerConfig {
     pub compute_inline_below: Duration,
 }
 
+/// `<host>-<pid>`: the name of a copy of the worker when `worker.instance`
+/// is unset.
+pub(crate) fn default_instance_name() -> String {
+    format!(
+        "{}-{}",
+        host_name(|name| std::env::var(name).ok()),
+        std::process::id()
+    )
+}
+
+/// The host name: `$HOSTNAME` (the pod's name in Kubernetes; shells set it
+/// without exporting it, so it is often missing) or `%COMPUTERNAME%`, else
+/// the kernel's, else `localhost`.
+fn host_name(var: impl Fn(&str) -> Option<String>) -> String {
+    let from_env = ["HOSTNAME", "COMPUTERNAME"].into_iter().filter_map(var);
+    let from_files = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .into_iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok());
+    from_env
+        .chain(from_files)
+        .map(|name| name.trim().to_owned())
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// Which messages of one partition may be processed at the same time
 /// (`worker.ordering`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -420,6 +539,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             name: None,
+            instance: None,
             max_in_flight: 1024,
             partition_buffer: 5000,
             shutdown_timeout: Duration::from_secs(30),
@@ -437,8 +557,36 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// The name of this copy of the worker: `worker.instance` if set, else
+    /// the host name and the process id, `<host>-<pid>`.
+    ///
+    /// ```
+    /// use pythia_core::WorkerConfig;
+    /// let mut config = WorkerConfig::default();
+    /// // e.g. "billing-7d9f8-x2k4q-1" in a Kubernetes pod, "laptop-4711" elsewhere
+    /// assert!(config.instance_name().ends_with(&format!("-{}", std::process::id())));
+    /// config.instance = Some("billing-eu-1".into()); // PYTHIA_WORKER__INSTANCE=billing-eu-1
+    /// assert_eq!(config.instance_name(), "billing-eu-1");
+    /// ```
+    pub fn instance_name(&self) -> String {
+        match self.instance.as_deref().map(str::trim) {
+            Some(instance) if !instance.is_empty() => instance.to_owned(),
+            _ => default_instance_name(),
+        }
+    }
+
     /// Checks ranges; each error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .instance
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "worker.instance",
+                "must not be empty; leave it unset for \"<host name>-<pid>\"",
+            ));
+        }
         if self.max_in_flight == 0 {
             return Err(ConfigError::invalid(
                 "worker.max_in_flight",
@@ -492,6 +640,57 @@ impl WorkerConfig {
         }
         self.retry.validate()?;
         self.dead_letter.validate()
+    }
+}
+
+/// The TOML examples in the docs, loaded by the real loader in tests, so
+/// that an example copied as it is works.
+#[cfg(test)]
+pub(crate) mod examples {
+    use super::*;
+
+    /// The ```` ```toml ```` block of the doc comment of `pub struct {item}` in
+    /// `source`, with the `/// ` taken off.
+    pub(crate) fn toml_example(source: &str, item: &str) -> String {
+        let end = source
+            .find(&format!("\npub struct {item} "))
+            .unwrap_or_else(|| panic!("no `pub struct {item}` in the source"));
+        let start = source[..end]
+            .rfind("/// ```toml\n")
+            .unwrap_or_else(|| panic!("no TOML example in the docs of {item}"));
+        let lines: Vec<&str> = source[start..end]
+            .lines()
+            .skip(1)
+            .map(|line| line.trim_start())
+            .take_while(|line| *line != "/// ```")
+            .map(|line| line.strip_prefix("///").unwrap_or(line))
+            .map(|line| line.strip_prefix(' ').unwrap_or(line))
+            .collect();
+        assert!(
+            source[start..end].contains("\n/// ```\n"),
+            "the TOML example of {item} is not closed before the item"
+        );
+        lines.join("\n") + "\n"
+    }
+
+    /// What a `pythia.toml` holding just `toml` gives `[worker]`, validated.
+    pub(crate) fn load_worker(toml: &str, name: &str) -> Result<WorkerConfig, ConfigError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            worker: WorkerConfig,
+        }
+        let dir = std::env::temp_dir().join(format!("pythia-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, toml).expect("write the example");
+        let file: File = ConfigLoader::new()
+            .file(&path)
+            .env::<&str, &str>([])
+            .load()?;
+        file.worker.validate()?;
+        Ok(file.worker)
     }
 }
 
@@ -628,5 +827,147 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert_eq!(err.key(), "worker.compute_inline_below");
         assert!(err.to_string().contains("\"0s\""), "{err}");
+    }
+
+    #[test]
+    fn the_worker_config_example_loads_as_written() {
+        let toml = examples::toml_example(include_str!("config.rs"), "WorkerConfig");
+        assert!(toml.starts_with("[worker]\n"), "{toml}");
+        let worker = examples::load_worker(&toml, "worker")
+            .unwrap_or_else(|e| panic!("{e}\nin the example:\n{toml}"));
+        // Each key landed in the table it is shown in.
+        assert_eq!(worker.name.as_deref(), Some("billing"));
+        assert_eq!(worker.max_message_bytes, Some(1_048_576));
+        assert_eq!(worker.ordering, Ordering::Partition);
+        assert_eq!(worker.batch_size, 1);
+        assert_eq!(worker.batch_timeout, Duration::from_millis(20));
+        assert_eq!(worker.compute_inline_below, Duration::from_micros(10));
+        assert_eq!(worker.retry.max_attempts, 3);
+        assert_eq!(worker.dead_letter.topic, "{topic}.dlq");
+    }
+
+    #[test]
+    fn the_dead_letter_config_example_loads_and_shows_the_defaults() {
+        let toml = examples::toml_example(include_str!("dead_letter.rs"), "DeadLetterConfig");
+        assert!(toml.starts_with("[worker.dead_letter]\n"), "{toml}");
+        let worker = examples::load_worker(&toml, "dead_letter")
+            .unwrap_or_else(|e| panic!("{e}\nin the example:\n{toml}"));
+        assert_eq!(worker.dead_letter, DeadLetterConfig::default());
+    }
+
+    #[test]
+    fn a_key_after_a_table_line_is_caught_by_the_example_check() {
+        // What the WorkerConfig example used to do: `ordering` under [worker.retry].
+        let err = examples::load_worker(
+            "[worker]\nname = \"billing\"\n[worker.retry]\nmax_attempts = 3\nordering = \"key\"\n",
+            "misplaced",
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), "worker.retry.ordering", "{err}");
+    }
+
+    #[test]
+    fn an_enum_key_names_itself_and_lists_its_values() {
+        let err = loader()
+            .env([("PYTHIA_WORKER__ORDERING", "fast")])
+            .load::<App>()
+            .unwrap_err();
+        assert_eq!(err.key(), "worker.ordering", "{err}");
+        assert_eq!(
+            err.to_string(),
+            "invalid value for `worker.ordering`: `fast` is not one of: partition, key, none"
+        );
+        assert!(!err.to_string().contains("Ordering"), "no Rust type names");
+
+        // A value that is no string at all.
+        let err = loader()
+            .env([("PYTHIA_WORKER__ORDERING", "1")])
+            .load::<App>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value for `worker.ordering`: must be one of: partition, key, none"
+        );
+
+        // Enums that check their own values keep their message.
+        let err = loader()
+            .set("worker.dead_letter.on_failure", "ignore")
+            .load::<App>()
+            .unwrap_err();
+        assert_eq!(err.key(), "worker.dead_letter.on_failure", "{err}");
+        assert!(err.to_string().contains("stop") && err.to_string().contains("skip"));
+    }
+
+    #[test]
+    fn enum_errors_are_read_from_either_deserializer() {
+        assert_eq!(
+            EnumError::parse("unknown variant `x`, expected one of `a`, `b`, `c`"),
+            Some(EnumError::UnknownVariant {
+                value: "x".into(),
+                expected: ", expected one of `a`, `b`, `c`".into()
+            })
+        );
+        assert_eq!(variant_names(", expected `a` or `b`"), ["a", "b"]);
+        assert_eq!(
+            EnumError::parse("enum Ordering does not have variant constructor x"),
+            Some(EnumError::NoVariant {
+                value: Some("x".into())
+            })
+        );
+        assert_eq!(
+            EnumError::parse(
+                "value of enum Ordering should be represented by either string or table with exactly one key"
+            ),
+            Some(EnumError::NoVariant { value: None })
+        );
+        assert_eq!(EnumError::parse("invalid type: string"), None);
+        assert_eq!(
+            enum_values::<App>("worker.ordering"),
+            Some(vec!["partition".into(), "key".into(), "none".into()])
+        );
+        assert_eq!(enum_values::<App>("worker.max_in_flight"), None);
+    }
+
+    #[test]
+    fn the_instance_is_configured_or_the_host_and_pid() {
+        let app: App = loader()
+            .env([("PYTHIA_WORKER__INSTANCE", "billing-eu-1")])
+            .load()
+            .unwrap();
+        assert_eq!(app.worker.instance_name(), "billing-eu-1");
+
+        let pid = format!("-{}", std::process::id());
+        let default = WorkerConfig::default().instance_name();
+        assert!(
+            default.ends_with(&pid) && default.len() > pid.len(),
+            "{default}"
+        );
+
+        let err = loader()
+            .env([("PYTHIA_WORKER__INSTANCE", " ")])
+            .load::<App>()
+            .unwrap()
+            .worker
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key(), "worker.instance");
+    }
+
+    #[test]
+    fn the_host_name_comes_from_the_environment_first() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(host_name(env(&[("HOSTNAME", "pod-7f9c")])), "pod-7f9c");
+        assert_eq!(
+            host_name(env(&[("HOSTNAME", " "), ("COMPUTERNAME", "DESK-1")])),
+            "DESK-1"
+        );
+        // Neither set: the kernel's name, or `localhost`; never empty.
+        assert!(!host_name(env(&[])).is_empty());
     }
 }

@@ -15,6 +15,14 @@
 //! | `pythia_assigned_partitions` | gauge | `group` | partitions assigned to this member |
 //! | `pythia_rebalances_total` | counter | `group` | assignment changes (assign or revoke) seen by this member |
 //! | `pythia_commit_failures_total` | counter | `group` | offset commits the broker rejected or that could not be sent |
+//! | `pythia_worker_info` | gauge, always 1 | `worker`, `instance_name`, `pythia_version` | which copy of which worker serves these metrics (see below) |
+//!
+//! No series carries the name of the copy of the worker (`worker.instance`)
+//! as a label: Prometheus gives each scraped series an `instance` label of
+//! its own (the target's address), and one more label on every series would
+//! multiply them. `pythia_worker_info` carries it once per process; join it in
+//! where it is wanted, e.g.
+//! `pythia_in_flight_messages * on (instance, worker) group_left (instance_name) pythia_worker_info`.
 //!
 //! A worker exports the partition gauges for the partitions assigned to it, so
 //! `sum by (group)` over all instances counts each partition once; the
@@ -53,6 +61,8 @@ pub const ASSIGNED_PARTITIONS: &str = "pythia_assigned_partitions";
 pub const REBALANCES_TOTAL: &str = "pythia_rebalances_total";
 /// `pythia_commit_failures_total`.
 pub const COMMIT_FAILURES_TOTAL: &str = "pythia_commit_failures_total";
+/// `pythia_worker_info`.
+pub const WORKER_INFO: &str = "pythia_worker_info";
 
 /// Every metric name above, for checks that dashboards and rules use real names.
 pub const ALL: &[&str] = &[
@@ -67,6 +77,7 @@ pub const ALL: &[&str] = &[
     ASSIGNED_PARTITIONS,
     REBALANCES_TOTAL,
     COMMIT_FAILURES_TOTAL,
+    WORKER_INFO,
 ];
 
 /// Outcome label values of `pythia_messages_total`.
@@ -186,6 +197,7 @@ struct Inner {
     assigned: IntGaugeVec,
     rebalances: IntCounterVec,
     commit_failures: IntCounterVec,
+    worker_info: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -267,6 +279,14 @@ impl Metrics {
             &["group"],
         )
         .expect("valid metric");
+        let worker_info = IntGaugeVec::new(
+            Opts::new(
+                WORKER_INFO,
+                "Always 1: the worker and the copy of it (worker.instance) serving these metrics.",
+            ),
+            &["worker", "instance_name", "pythia_version"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(messages.clone()),
             Box::new(process_duration.clone()),
@@ -279,6 +299,7 @@ impl Metrics {
             Box::new(assigned.clone()),
             Box::new(rebalances.clone()),
             Box::new(commit_failures.clone()),
+            Box::new(worker_info.clone()),
         ];
         for collector in collectors {
             registry.register(collector).expect("distinct metric names");
@@ -297,6 +318,7 @@ impl Metrics {
                 assigned,
                 rebalances,
                 commit_failures,
+                worker_info,
             }),
         }
     }
@@ -335,6 +357,14 @@ impl Metrics {
                 .with_label_values(&[worker, topic, outcome::SKIPPED]),
             duration: m.process_duration.with_label_values(&[worker, topic]),
         }
+    }
+
+    /// Exports `pythia_worker_info` for copy `instance` of `worker`.
+    pub(crate) fn worker_started(&self, worker: &str, instance: &str) {
+        self.inner
+            .worker_info
+            .with_label_values(&[worker, instance, env!("CARGO_PKG_VERSION")])
+            .set(1);
     }
 
     /// Reports `worker`'s in-flight count as `max` minus the free permits, read
@@ -631,6 +661,7 @@ mod tests {
         metrics.set_assigned("g", 1);
         metrics.rebalanced("g");
         metrics.commit_failed("g");
+        metrics.worker_started("w", "host-1");
         let text = metrics.encode();
         for name in ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
@@ -718,6 +749,28 @@ mod tests {
             metrics
                 .encode()
                 .contains(r#"pythia_in_flight_messages{worker="w"} 0"#)
+        );
+    }
+
+    #[test]
+    fn the_info_gauge_names_the_copy_of_the_worker_without_an_instance_label() {
+        let metrics = Metrics::new();
+        metrics.worker_started("billing", "web-3-4711");
+        let text = metrics.encode();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(WORKER_INFO))
+            .expect("the info series");
+        assert_eq!(
+            line,
+            format!(
+                r#"pythia_worker_info{{instance_name="web-3-4711",pythia_version="{}",worker="billing"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert!(
+            !text.contains("instance=\""),
+            "Prometheus sets `instance` itself: {text}"
         );
     }
 

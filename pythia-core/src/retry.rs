@@ -165,4 +165,13 @@ mod tests {
             "worker.retry.max_backoff"
         );
     }
+
+    #[test]
+    fn the_toml_example_loads_and_shows_the_defaults() {
+        let toml = crate::config::examples::toml_example(include_str!("retry.rs"), "RetryConfig");
+        assert!(toml.starts_with("[worker.retry]\n"), "{toml}");
+        let worker = crate::config::examples::load_worker(&toml, "retry")
+            .unwrap_or_else(|e| panic!("{e}\nin the example:\n{toml}"));
+        assert_eq!(worker.retry, RetryConfig::default());
+    }
 }

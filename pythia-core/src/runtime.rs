@@ -23,6 +23,8 @@ use crate::sink::Sink;
 use crate::source::{Revocation, Source, SourceEvent};
 use crate::worker::{Context, Worker};
 
+pub use crate::worker::Identity;
+
 /// What a finished run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -71,6 +73,7 @@ pub struct Runtime<W, S, K> {
     sink: Arc<K>,
     status: watch::Sender<Status>,
     metrics: Option<Metrics>,
+    identity: Identity,
 }
 
 impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
@@ -88,6 +91,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
         sink: Arc<K>,
     ) -> Self {
         Self {
+            identity: Identity::new(&config.instance_name()),
             config,
             name: name.into(),
             worker,
@@ -109,6 +113,24 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
     /// ```
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs as `identity` rather than as an identity named after
+    /// `worker.instance`: a source holding a clone of it records there the
+    /// member id its group gives, for [`Context::member_id`] and the
+    /// assignment logs.
+    ///
+    /// ```
+    /// use pythia_core::runtime::{Identity, Runtime};
+    /// # fn demo<W: pythia_core::Worker, S: pythia_core::Source, K: pythia_core::Sink>(runtime: Runtime<W, S, K>) {
+    /// let identity = Identity::new("billing-eu-1");
+    /// let runtime = runtime.with_identity(identity.clone());
+    /// // The source, once it has joined: identity.set_member_id(...)
+    /// # }
+    /// ```
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
         self
     }
 
@@ -140,6 +162,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             sink,
             status,
             metrics,
+            identity,
         } = self;
         let stopping = CancellationToken::new();
         let cpu = CpuPool::new(config.cpu_threads, &name, config.compute_inline_below)
@@ -153,7 +176,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             sink,
             acker: source.acker(),
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
-            ctx: Context::new(name.clone(), stopping.clone(), cpu),
+            ctx: Context::new(name.clone(), identity.clone(), stopping.clone(), cpu),
             wake: Arc::new(Notify::new()),
             resume_at: config.partition_buffer / 2,
             failures,
@@ -172,12 +195,18 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             metrics,
         });
         if let Some(metrics) = &shared.metrics {
+            metrics.worker_started(&name, identity.instance());
             metrics.watch_in_flight(&name, &shared.permits, config.max_in_flight);
         }
         let mut lanes: HashMap<PartitionId, Lane> = HashMap::new();
         let mut failure = None;
         let mut abandoned = 0;
-        tracing::info!(worker = %name, max_in_flight = config.max_in_flight, "worker started");
+        tracing::info!(
+            worker = %name,
+            instance = %identity.instance(),
+            max_in_flight = config.max_in_flight,
+            "worker started"
+        );
         let update = |f: &dyn Fn(&mut Status)| status.send_modify(|s| f(s));
         tokio::pin!(shutdown);
 
@@ -203,7 +232,11 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                         }
                     }
                     Some(SourceEvent::Assigned(partitions)) => {
-                        tracing::info!(?partitions, "partitions assigned");
+                        // The source records the member id before it reports the assignment.
+                        match identity.member_id() {
+                            Some(member_id) => tracing::info!(?partitions, %member_id, "partitions assigned"),
+                            None => tracing::info!(?partitions, "partitions assigned"),
+                        }
                         update(&|s| {
                             s.phase = Phase::Running;
                             s.assigned.extend(partitions.iter().cloned());

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use pythia_core::runtime::Identity;
 use pythia_core::{RunSummary, Runtime, Status, Worker};
 use tokio::sync::watch;
 
@@ -221,6 +222,12 @@ pub struct KafkaWorker<W: Worker> {
 
 impl<W: Worker> KafkaWorker<W> {
     /// Validates `config`, starts the embedded broker if asked, connects and subscribes.
+    ///
+    /// The consumer's `client.id` is `<worker name>-<instance>` (see
+    /// `worker.instance`), so group tools such as `kafka-consumer-groups
+    /// --describe` tell the copies apart; the member id the group gives it
+    /// is logged with each assignment and reachable as
+    /// [`Context::member_id`](pythia_core::Context::member_id).
     pub fn new(worker: W, config: Config) -> Result<Self, pythia_core::Error> {
         Self::shared(Arc::new(worker), config)
     }
@@ -230,13 +237,16 @@ impl<W: Worker> KafkaWorker<W> {
         config.validate()?;
         let broker = config.start_embedded()?;
         let name = config.name().to_owned();
-        let member = format!("{name}-{}", std::process::id());
+        let identity = Identity::new(&config.worker.instance_name());
+        let member = format!("{name}-{}", identity.instance());
         let observer = Observer::new(&config)?;
         let metrics = observer.as_ref().map(|o| o.metrics.clone());
         let sink = Arc::new(KafkaSink::new(&config.kafka)?);
-        let source = KafkaSource::with_metrics(&config, &member, metrics.clone())?;
+        let source =
+            KafkaSource::with_metrics(&config, &member, metrics.clone(), Some(identity.clone()))?;
         let dead_letter_topics = DeadLetterTopics::new(&config.kafka, &config.worker.dead_letter);
-        let mut runtime = Runtime::with_shared(config.worker, &name, worker, source, sink);
+        let mut runtime = Runtime::with_shared(config.worker, &name, worker, source, sink)
+            .with_identity(identity);
         if let Some(metrics) = metrics {
             runtime = runtime.with_metrics(metrics);
         }

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pythia_core::offsets::OffsetTracker;
+use pythia_core::runtime::Identity;
 use pythia_core::{
     Acker, Header, Headers, Message, Metrics, PartitionId, Revocation, Source, SourceEvent,
 };
@@ -134,14 +135,16 @@ impl KafkaSource {
     /// `member` names this member in client ids and logs. The brokers must be
     /// real addresses here: [`crate::run`] resolves `"embedded"` first.
     pub fn new(config: &Config, member: &str) -> Result<Self, KafkaError> {
-        Self::with_metrics(config, member, None)
+        Self::with_metrics(config, member, None, None)
     }
 
-    /// Like [`KafkaSource::new`], counting rebalances and failed commits in `metrics`.
+    /// Like [`KafkaSource::new`], counting rebalances and failed commits in
+    /// `metrics`, and recording in `identity` the member id the group gives.
     pub(crate) fn with_metrics(
         config: &Config,
         member: &str,
         metrics: Option<Metrics>,
+        identity: Option<Identity>,
     ) -> Result<Self, KafkaError> {
         let client = config.kafka.consumer_client_config(member)?;
         let tracker = Arc::new(OffsetTracker::new());
@@ -158,6 +161,7 @@ impl KafkaSource {
             closing: AtomicBool::new(false),
             committer: Mutex::new(None),
             metrics: metrics.map(|m| (m, config.kafka.group.clone().unwrap_or_default())),
+            identity,
             // The runtime releases a revocation by its deadline: revoke_timeout
             // while running, the shutdown deadline while draining. Wait a little
             // longer than either, so a partition is never handed over early.
@@ -319,6 +323,8 @@ struct SourceContext {
     revoke_wait: Duration,
     /// Where rebalances and failed commits are counted, with the group label.
     metrics: Option<(Metrics, String)>,
+    /// Where the member id goes, for the worker's `Context` and logs.
+    identity: Option<Identity>,
     /// Sends commits and reads their answers; taken out (and its queue
     /// destroyed) before the consumer is.
     committer: Mutex<Option<Committer>>,
@@ -396,6 +402,10 @@ impl ConsumerContext for SourceContext {
             Rebalance::Assign(tpl) => {
                 let partitions = partition_ids(tpl);
                 if !partitions.is_empty() {
+                    // Before the assignment is reported: the runtime logs it with the id.
+                    if let (Some(identity), Some(id)) = (&self.identity, member_id(consumer)) {
+                        identity.set_member_id(&id);
+                    }
                     self.count(Metrics::rebalanced);
                     self.flush();
                     self.split(consumer, &partitions);
@@ -530,6 +540,25 @@ fn resume(consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
     {
         tracing::debug!(%error, "resume on rebalance");
     }
+}
+
+/// The member id the group gave this consumer, once it has one.
+fn member_id(consumer: &BaseConsumer<SourceContext>) -> Option<String> {
+    let client = consumer.client().native_ptr();
+    // SAFETY: the handle lives as long as `consumer`. librdkafka asks its
+    // main thread for the id and waits for the answer (called here, on the
+    // poller thread, the wait ends), then returns a copy we own, or null.
+    let id = unsafe { rdkafka_sys::rd_kafka_memberid(client) };
+    if id.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null id is a NUL-terminated string, live until freed below.
+    let text = unsafe { std::ffi::CStr::from_ptr(id) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: `id` came from librdkafka on this handle and is freed once.
+    unsafe { rdkafka_sys::rd_kafka_mem_free(client, id.cast()) };
+    (!text.is_empty()).then_some(text)
 }
 
 fn partition_ids(tpl: &TopicPartitionList) -> Vec<PartitionId> {

@@ -15,7 +15,9 @@
 //! - `TEST_GATE_FILE`: `process` waits until this file exists (a blocked or hung handler);
 //! - `TEST_CPU_MS`: spend this long busy on the runtime's CPU pool (`Context::compute`)
 //!   in each `process` call;
-//! - `TEST_CPU_PANIC_AT`: `PARTITION:OFFSET` whose CPU work panics.
+//! - `TEST_CPU_PANIC_AT`: `PARTITION:OFFSET` whose CPU work panics;
+//! - `TEST_RECORD_IDENTITY`: when set, also appends `identity <pid> <instance> <member_id>`
+//!   after each processed message (`-` while the member id is unknown), from its `Context`.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -43,6 +45,7 @@ struct Behaviour {
     gate: Option<std::path::PathBuf>,
     cpu: Duration,
     cpu_panic_at: Option<(i32, i64)>,
+    identity: bool,
 }
 
 /// The test worker for codec `C`; declared by hand, with no spec: everything
@@ -128,6 +131,14 @@ impl Behaviour {
             start,
             micros()
         ));
+        if self.identity {
+            self.write(format!(
+                "identity {} {} {}\n",
+                std::process::id(),
+                ctx.instance(),
+                ctx.member_id().as_deref().unwrap_or("-")
+            ));
+        }
         Ok(())
     }
 }
@@ -263,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
         gate: std::env::var_os("TEST_GATE_FILE").map(Into::into),
         cpu: Duration::from_millis(env_parse("TEST_CPU_MS")?.unwrap_or(0)),
         cpu_panic_at: positions("TEST_CPU_PANIC_AT").first().copied(),
+        identity: std::env::var_os("TEST_RECORD_IDENTITY").is_some(),
     };
     match std::env::var("TEST_CODEC").as_deref().unwrap_or("raw") {
         "raw" => {
