@@ -144,7 +144,9 @@ fn scale_one_two_one_with_kip848() {
 
 #[test]
 fn scale_one_two_one_with_cooperative_sticky() {
-    let broker = selected_broker("clicks", PARTITIONS);
+    let Some(broker) = selected_broker("clicks", PARTITIONS) else {
+        return;
+    };
     scale_up_and_down(
         broker
             .worker("scale-classic", "clicks")

@@ -1,5 +1,6 @@
-//! Shared pieces of the end-to-end tests: an embedded broker hosted by the test
-//! process, worker processes, their record files, and broker-side checks.
+//! Shared pieces of the end-to-end tests: the broker `TEST_BROKER` selects
+//! (embedded, Tansu or Apache Kafka in a container), worker processes, their
+//! record files, and broker-side checks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,8 +18,15 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub use pythia_kafka;
 
+#[path = "harness/docker.rs"]
+mod docker;
+#[path = "harness/kafka.rs"]
+mod kafka;
 pub mod netns;
 pub mod prometheus_server;
+
+use docker::DockerEndpoint;
+pub use kafka::{KAFKA_IMAGE, KAFKA_TAG, KafkaContainer};
 
 /// The test worker binary, built by cargo beside the test executables
 /// (`target/<profile>/pythia-test-worker`, tests in `target/<profile>/deps/`).
@@ -777,30 +785,41 @@ pub fn produce_keyed(bootstrap: &str, topic: &str, partition: i32, messages: &[(
 }
 
 /// Which broker the broker-agnostic process tests run against, chosen by
-/// `TEST_BROKER`: `embedded` (the default) or `tansu`. Not a `PYTHIA_*`
-/// variable: workers and examples read those as configuration and refuse
-/// unknown keys.
+/// `TEST_BROKER`: `embedded` (the default), `tansu` or `kafka`. Not a
+/// `PYTHIA_*` variable: workers and examples read those as configuration and
+/// refuse unknown keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
     /// librdkafka's mock cluster, hosted by the test process.
     Embedded,
     /// Tansu, an independent Kafka-compatible broker, as a separate process.
     Tansu,
+    /// Apache Kafka ([`KAFKA_IMAGE`]) in a container, through testcontainers.
+    Kafka,
 }
 
 impl BrokerKind {
+    /// The broker a `TEST_BROKER` value names (`None`: unset). `apache-kafka`
+    /// is another name for `kafka`.
+    pub fn parse(test_broker: Option<&str>) -> Result<Self, String> {
+        match test_broker {
+            None | Some("") | Some("embedded") => Ok(Self::Embedded),
+            Some("tansu") => Ok(Self::Tansu),
+            Some("kafka") | Some("apache-kafka") => Ok(Self::Kafka),
+            Some(other) => Err(format!(
+                "TEST_BROKER={other}: expected `embedded`, `tansu` or `kafka`"
+            )),
+        }
+    }
+
     /// The broker `TEST_BROKER` selects; an unknown value fails the test.
     pub fn selected() -> Self {
-        match std::env::var("TEST_BROKER").as_deref() {
-            Err(_) | Ok("") | Ok("embedded") => Self::Embedded,
-            Ok("tansu") => Self::Tansu,
-            Ok(other) => panic!("TEST_BROKER={other}: expected `embedded` or `tansu`"),
-        }
+        Self::parse(std::env::var("TEST_BROKER").ok().as_deref()).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
-/// A broker for the broker-agnostic process tests: the embedded mock cluster or
-/// a Tansu process, as `TEST_BROKER` selects.
+/// A broker for the broker-agnostic process tests: the embedded mock cluster,
+/// a Tansu process or a Kafka container, as `TEST_BROKER` selects.
 ///
 /// Tests that need the mock's fault injection (topic errors, broker down/up)
 /// use [`broker`] instead, which is always embedded.
@@ -809,17 +828,90 @@ pub enum TestBroker {
     Embedded(EmbeddedBroker),
     /// A child process, killed on drop.
     Tansu(Tansu),
+    /// A container, removed on drop.
+    Kafka(KafkaContainer),
 }
 
-/// Starts the broker `TEST_BROKER` selects, with one topic.
-pub fn selected_broker(topic: &str, partitions: i32) -> TestBroker {
+/// Starts the broker `TEST_BROKER` selects, with one topic; `None` when that
+/// broker cannot run here, after printing why (see [`skip`]): the test then
+/// returns, passing.
+///
+/// Only `kafka` is ever skipped, when no Docker engine answers — also in CI,
+/// where none is expected. A missing Tansu binary still fails the test.
+///
+/// ```no_run
+/// # use pythia_tests::selected_broker;
+/// let Some(broker) = selected_broker("orders", 4) else {
+///     return;
+/// };
+/// ```
+pub fn selected_broker(topic: &str, partitions: i32) -> Option<TestBroker> {
     match BrokerKind::selected() {
-        BrokerKind::Embedded => TestBroker::Embedded(broker(topic, partitions)),
+        BrokerKind::Embedded => Some(TestBroker::Embedded(broker(topic, partitions))),
         BrokerKind::Tansu => {
             let tansu = Tansu::start();
             tansu.create_topic(topic, partitions);
-            TestBroker::Tansu(tansu)
+            Some(TestBroker::Tansu(tansu))
         }
+        BrokerKind::Kafka => {
+            if let Err(reason) = docker_engine_answers() {
+                skip(&reason);
+                return None;
+            }
+            let kafka = TestBroker::Kafka(KafkaContainer::start());
+            kafka.create_topic(topic, partitions);
+            Some(kafka)
+        }
+    }
+}
+
+/// How long the Docker engine has to answer a ping.
+const DOCKER_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `Ok` when the Docker engine testcontainers will use answers; else why not,
+/// as the reason of a skip line.
+fn docker_engine_answers() -> Result<(), String> {
+    let endpoint = DockerEndpoint::from_env().map_err(|e| {
+        docker::no_engine_reason(&std::env::var("DOCKER_HOST").unwrap_or_default(), &e)
+    })?;
+    endpoint
+        .ping(DOCKER_PING_TIMEOUT)
+        .map_err(|e| docker::no_engine_reason(&endpoint.to_string(), &e))
+}
+
+/// Prints `SKIPPED <test binary>::<test>: <reason>` straight to the process's
+/// stderr, where the test harness does not capture it, so that a skipped test
+/// says so in every run. The caller then returns.
+pub fn skip(reason: &str) {
+    use std::io::Write as _;
+    let exe = std::env::current_exe().ok();
+    let exe_stem = exe
+        .as_deref()
+        .and_then(Path::file_stem)
+        .and_then(|s| s.to_str())
+        .unwrap_or("test");
+    let line = skip_line(&test_label(exe_stem, std::thread::current().name()), reason);
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// The line [`skip`] prints.
+fn skip_line(test: &str, reason: &str) -> String {
+    format!("SKIPPED {test}: {reason}")
+}
+
+/// `<binary>::<test>` from the test executable's file stem (cargo appends
+/// `-<hash>`) and the current thread's name (libtest names each test's
+/// thread after the test; any other thread is left out).
+fn test_label(exe_stem: &str, thread: Option<&str>) -> String {
+    let binary = match exe_stem.rsplit_once('-') {
+        Some((name, hash)) if !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => exe_stem,
+    };
+    match thread {
+        Some(test) if test != "main" => format!("{binary}::{test}"),
+        _ => binary.to_owned(),
     }
 }
 
@@ -829,6 +921,7 @@ impl TestBroker {
         match self {
             Self::Embedded(_) => BrokerKind::Embedded,
             Self::Tansu(_) => BrokerKind::Tansu,
+            Self::Kafka(_) => BrokerKind::Kafka,
         }
     }
 
@@ -837,6 +930,7 @@ impl TestBroker {
         match self {
             Self::Embedded(b) => b.bootstrap_servers(),
             Self::Tansu(t) => t.bootstrap_servers(),
+            Self::Kafka(k) => k.bootstrap_servers(),
         }
     }
 
@@ -846,17 +940,22 @@ impl TestBroker {
         match self {
             Self::Embedded(b) => b.create_topic(name, partitions).expect("create topic"),
             Self::Tansu(t) => t.create_topic(name, partitions),
+            Self::Kafka(k) => {
+                create_topic_by_admin(k.bootstrap_servers(), "kafka", name, partitions)
+            }
         }
     }
 
     /// A worker on `topic` in `group`, with the group protocol this broker
-    /// runs best: KIP-848 on the embedded broker; on Tansu the classic protocol
-    /// with `cooperative-sticky` and a 6 s session timeout (its first join
-    /// waits about half the session timeout).
+    /// runs best: KIP-848 on the embedded broker and on Kafka (whose
+    /// container runs KIP-848 groups with the embedded broker's 6 s session
+    /// timeout); on Tansu the classic protocol with `cooperative-sticky` and a
+    /// 6 s session timeout (its first join waits about half the session
+    /// timeout).
     pub fn worker<'a>(&'a self, group: &'a str, topic: &'a str) -> WorkerSpec<'a> {
         let spec = WorkerSpec::new(self.bootstrap_servers(), group, topic);
         match self.kind() {
-            BrokerKind::Embedded => spec,
+            BrokerKind::Embedded | BrokerKind::Kafka => spec,
             BrokerKind::Tansu => spec
                 .env("PYTHIA_KAFKA__GROUP_PROTOCOL", "classic")
                 .env("PYTHIA_KAFKA__ASSIGNMENT_STRATEGY", "cooperative-sticky")
@@ -994,42 +1093,49 @@ impl Tansu {
     /// Creates a topic through the admin API (a topic that exists is left as
     /// it is) and waits until its metadata shows every partition.
     pub fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .expect("admin client");
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let results = runtime
-            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-            .expect("create topics request");
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => panic!("tansu could not create topic {topic}: {code}"),
-            }
-        }
-        wait_until(
-            Duration::from_secs(30),
-            &format!("topic {name} with {partitions} partitions in tansu's metadata"),
-            || {
-                admin
-                    .inner()
-                    .fetch_metadata(Some(name), Duration::from_secs(5))
-                    .ok()
-                    .and_then(|m| {
-                        m.topics()
-                            .iter()
-                            .find(|t| t.name() == name && t.error().is_none())
-                            .map(|t| t.partitions().len() == partitions as usize)
-                    })
-                    .unwrap_or(false)
-            },
-        );
+        create_topic_by_admin(&self.bootstrap, "tansu", name, partitions);
     }
+}
+
+/// Creates a topic on the broker at `bootstrap` (called `broker` in
+/// messages) through the admin API, leaving a topic that exists as it is, and
+/// waits until its metadata shows every partition.
+fn create_topic_by_admin(bootstrap: &str, broker: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = runtime
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .expect("create topics request");
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => panic!("{broker} could not create topic {topic}: {code}"),
+        }
+    }
+    wait_until(
+        Duration::from_secs(30),
+        &format!("topic {name} with {partitions} partitions in {broker}'s metadata"),
+        || {
+            admin
+                .inner()
+                .fetch_metadata(Some(name), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| {
+                    m.topics()
+                        .iter()
+                        .find(|t| t.name() == name && t.error().is_none())
+                        .map(|t| t.partitions().len() == partitions as usize)
+                })
+                .unwrap_or(false)
+        },
+    );
 }
 
 impl Drop for Tansu {
@@ -1065,5 +1171,73 @@ pub fn publish_report(line: &str) {
             .open(path)
             .expect("CHAOS_REPORT file");
         writeln!(file, "{line}").expect("write CHAOS_REPORT");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_broker_values_select_a_broker_or_say_what_is_expected() {
+        let cases = [
+            (None, Ok(BrokerKind::Embedded)),
+            (Some(""), Ok(BrokerKind::Embedded)),
+            (Some("embedded"), Ok(BrokerKind::Embedded)),
+            (Some("tansu"), Ok(BrokerKind::Tansu)),
+            (Some("kafka"), Ok(BrokerKind::Kafka)),
+            (Some("apache-kafka"), Ok(BrokerKind::Kafka)),
+            (
+                Some("Kafka"),
+                Err("TEST_BROKER=Kafka: expected `embedded`, `tansu` or `kafka`".to_owned()),
+            ),
+            (
+                Some("redpanda"),
+                Err("TEST_BROKER=redpanda: expected `embedded`, `tansu` or `kafka`".to_owned()),
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(BrokerKind::parse(value), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_skip_is_labelled_with_the_test_binary_and_the_test() {
+        let cases = [
+            (
+                "group_split-4f2a9c0d1e3b5a67",
+                Some("two_processes_split_the_partitions_and_process_each_message_once"),
+                "group_split::two_processes_split_the_partitions_and_process_each_message_once",
+            ),
+            (
+                "poison_messages-0a1b",
+                Some("non_utf8_text_is_dead_lettered"),
+                "poison_messages::non_utf8_text_is_dead_lettered",
+            ),
+            // Not run by libtest: no test name to give.
+            ("crash_three-0a1b", Some("main"), "crash_three"),
+            ("crash_three-0a1b", None, "crash_three"),
+            // No cargo hash to strip.
+            ("pythia-test-worker", None, "pythia-test-worker"),
+        ];
+        for (exe_stem, thread, expected) in cases {
+            assert_eq!(test_label(exe_stem, thread), expected);
+        }
+    }
+
+    #[test]
+    fn the_skip_line_for_a_missing_docker_engine_reads_in_one_line() {
+        let reason = docker::no_engine_reason(
+            "unix:///var/run/docker.sock",
+            "No such file or directory (os error 2)",
+        );
+        let line = skip_line("group_split::two_workers_split", &reason);
+        assert_eq!(
+            line,
+            "SKIPPED group_split::two_workers_split: TEST_BROKER=kafka needs a Docker engine; \
+             none answers at unix:///var/run/docker.sock (No such file or directory (os error 2)). \
+             Start Docker or unset TEST_BROKER."
+        );
+        assert!(!line.contains('\n'));
     }
 }
