@@ -1,5 +1,8 @@
 //! The `pythia` command-line tool.
 
+// Doc comments here are `--help` text, written for a terminal, not rustdoc.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::io::Write;
 
 use anyhow::Context as _;

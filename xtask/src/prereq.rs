@@ -1,0 +1,286 @@
+//! What the test suite needs from the machine, checked and installed.
+//!
+//! Each [`Need`] is a command (or file) that some tests or checks cannot do
+//! without, and the Debian package that provides it. Missing ones are
+//! installed with `apt-get` in one go (as root, or through `sudo -n`); what
+//! cannot be installed is an error that names it and the tests that need it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// One thing the suite needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Need {
+    /// The command looked for on `PATH`.
+    pub(crate) command: &'static str,
+    /// The Debian package that installs it.
+    pub(crate) package: &'static str,
+    /// Who needs it, for the error message.
+    pub(crate) for_what: &'static str,
+}
+
+/// Everything `cargo xtask test` needs, in the order it is checked.
+pub(crate) const NEEDS: &[Need] = &[
+    Need {
+        command: "cc",
+        package: "build-essential",
+        for_what: "building librdkafka (rdkafka-sys compiles it from source)",
+    },
+    Need {
+        command: "make",
+        package: "build-essential",
+        for_what: "building librdkafka",
+    },
+    Need {
+        command: "prometheus",
+        package: "prometheus",
+        for_what: "tests/metrics_prometheus.rs and tests/deploy_monitoring.rs (a real Prometheus)",
+    },
+    Need {
+        command: "promtool",
+        package: "prometheus",
+        for_what: "checking and unit-testing deploy/prometheus/alerts.yml",
+    },
+    Need {
+        command: "ip",
+        package: "iproute2",
+        for_what: "tests/chaos_network.rs (network namespaces)",
+    },
+    Need {
+        command: "unzip",
+        package: "unzip",
+        for_what: ".ci/install-tansu (Tansu, the second test broker)",
+    },
+    Need {
+        command: "python3",
+        package: "python3",
+        for_what: ".ci/install-tansu and deploy/check/k8s.py",
+    },
+    Need {
+        command: "node",
+        package: "nodejs",
+        for_what: "deploy/check/crds.mjs (KEDA and prometheus-operator schemas)",
+    },
+    Need {
+        command: "npm",
+        package: "npm",
+        for_what: "installing the CRD schemas of deploy/check/package.json",
+    },
+];
+
+/// Python modules checked apart from commands: `(module, package, for what)`.
+const PYTHON_MODULES: &[(&str, &str, &str)] = &[
+    (
+        "venv",
+        "python3-venv",
+        "deploy/check/k8s.py runs in a virtual environment",
+    ),
+    (
+        "pip",
+        "python3-pip",
+        ".ci/install-tansu downloads Tansu with pip",
+    ),
+];
+
+/// Where `name` is on `PATH`, if it is.
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The packages to install for what is missing, each once, in first-seen order.
+pub(crate) fn packages_for<'a>(missing: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut packages: Vec<&str> = Vec::new();
+    for package in missing {
+        if !packages.contains(&package) {
+            packages.push(package);
+        }
+    }
+    packages
+}
+
+/// What is missing now: `(what, package, for what)`.
+fn missing() -> Vec<(String, &'static str, &'static str)> {
+    let mut missing: Vec<(String, &str, &str)> = NEEDS
+        .iter()
+        .filter(|need| which(need.command).is_none())
+        .filter(|need| {
+            !(need.command == "prometheus" && std::env::var_os("PROMETHEUS_BIN").is_some())
+        })
+        .map(|need| (format!("`{}`", need.command), need.package, need.for_what))
+        .collect();
+    if which("python3").is_some() {
+        for &(module, package, for_what) in PYTHON_MODULES {
+            if !python_has(module) {
+                missing.push((format!("python3's `{module}`"), package, for_what));
+            }
+        }
+    }
+    missing
+}
+
+/// How packages can be installed here: `apt-get` directly as root, or
+/// through `sudo -n`; `None` when neither works.
+fn installer() -> Option<Vec<&'static str>> {
+    which("apt-get")?;
+    if is_root() {
+        return Some(vec![]);
+    }
+    let sudo = Command::new("sudo")
+        .args(["-n", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    sudo.then(|| vec!["sudo", "-n"])
+}
+
+/// Whether this process runs as root.
+pub(crate) fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// Checks every need and installs what is missing. `Err` names what is
+/// still missing, the package that provides it and who needs it.
+pub(crate) fn ensure() -> Result<(), String> {
+    let first = missing();
+    if first.is_empty() {
+        return Ok(());
+    }
+    let packages = packages_for(first.iter().map(|m| m.1));
+    println!("installing: {}", packages.join(" "));
+    let Some(prefix) = installer() else {
+        return Err(explain(
+            &first,
+            "this user cannot install packages (not root, and `sudo -n` is refused)",
+        ));
+    };
+    let apt = |args: &[&str]| {
+        let mut command = Command::new(prefix.first().copied().unwrap_or("apt-get"));
+        command.args(prefix.iter().skip(1));
+        if !prefix.is_empty() {
+            command.arg("apt-get");
+        }
+        command
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&packages);
+    if !apt(&["update"]) || !apt(&install) {
+        eprintln!("apt-get failed; checking what is still missing");
+    }
+    let still = missing();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(explain(&still, "apt-get did not install them"))
+    }
+}
+
+fn explain(missing: &[(String, &str, &str)], why: &str) -> String {
+    let mut text = format!("missing prerequisites ({why}):\n");
+    for (what, package, for_what) in missing {
+        text.push_str(&format!(
+            "  {what}: Debian package `{package}`, needed by {for_what}\n"
+        ));
+    }
+    let packages = packages_for(missing.iter().map(|m| m.1));
+    text.push_str(&format!(
+        "install them with `apt-get install -y {}` and run `cargo xtask test` again",
+        packages.join(" ")
+    ));
+    text
+}
+
+/// Installs Tansu with `.ci/install-tansu` (which checks its hash) and
+/// returns the binary's path.
+pub(crate) fn tansu(root: &Path) -> Result<PathBuf, String> {
+    let out = Command::new(root.join(".ci/install-tansu"))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running .ci/install-tansu: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            ".ci/install-tansu failed ({}): Tansu is needed by the chaos suite and the \
+             TEST_BROKER=tansu pass",
+            out.status
+        ));
+    }
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok(PathBuf::from(path))
+}
+
+/// Why the network-fault tests will skip here, if they will: they need root
+/// and the TUN driver (`ip` is a [`Need`]).
+pub(crate) fn netns_gap() -> Option<&'static str> {
+    if !is_root() {
+        Some("not root: tests/chaos_network.rs creates network namespaces and will skip")
+    } else if !Path::new("/dev/net/tun").exists() {
+        Some("/dev/net/tun is missing: tests/chaos_network.rs will skip")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_package_is_installed_once_in_first_seen_order() {
+        let packages = packages_for(["build-essential", "prometheus", "build-essential", "npm"]);
+        assert_eq!(packages, ["build-essential", "prometheus", "npm"]);
+    }
+
+    #[test]
+    fn the_explanation_names_what_where_and_who() {
+        let text = explain(
+            &[("`prometheus`".into(), "prometheus", "the metrics test")],
+            "no root",
+        );
+        assert!(
+            text.contains("`prometheus`: Debian package `prometheus`, needed by the metrics test")
+        );
+        assert!(text.contains("apt-get install -y prometheus"), "{text}");
+        assert!(text.contains("(no root)"), "{text}");
+    }
+
+    #[test]
+    fn which_finds_a_command_on_path_and_not_a_made_up_one() {
+        assert!(which("sh").is_some());
+        assert!(which("no-such-command-pythia").is_none());
+    }
+
+    #[test]
+    fn every_need_names_a_package_and_a_reason() {
+        for need in NEEDS {
+            assert!(
+                !need.package.is_empty() && !need.for_what.is_empty(),
+                "{need:?}"
+            );
+        }
+    }
+}
