@@ -22,12 +22,20 @@
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), pythia_kafka::core::Error> {
+//! async fn main() -> Result<(), pythia_kafka::Error> {
 //!     // PYTHIA_KAFKA__BROKERS=host:9092, or "embedded" for an in-process broker
 //!     Totals.run().await?;
 //!     Ok(())
 //! }
 //! ```
+//!
+//! Start with the [README](https://github.com/pythia-rs/pythia#readme) and the
+//! guide (`docs/guide.md`); `#[derive(Worker)]` documents each of its keys.
+//!
+//! Features: `ssl` (TLS with the system OpenSSL), `ssl-vendored` (OpenSSL
+//! built in), `zstd` (zstd compression), `otel` (trace export over OTLP).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
 mod commit;
@@ -62,8 +70,8 @@ pub use source::{KafkaAcker, KafkaSource};
 
 pub use pythia_core as core;
 pub use pythia_core::{
-    ConfigLoader, Context, Json, Message, Output, Outputs, Phase, Process, ProcessError, Raw,
-    RunSummary, Status, Utf8, Worker, WorkerSpec,
+    ConfigLoader, Context, Error, Json, Message, Output, Outputs, Phase, Process, ProcessError,
+    Raw, RunSummary, Status, Utf8, Worker, WorkerSpec,
 };
 
 /// What a worker's source file needs: `use pythia_kafka::prelude::*;`.
@@ -78,6 +86,11 @@ pub mod prelude {
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The guide's examples compile as doc tests.
+#[doc = include_str!("../../docs/guide.md")]
+#[cfg(doctest)]
+pub struct GuideDoctests;
 
 /// Installs a human-readable log subscriber on stderr, filtered by `RUST_LOG`
 /// (default `info`; librdkafka's own logs come through at `warn`). Does nothing

@@ -346,3 +346,31 @@ fn codec(meta: &ParseNestedMeta<'_>) -> syn::Result<Codec> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::KEYS;
+
+    /// The derive's documentation and the guide list every key, so a new key
+    /// cannot ship undocumented.
+    #[test]
+    fn every_key_is_documented() {
+        let derive = include_str!("derive.md");
+        let guide = include_str!("../../docs/guide.md");
+        let readme = include_str!("../../README.md");
+        for key in KEYS {
+            assert!(
+                derive.contains(&format!("| `{key}` |")),
+                "derive.md lacks `{key}`"
+            );
+            assert!(
+                guide.contains(&format!("`{key}`")),
+                "docs/guide.md lacks `{key}`"
+            );
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "README.md lacks `{key}`"
+            );
+        }
+    }
+}
