@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::worker::ProcessError;
+use crate::error::ProcessError;
 
 /// The default of `worker.compute_inline_below`.
 pub(crate) const DEFAULT_INLINE_BELOW: Duration = Duration::from_micros(10);
@@ -109,7 +109,7 @@ fn settle<T>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(panic)) => Err(ProcessError::permanent(format!(
             "CPU work panicked: {}",
-            crate::lane::panic_text(&*panic)
+            crate::panic::panic_text(&*panic)
         ))),
         Err(_) => Err(ProcessError::msg(
             "the CPU pool shut down before the work ran",

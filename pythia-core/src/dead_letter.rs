@@ -17,11 +17,10 @@
 //! crashing on the same refusal unseen: it stops once with an error saying how
 //! to get past, or it goes on.
 
-use std::fmt;
-
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
+pub use crate::error::FailureKind;
 
 /// The headers a dead letter carries besides the original ones.
 pub mod header {
@@ -168,49 +167,6 @@ impl DeadLetterConfig {
     /// ```
     pub fn topic_for(&self, topic: &str) -> String {
         self.topic.replace("{topic}", topic)
-    }
-}
-
-/// Why a message was given up on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// The payload did not decode into the worker's input type.
-    Decode,
-    /// The payload is larger than `worker.max_message_bytes`.
-    TooLarge,
-    /// `process` failed with a transient error on every attempt.
-    Transient,
-    /// `process` failed with a permanent error.
-    Permanent,
-    /// `process` panicked.
-    Panic,
-    /// An output of `process` could not be encoded.
-    Encode,
-    /// The broker refused an output of `process` as a record (too large for
-    /// the topic, invalid): the message was processed but cannot be
-    /// completed. Its dead letter names it; it is still in its topic.
-    OutputRefused,
-}
-
-impl FailureKind {
-    /// The value of the `pythia.dlq.kind` header.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Decode => "decode",
-            Self::TooLarge => "too_large",
-            Self::Transient => "transient",
-            Self::Permanent => "permanent",
-            Self::Panic => "panic",
-            Self::Encode => "encode",
-            Self::OutputRefused => "output_refused",
-        }
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

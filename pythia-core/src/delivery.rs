@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use futures::task::AtomicWaker;
 use tokio::sync::oneshot;
 
-use crate::sink::SinkError;
+use crate::error::SinkError;
 
 /// How a finished message counts in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

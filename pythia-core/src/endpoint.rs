@@ -15,7 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
+pub use crate::error::EndpointError;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -81,24 +82,6 @@ impl MetricsConfig {
             }),
         }
     }
-}
-
-/// The endpoint could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EndpointError {
-    /// The address could not be bound.
-    #[error(
-        "cannot serve metrics on {address} (set by {setting}): {source}; choose a free port or turn the server off"
-    )]
-    Bind {
-        /// The address asked for.
-        address: SocketAddr,
-        /// The setting that asked for it, e.g. `metrics.address`.
-        setting: String,
-        /// The operating system's answer.
-        source: std::io::Error,
-    },
 }
 
 type JsonRoute = Arc<dyn Fn() -> String + Send + Sync>;

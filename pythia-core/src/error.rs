@@ -1,10 +1,14 @@
-//! The runtime's error type.
+//! The errors of the runtime, in one leaf module: why a worker stopped
+//! ([`Error`]) and the errors it is made of, a bad configuration
+//! ([`ConfigError`]), a failed `process` ([`ProcessError`]), an undelivered
+//! output ([`SinkError`]), an endpoint that could not start
+//! ([`EndpointError`]); and why a message was given up on ([`FailureKind`]).
+//! The modules that raise them re-export them where they were.
 
-use crate::config::ConfigError;
-use crate::dead_letter::FailureKind;
-use crate::endpoint::EndpointError;
+use std::fmt;
+use std::net::SocketAddr;
+
 use crate::message::PartitionId;
-use crate::sink::SinkError;
 
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -72,4 +76,291 @@ pub enum Error {
     /// The metrics and health endpoint could not start.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+}
+
+/// A configuration problem, naming the key and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key that no setting has.
+    #[error("unknown configuration key `{key}`: {allowed}")]
+    UnknownKey {
+        /// The full dotted key.
+        key: String,
+        /// The keys allowed at that level.
+        allowed: String,
+    },
+    /// A key whose value has the wrong type or is out of range.
+    #[error("invalid value for `{key}`: {reason}")]
+    InvalidValue {
+        /// The full dotted key.
+        key: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// A required key that is not set.
+    #[error("missing configuration key `{key}`: {hint}")]
+    Missing {
+        /// The full dotted key.
+        key: String,
+        /// How to set it.
+        hint: String,
+    },
+    /// The config file could not be read or parsed.
+    #[error("cannot read config file `{path}`: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The key the error is about (the file path for a file error).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::UnknownKey { key, .. }
+            | Self::InvalidValue { key, .. }
+            | Self::Missing { key, .. } => key,
+            Self::File { path, .. } => path,
+        }
+    }
+
+    /// An invalid-value error.
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidValue {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A missing-key error.
+    pub fn missing(key: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::Missing {
+            key: key.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+/// Whether retrying a failed message could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// May succeed on another attempt (a timeout, an unavailable dependency).
+    Transient,
+    /// Will fail every time (invalid data, a violated invariant).
+    Permanent,
+}
+
+/// The error a worker's `process` returns.
+///
+/// Any `std::error::Error` converts into it with `?` (as a transient error);
+/// [`ProcessError::permanent`] marks an error that retrying cannot fix.
+///
+/// ```
+/// use pythia_core::ProcessError;
+/// fn parse(s: &str) -> Result<u64, ProcessError> {
+///     let n: u64 = s.parse()?; // ParseIntError -> ProcessError
+///     if n == 0 {
+///         return Err(ProcessError::permanent("amount must be positive"));
+///     }
+///     Ok(n)
+/// }
+/// assert!(parse("x").is_err());
+/// assert!(parse("0").unwrap_err().is_permanent());
+/// ```
+pub struct ProcessError {
+    kind: ErrorKind,
+    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl ProcessError {
+    /// A transient error with this message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            inner: message.to_string().into(),
+        }
+    }
+
+    /// A permanent error with this message or cause.
+    pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            inner: cause.into(),
+        }
+    }
+
+    /// Whether the error is transient or permanent.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == ErrorKind::Permanent
+    }
+
+    /// The underlying error.
+    pub fn into_inner(self) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self.inner
+    }
+}
+
+impl<E> From<E> for ProcessError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            inner: Box::new(error),
+        }
+    }
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)?;
+        let mut source = self.inner.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessError")
+            .field("kind", &self.kind)
+            .field("error", &self.inner)
+            .finish()
+    }
+}
+
+/// Why a message was given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The payload did not decode into the worker's input type.
+    Decode,
+    /// The payload is larger than `worker.max_message_bytes`.
+    TooLarge,
+    /// `process` failed with a transient error on every attempt.
+    Transient,
+    /// `process` failed with a permanent error.
+    Permanent,
+    /// `process` panicked.
+    Panic,
+    /// An output of `process` could not be encoded.
+    Encode,
+    /// The broker refused an output of `process` as a record (too large for
+    /// the topic, invalid): the message was processed but cannot be
+    /// completed. Its dead letter names it; it is still in its topic.
+    OutputRefused,
+}
+
+impl FailureKind {
+    /// The value of the `pythia.dlq.kind` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::TooLarge => "too_large",
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Panic => "panic",
+            Self::Encode => "encode",
+            Self::OutputRefused => "output_refused",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an output was not delivered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The output names no topic and the sink has no default topic.
+    #[error(
+        "output has no topic: set the worker's output topic (kafka.output_topic) or call Output::to_topic"
+    )]
+    NoTopic,
+    /// The output names a sink the worker does not declare.
+    #[error(
+        "output names the sink `{sink}`, which has no topic: declare it with #[pythia(sinks({sink} = \"topic\"))] or set kafka.sinks.{sink}"
+    )]
+    UnknownSink {
+        /// The sink's name.
+        sink: String,
+    },
+    /// The broker refused the record or did not confirm it in time.
+    #[error("delivery to `{topic}` failed: {reason}")]
+    Delivery {
+        /// The target topic.
+        topic: String,
+        /// The broker's or client's reason.
+        reason: String,
+    },
+    /// The sink dropped the record's [`Receipt`] without settling it.
+    #[error("the sink dropped an output without reporting its delivery")]
+    Dropped,
+    /// The client or the broker refused the record itself (too large, or
+    /// invalid): sent again unchanged it would fail the same way. A dead
+    /// letter refused so is sent again reduced (see
+    /// [`dead_letter`](crate::dead_letter)).
+    #[error(
+        "`{topic}` refused the record: {reason}; raise the limit (the producer's message.max.bytes, the topic's max.message.bytes) or send smaller records"
+    )]
+    Refused {
+        /// The target topic.
+        topic: String,
+        /// The broker's or client's reason, with its error code.
+        reason: String,
+    },
+}
+
+impl SinkError {
+    /// Whether the record itself was refused ([`SinkError::Refused`]), as
+    /// opposed to a failure of the way to the broker (an outage, a timeout,
+    /// a shutdown) after which the same record may well go through.
+    ///
+    /// ```
+    /// use pythia_core::SinkError;
+    /// let refused = SinkError::Refused {
+    ///     topic: "orders.dlq".into(),
+    ///     reason: "Broker: Message size too large".into(),
+    /// };
+    /// assert!(refused.is_refused());
+    /// assert!(!SinkError::Dropped.is_refused());
+    /// ```
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+}
+
+/// The endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The address could not be bound.
+    #[error(
+        "cannot serve metrics on {address} (set by {setting}): {source}; choose a free port or turn the server off"
+    )]
+    Bind {
+        /// The address asked for.
+        address: SocketAddr,
+        /// The setting that asked for it, e.g. `metrics.address`.
+        setting: String,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
 }

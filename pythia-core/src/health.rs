@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::metrics::PartitionLag;
-use crate::runtime::{Phase, Status};
+use crate::status::{Phase, Status};
 
 /// Settings under `[health]`.
 ///

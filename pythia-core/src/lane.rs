@@ -34,6 +34,7 @@ use crate::delivery::{Delivered, Ledger, Outcome, Receipt};
 use crate::error::Error;
 use crate::message::{Message, PartitionId};
 use crate::metrics::{Counted, LaneMetrics, Metrics};
+use crate::panic::panic_text;
 use crate::retry::RetryConfig;
 use crate::sink::{Record, Sink};
 use crate::source::Acker;
@@ -1414,16 +1415,6 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }
 
 #[cfg(test)]

@@ -25,12 +25,14 @@ mod lane;
 mod message;
 pub mod metrics;
 pub mod offsets;
+mod panic;
 pub mod retry;
 pub mod runtime;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
 mod spec;
+mod status;
 pub mod trace;
 mod worker;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// Retries of a message whose `process` failed with a transient error, under
 /// `[worker.retry]`.

@@ -23,6 +23,7 @@ use crate::sink::Sink;
 use crate::source::{Revocation, Source, SourceEvent};
 use crate::worker::{Context, Worker};
 
+pub use crate::status::{Phase, Status};
 pub use crate::worker::Identity;
 
 /// What a finished run did.
@@ -34,31 +35,6 @@ pub struct RunSummary {
     /// Messages still in flight when a drain deadline passed; they are not
     /// committed and will be delivered again.
     pub abandoned: usize,
-}
-
-/// Where a run is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Phase {
-    /// Connecting and joining; nothing assigned yet.
-    #[default]
-    Starting,
-    /// Taking messages.
-    Running,
-    /// Shutting down: finishing in-flight messages, then committing.
-    Draining,
-    /// Done.
-    Stopped,
-}
-
-/// A snapshot of a run, published on every change (see [`Runtime::status`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Status {
-    /// The run's phase.
-    pub phase: Phase,
-    /// The partitions currently assigned to this member, sorted.
-    pub assigned: Vec<PartitionId>,
 }
 
 /// A worker bound to a source and a sink.

@@ -1,6 +1,5 @@
 //! The `Worker` trait: the one function a user writes, and what it returns.
 
-use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
@@ -9,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Decode, Encode};
 use crate::compute::CpuPool;
+pub use crate::error::{ErrorKind, ProcessError};
 use crate::message::{Headers, Message};
 use crate::spec::WorkerSpec;
 
@@ -542,104 +542,6 @@ impl<T> IntoIterator for Outputs<T> {
             Repr::One(output) => vec![output].into_iter(),
             Repr::Many(outputs) => outputs.into_iter(),
         }
-    }
-}
-
-/// Whether retrying a failed message could help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// May succeed on another attempt (a timeout, an unavailable dependency).
-    Transient,
-    /// Will fail every time (invalid data, a violated invariant).
-    Permanent,
-}
-
-/// The error a worker's `process` returns.
-///
-/// Any `std::error::Error` converts into it with `?` (as a transient error);
-/// [`ProcessError::permanent`] marks an error that retrying cannot fix.
-///
-/// ```
-/// use pythia_core::ProcessError;
-/// fn parse(s: &str) -> Result<u64, ProcessError> {
-///     let n: u64 = s.parse()?; // ParseIntError -> ProcessError
-///     if n == 0 {
-///         return Err(ProcessError::permanent("amount must be positive"));
-///     }
-///     Ok(n)
-/// }
-/// assert!(parse("x").is_err());
-/// assert!(parse("0").unwrap_err().is_permanent());
-/// ```
-pub struct ProcessError {
-    kind: ErrorKind,
-    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
-}
-
-impl ProcessError {
-    /// A transient error with this message.
-    pub fn msg(message: impl fmt::Display) -> Self {
-        Self {
-            kind: ErrorKind::Transient,
-            inner: message.to_string().into(),
-        }
-    }
-
-    /// A permanent error with this message or cause.
-    pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
-        Self {
-            kind: ErrorKind::Permanent,
-            inner: cause.into(),
-        }
-    }
-
-    /// Whether the error is transient or permanent.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// Whether retrying cannot help.
-    pub fn is_permanent(&self) -> bool {
-        self.kind == ErrorKind::Permanent
-    }
-
-    /// The underlying error.
-    pub fn into_inner(self) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self.inner
-    }
-}
-
-impl<E> From<E> for ProcessError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    fn from(error: E) -> Self {
-        Self {
-            kind: ErrorKind::Transient,
-            inner: Box::new(error),
-        }
-    }
-}
-
-impl fmt::Display for ProcessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.inner, f)?;
-        let mut source = self.inner.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for ProcessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessError")
-            .field("kind", &self.kind)
-            .field("error", &self.inner)
-            .finish()
     }
 }
 
