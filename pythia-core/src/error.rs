@@ -71,11 +71,143 @@ pub enum Error {
         reason: String,
     },
     /// The broker connection failed in a way the source cannot recover from.
+    /// The connector's own error is inside, with its code: see
+    /// [`SourceError::downcast_ref`].
     #[error("source failed: {0}")]
-    Source(String),
+    Source(SourceError),
     /// The metrics and health endpoint could not start.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+}
+
+impl Error {
+    /// Whether running again unchanged cannot help: the configuration is
+    /// wrong, the endpoint cannot bind, or the connector says its error is
+    /// fatal (for Kafka: librdkafka's fatal errors, authentication and
+    /// authorization failures).
+    ///
+    /// ```
+    /// use pythia_core::{ConfigError, Error};
+    /// let error = Error::from(ConfigError::invalid("worker.max_in_flight", "must be positive"));
+    /// assert!(error.is_fatal() && !error.is_retriable());
+    /// ```
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Self::Config(_) | Self::Endpoint(_) => true,
+            Self::Source(e) => e.is_fatal(),
+            Self::DeadLetter { .. } => true,
+            Self::Process { .. } | Self::Delivery { .. } | Self::Lane { .. } => false,
+        }
+    }
+
+    /// Whether running again may well succeed: the connector says its error
+    /// is transient (a broker outage, a timeout), or an output was not
+    /// delivered for a reason other than a refusal of the record.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Source(e) => e.is_retriable(),
+            Self::Delivery { source, .. } => !source.is_refused(),
+            _ => false,
+        }
+    }
+
+    /// The connector's error, when the source failed.
+    pub fn source_error(&self) -> Option<&SourceError> {
+        match self {
+            Self::Source(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a source failed: the connector's own error, kept whole (with its
+/// code), and whether it is fatal or retriable.
+///
+/// ```
+/// use pythia_core::SourceError;
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("broker said no (code {0})")]
+/// struct BrokerError(i32);
+///
+/// let error = SourceError::retriable(BrokerError(7));
+/// assert!(error.is_retriable() && !error.is_fatal());
+/// assert_eq!(error.downcast_ref::<BrokerError>().map(|e| e.0), Some(7));
+/// assert_eq!(error.to_string(), "broker said no (code 7)");
+/// ```
+pub struct SourceError {
+    error: Box<dyn std::error::Error + Send + Sync + 'static>,
+    fatal: bool,
+    retriable: bool,
+}
+
+impl SourceError {
+    /// An error neither known to be fatal nor retriable.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            error: error.into(),
+            fatal: false,
+            retriable: false,
+        }
+    }
+
+    /// An error that running again unchanged cannot fix.
+    pub fn fatal(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            fatal: true,
+            ..Self::new(error)
+        }
+    }
+
+    /// An error that may go away by itself (an outage, a timeout).
+    pub fn retriable(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            retriable: true,
+            ..Self::new(error)
+        }
+    }
+
+    /// Whether running again unchanged cannot help.
+    pub fn is_fatal(&self) -> bool {
+        self.fatal
+    }
+
+    /// Whether running again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        self.retriable
+    }
+
+    /// The connector's error as its own type, e.g. `pythia_kafka::KafkaError`
+    /// with its librdkafka code.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.error.downcast_ref::<T>()
+    }
+
+    /// The connector's error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl fmt::Debug for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceError")
+            .field("error", &self.error)
+            .field("fatal", &self.fatal)
+            .field("retriable", &self.retriable)
+            .finish()
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 /// A configuration problem, naming the key and what is allowed.
@@ -209,14 +341,29 @@ impl ProcessError {
     }
 }
 
+/// Any error converts with `?` into a transient `ProcessError`: a
+/// `std::error::Error`, an `anyhow::Error`, a `String` or a `&str`.
+///
+/// ```
+/// use pythia_core::ProcessError;
+/// fn lookup(id: u64) -> anyhow::Result<u64> {
+///     anyhow::ensure!(id != 0, "no such order");
+///     Ok(id * 10)
+/// }
+/// fn process(id: u64) -> Result<u64, ProcessError> {
+///     Ok(lookup(id)?)
+/// }
+/// assert_eq!(process(0).unwrap_err().to_string(), "no such order");
+/// assert!(!process(0).unwrap_err().is_permanent());
+/// ```
 impl<E> From<E> for ProcessError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
 {
     fn from(error: E) -> Self {
         Self {
             kind: ErrorKind::Transient,
-            inner: Box::new(error),
+            inner: error.into(),
         }
     }
 }

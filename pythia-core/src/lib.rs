@@ -39,7 +39,7 @@ mod worker;
 pub use codec::{Json, Raw, Utf8};
 pub use config::{ConfigError, ConfigLoader, Ordering, WorkerConfig};
 pub use dead_letter::{DeadLetterConfig, FailureKind};
-pub use error::Error;
+pub use error::{Error, SourceError};
 pub use message::{Header, Headers, Message, PartitionId};
 pub use metrics::Metrics;
 pub use retry::RetryConfig;

@@ -229,7 +229,9 @@ impl Pipeline {
                 }
                 Some(joined) = tasks.join_next() => {
                     let (index, name, result) = joined.map_err(|e| {
-                        pythia_core::Error::Source(format!("a pipeline stage panicked: {e}"))
+                        pythia_core::Error::Source(pythia_core::SourceError::new(format!(
+                            "a pipeline stage panicked: {e}"
+                        )))
                     })?;
                     match result {
                         Ok(summary) => results.push((index, StageSummary { name, summary })),

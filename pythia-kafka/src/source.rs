@@ -262,21 +262,23 @@ impl Source for KafkaSource {
             deadline: commit_deadline,
         };
         if self.commands.send(Command::Close(request)).is_err() {
-            return Err(pythia_core::Error::Source(
-                "consumer thread has stopped".into(),
-            ));
+            return Err(pythia_core::Error::Source(pythia_core::SourceError::new(
+                "consumer thread has stopped",
+            )));
         }
         self.waker.wake();
         // The poller answers once it knows, and never later than its
         // deadline: give it a moment more before calling it stuck.
         let result = match tokio::time::timeout(timeout + Duration::from_secs(1), replied).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(pythia_core::Error::Source(
-                "consumer thread stopped before the final commit".into(),
-            )),
-            Err(_) => Err(pythia_core::Error::Source(format!(
-                "final offset commit did not finish within {timeout:?}; messages after the last commit will be redelivered"
+            Ok(Err(_)) => Err(pythia_core::Error::Source(pythia_core::SourceError::new(
+                "consumer thread stopped before the final commit",
             ))),
+            Err(_) => Err(pythia_core::Error::Source(
+                pythia_core::SourceError::retriable(format!(
+                    "final offset commit did not finish within {timeout:?}; messages after the last commit will be redelivered"
+                )),
+            )),
         };
         if let Some(thread) = self.thread.take() {
             // Leaving the group: bounded, as the commit is already settled.
@@ -515,8 +517,8 @@ fn final_commit(
         Some(&mut poll),
     ) {
         Settled::Accepted => Ok(()),
-        Settled::Failed(error) => {
-            let error = error.map_or_else(|| "no answer in time".to_owned(), |e| format!("{e:?}"));
+        Settled::Failed(code) => {
+            let error = code.map_or_else(|| "no answer in time".to_owned(), |e| format!("{e:?}"));
             let uncommitted: Vec<String> = commits
                 .iter()
                 .map(|(p, offset)| format!("{p} from offset {offset}"))
@@ -526,10 +528,11 @@ fn final_commit(
                 ?uncommitted,
                 "final offset commit failed; these messages will be redelivered to the partitions' next owner"
             );
-            Err(pythia_core::Error::Source(format!(
-                "final offset commit failed ({error}); not committed: {}",
-                uncommitted.join(", ")
-            )))
+            Err(KafkaError::FinalCommit {
+                code,
+                uncommitted: uncommitted.join(", "),
+            }
+            .into())
         }
     }
 }
