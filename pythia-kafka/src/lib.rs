@@ -53,6 +53,7 @@ mod replay;
 mod run;
 mod sink;
 mod source;
+pub mod testing;
 
 pub use config::{
     AssignmentStrategy, Config, EMBEDDED, GroupProtocol, KafkaConfig, Properties, Secret, Security,
