@@ -5,6 +5,8 @@
 //! demo: producing input and counting what landed in output topics. The
 //! workers themselves are in the example files.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;

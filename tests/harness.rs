@@ -2,6 +2,8 @@
 //! (embedded, Tansu or Apache Kafka in a container), worker processes, their
 //! record files, and broker-side checks.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

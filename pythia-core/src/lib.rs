@@ -12,6 +12,7 @@
 //! [`metrics`], [`health`], [`endpoint`] (the HTTP server for both), [`trace`].
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod codec;
 mod compute;

@@ -8,6 +8,9 @@ use pythia_core::endpoint::MetricsConfig;
 use pythia_core::health::HealthConfig;
 use pythia_core::{ConfigError, ConfigLoader, Worker, WorkerConfig, WorkerSpec};
 use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaConfRes;
 use serde::{Deserialize, Deserializer};
 
 use crate::log::LogConfig;
@@ -275,9 +278,13 @@ impl fmt::Debug for Secret {
 /// Raw librdkafka properties, passed to the client as given.
 ///
 /// In TOML write the property names as librdkafka does (`"fetch.max.bytes" =
-/// 1048576`); in environment variables write the dots as underscores
-/// (`PYTHIA_KAFKA__CONSUMER__FETCH_MAX_BYTES=1048576`). Values that look like
-/// secrets (`*password*`, `*secret*`, `*.key.pem`) are hidden in `Debug`.
+/// 1048576`, `log_level = 3`): a name librdkafka knows is kept as written. In
+/// environment variables write the dots as underscores
+/// (`PYTHIA_KAFKA__CONSUMER__FETCH_MAX_BYTES=1048576`): a name without a dot
+/// that librdkafka does not know becomes the property with dots in their
+/// place, while one it knows with its underscores stays
+/// (`PYTHIA_KAFKA__CONSUMER__LOG_LEVEL=3` sets `log_level`). Values that look
+/// like secrets (`*password*`, `*secret*`, `*.key.pem`) are hidden in `Debug`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Properties(BTreeMap<String, String>);
 
@@ -329,12 +336,7 @@ impl<'de> Deserialize<'de> for Properties {
         Ok(Self(
             raw.into_iter()
                 .map(|(name, value)| {
-                    // Environment variables cannot hold dots: fetch_max_bytes -> fetch.max.bytes.
-                    let name = if name.contains('.') {
-                        name
-                    } else {
-                        name.replace('_', ".")
-                    };
+                    let name = property_name(name, librdkafka_knows);
                     let value = match value {
                         Scalar::Bool(b) => b.to_string(),
                         Scalar::Int(i) => i.to_string(),
@@ -346,6 +348,56 @@ impl<'de> Deserialize<'de> for Properties {
                 .collect(),
         ))
     }
+}
+
+/// The librdkafka property a raw entry names.
+///
+/// The configuration loader merges the file and the environment before this
+/// sees the names, so the name itself tells: one librdkafka knows (any with a
+/// dot, `log_level`) is kept as written; one without a dot that it does not
+/// know is an environment variable's, whose dots had to be written as
+/// underscores (`fetch_max_bytes` for `fetch.max.bytes`). Every property of
+/// librdkafka 2.12.1 that can be set as text and has an underscore
+/// (`log_level`, `enabled_events`, `enable_sasl_queue`; CONFIGURATION.md and
+/// `src/rdkafka_conf.c`) has no dot, so each property has one spelling that
+/// works from both sources. A name unknown either way stays for librdkafka
+/// to refuse, with dots for underscores as the variable meant.
+fn property_name(name: String, knows: impl Fn(&str) -> bool) -> String {
+    if name.contains('.') || !name.contains('_') || knows(&name) {
+        name
+    } else {
+        name.replace('_', ".")
+    }
+}
+
+/// Whether the linked librdkafka has a property called `name`, whatever
+/// its value.
+fn librdkafka_knows(name: &str) -> bool {
+    !matches!(
+        ClientConfig::new().set(name, "").create_native_config(),
+        Err(KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+            ..
+        ))
+    )
+}
+
+/// Hands a raw `log_level` to rdkafka as well: once a client exists, rdkafka
+/// sets its level (`rd_kafka_set_log_level`) from its own setting, which
+/// would undo the property. A value librdkafka refuses is left to `check`.
+fn apply_log_level(config: &mut ClientConfig, raw: &Properties) {
+    let level = match raw.get("log_level").map(|v| v.trim().parse::<i32>()) {
+        Some(Ok(0)) => RDKafkaLogLevel::Emerg,
+        Some(Ok(1)) => RDKafkaLogLevel::Alert,
+        Some(Ok(2)) => RDKafkaLogLevel::Critical,
+        Some(Ok(3)) => RDKafkaLogLevel::Error,
+        Some(Ok(4)) => RDKafkaLogLevel::Warning,
+        Some(Ok(5)) => RDKafkaLogLevel::Notice,
+        Some(Ok(6)) => RDKafkaLogLevel::Info,
+        Some(Ok(7)) => RDKafkaLogLevel::Debug,
+        _ => return,
+    };
+    config.set_log_level(level);
 }
 
 /// SASL/SSL settings, under `[kafka.security]`. Passwords never appear in
@@ -731,6 +783,7 @@ impl KafkaConfig {
         for (name, value) in self.consumer.iter() {
             config.set(name, value);
         }
+        apply_log_level(&mut config, &self.consumer);
         check(&config, "consumer", &self.consumer)?;
         Ok(config)
     }
@@ -746,6 +799,7 @@ impl KafkaConfig {
         for (name, value) in self.producer.iter() {
             config.set(name, value);
         }
+        apply_log_level(&mut config, &self.producer);
         check(&config, "producer", &self.producer)?;
         Ok(config)
     }
@@ -852,7 +906,7 @@ fn check(config: &ClientConfig, table: &str, raw: &Properties) -> Result<(), Con
         .create_native_config()
         .map(drop)
         .map_err(|e| match e {
-            rdkafka::error::KafkaError::ClientConfig(_, description, name, _) => {
+            KafkaError::ClientConfig(_, description, name, _) => {
                 ConfigError::invalid(key_of(&name, table, raw), description)
             }
             other => ConfigError::invalid(format!("kafka.{table}"), other.to_string()),
@@ -951,6 +1005,68 @@ mod tests {
         let err = load(&with(&[("PYTHIA_KAFKA__CONSUMER__GROUP_ID", "other")])).unwrap_err();
         assert_eq!(err.key(), "kafka.consumer.group.id");
         assert!(err.to_string().contains("kafka.group"), "{err}");
+    }
+
+    #[test]
+    fn env_names_find_their_property_and_known_names_stay_as_written() {
+        let knows = |name: &str| ["log_level", "enabled_events"].contains(&name);
+        let table = [
+            // (name as it reaches the deserializer, property)
+            ("fetch.max.bytes", "fetch.max.bytes"),
+            ("log_level", "log_level"),
+            ("enabled_events", "enabled_events"),
+            ("fetch_max_bytes", "fetch.max.bytes"),
+            ("no_such_property", "no.such.property"),
+            ("acks", "acks"),
+            ("ssl.certificate.verify_cb", "ssl.certificate.verify_cb"),
+        ];
+        for (name, property) in table {
+            assert_eq!(property_name(name.to_owned(), knows), property, "{name}");
+        }
+        // Asked of the linked librdkafka.
+        assert!(librdkafka_knows("log_level"));
+        assert!(librdkafka_knows("fetch.max.bytes"));
+        assert!(
+            librdkafka_knows("dr_cb"),
+            "known, though not settable as text"
+        );
+        assert!(!librdkafka_knows("fetch_max_bytes"));
+        assert!(!librdkafka_knows("log.level"));
+    }
+
+    #[test]
+    fn file_keys_are_kept_as_written_and_env_keys_find_their_property() {
+        let dir = std::env::temp_dir().join(format!("pythia-kafka-raw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pythia.toml");
+        std::fs::write(
+            &path,
+            "[kafka.consumer]\nlog_level = 3\n\"fetch.max.bytes\" = 1000000\n",
+        )
+        .unwrap();
+        let config = Config::from_loader(ConfigLoader::new().file(&path).env(with(&[
+            ("PYTHIA_KAFKA__PRODUCER__LOG_LEVEL", "2"),
+            ("PYTHIA_KAFKA__PRODUCER__LINGER_MS", "7"),
+        ])))
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let consumer: Vec<_> = config.kafka.consumer.iter().collect();
+        assert_eq!(
+            consumer,
+            [("fetch.max.bytes", "1000000"), ("log_level", "3")]
+        );
+        let producer: Vec<_> = config.kafka.producer.iter().collect();
+        assert_eq!(producer, [("linger.ms", "7"), ("log_level", "2")]);
+
+        // And rdkafka keeps the level, which it would otherwise reset.
+        let client = config.kafka.consumer_client_config("x").unwrap();
+        assert_eq!(client.get("log_level"), Some("3"));
+        assert_eq!(client.log_level as i32, 3);
+        let client = config.kafka.producer_client_config().unwrap();
+        assert_eq!(client.log_level as i32, 2);
+
+        let err = load(&with(&[("PYTHIA_KAFKA__CONSUMER__LOG_LEVEL", "9")])).unwrap_err();
+        assert_eq!(err.key(), "kafka.consumer.log_level", "{err}");
     }
 
     #[test]

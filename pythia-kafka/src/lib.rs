@@ -36,6 +36,7 @@
 //! built in), `zstd` (zstd compression), `otel` (trace export over OTLP).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod admin;
 mod commit;

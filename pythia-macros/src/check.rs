@@ -129,7 +129,12 @@ pub(crate) fn check<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: Attrs) -> Mode
             );
         }
         check_topic(cx, &sink.topic);
-        let constant = format_ident!("{}", name.to_uppercase(), span = sink.name.span());
+        // A raw name (`r#type`) is an error above; its constant drops the `r#`.
+        let constant = format_ident!(
+            "{}",
+            name.trim_start_matches("r#").to_uppercase(),
+            span = sink.name.span()
+        );
         sinks.push((name, constant, sink.topic.value));
     }
 

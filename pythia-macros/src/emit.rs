@@ -1,4 +1,5 @@
-//! Generating the `Worker` impl and the sink constants from a checked model.
+//! Generating the `Worker` impl and the sink constants from a checked model,
+//! and what stands in for them when the derive reported errors.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -25,7 +26,6 @@ pub(crate) fn default_crate_path() -> syn::Path {
 pub(crate) fn emit(model: &Model<'_>) -> TokenStream {
     let krate = &model.krate;
     let ident = &model.input.ident;
-    let vis = &model.input.vis;
     let (impl_generics, ty_generics, where_clause) = model.input.generics.split_for_impl();
     let codec = &model.codec;
 
@@ -60,21 +60,7 @@ pub(crate) fn emit(model: &Model<'_>) -> TokenStream {
         spec.extend(quote!(.with_ordering(#krate::Ordering::#variant)));
     }
 
-    let constants = (!model.sinks.is_empty()).then(|| {
-        let consts = model.sinks.iter().map(|(name, constant, topic)| {
-            let doc = format!("The sink `{name}` (default topic `{topic}`), for `Output::to`.");
-            quote! {
-                #[doc = #doc]
-                #vis const #constant: &'static str = #name;
-            }
-        });
-        quote! {
-            #[automatically_derived]
-            impl #impl_generics #ident #ty_generics #where_clause {
-                #(#consts)*
-            }
-        }
-    });
+    let constants = constants(model);
 
     quote! {
         #[doc(hidden)]
@@ -89,4 +75,75 @@ pub(crate) fn emit(model: &Model<'_>) -> TokenStream {
             #constants
         };
     }
+}
+
+/// What stands in for the items when the derive reported errors, next to
+/// them: a `Worker` impl and the sink constants, so that uses of the worker
+/// (`Billing.run()`, `Self::BILLING`) add no errors of their own.
+///
+/// The impl applies only where the type's `Process` impl and the codec
+/// allow it: a missing `Process` impl or a codec that does not fit is
+/// reported where the worker is used, not as more errors at the derive.
+pub(crate) fn fallback(model: &Model<'_>) -> TokenStream {
+    let krate = &model.krate;
+    let ident = &model.input.ident;
+    let (impl_generics, ty_generics, where_clause) = model.input.generics.split_for_impl();
+    let codec = &model.codec;
+    let this = quote!(#ident #ty_generics);
+    let process = quote!(<#this as #krate::Process>);
+    // `for<'__pythia>` keeps a bound that names no generic parameter from
+    // being an error when it does not hold (`trivial_bounds` is unstable):
+    // the impl then just does not apply.
+    let mut predicates = where_clause
+        .map(|w| w.predicates.iter().map(|p| quote!(#p,)).collect())
+        .unwrap_or_else(TokenStream::new);
+    predicates.extend(quote! {
+        for<'__pythia> #this: #krate::Process,
+        for<'__pythia> #codec: #krate::codec::Decode<#process::Input>
+            + #krate::codec::Encode<#process::Output>,
+    });
+    let constants = constants(model);
+
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, unused_qualifications)]
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics #krate::Worker for #this where #predicates {
+                type Codec = #codec;
+            }
+
+            #constants
+        };
+    }
+}
+
+/// One constant per sink, holding its name (`Self::BILLING`); a name
+/// declared twice (an error) gets one.
+fn constants(model: &Model<'_>) -> Option<TokenStream> {
+    if model.sinks.is_empty() {
+        return None;
+    }
+    let ident = &model.input.ident;
+    let vis = &model.input.vis;
+    let (impl_generics, ty_generics, where_clause) = model.input.generics.split_for_impl();
+    let mut seen = Vec::new();
+    let consts = model.sinks.iter().filter_map(|(name, constant, topic)| {
+        if seen.contains(&constant) {
+            return None;
+        }
+        seen.push(constant);
+        let doc = format!("The sink `{name}` (default topic `{topic}`), for `Output::to`.");
+        Some(quote! {
+            #[doc = #doc]
+            #vis const #constant: &'static str = #name;
+        })
+    });
+    let consts: Vec<TokenStream> = consts.collect();
+    Some(quote! {
+        #[automatically_derived]
+        impl #impl_generics #ident #ty_generics #where_clause {
+            #(#consts)*
+        }
+    })
 }

@@ -5,6 +5,8 @@
 //! checks' tools), then runs every step even when one fails, and ends with a
 //! table of the steps and an exit code that is non-zero if any failed.
 
+#![forbid(unsafe_code)]
+
 mod docs;
 mod prereq;
 

@@ -2,6 +2,7 @@
 
 // Doc comments here are `--help` text, written for a terminal, not rustdoc.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io::Write;
 
