@@ -27,6 +27,7 @@ mod message;
 pub mod metrics;
 pub mod offsets;
 mod panic;
+mod policy;
 pub mod retry;
 pub mod runtime;
 pub mod shutdown;

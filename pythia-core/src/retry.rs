@@ -103,14 +103,20 @@ impl RetryConfig {
 
     /// The wait after failed attempt `attempt`, with jitter.
     pub fn jittered_backoff(&self, attempt: u32) -> Duration {
-        let wait = self.backoff(attempt);
-        wait.mul_f64(1.0 - self.jitter * random_unit())
+        self.backoff_with_jitter(attempt, random_unit())
+    }
+
+    /// The wait after failed attempt `attempt`, with `draw` (in [0, 1)) of
+    /// the jitter taken off: the random draw comes from the caller, so that
+    /// the wait is a function of its inputs.
+    pub(crate) fn backoff_with_jitter(&self, attempt: u32, draw: f64) -> Duration {
+        self.backoff(attempt).mul_f64(1.0 - self.jitter * draw)
     }
 }
 
 /// A number in [0, 1) from the process's random hasher keys: no extra
 /// dependency, and different in every call.
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(0);
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
@@ -140,6 +146,24 @@ mod tests {
                 "{jittered:?} of {full:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_draw_takes_its_share_of_the_jitter_off_the_wait() {
+        let retry = RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            jitter: 0.5,
+            ..RetryConfig::default()
+        };
+        assert_eq!(
+            retry.backoff_with_jitter(1, 0.0),
+            Duration::from_millis(100)
+        );
+        assert_eq!(retry.backoff_with_jitter(1, 0.5), Duration::from_millis(75));
+        assert_eq!(
+            retry.backoff_with_jitter(2, 0.5),
+            Duration::from_millis(150)
+        );
     }
 
     #[test]

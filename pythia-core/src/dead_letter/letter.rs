@@ -1,6 +1,9 @@
 //! A dead letter as a record: the original message with Pythia's headers,
 //! and the reduced form sent when it would not fit the producer's limit or
 //! the broker refused it ([`form`] decides which, from the sizes alone).
+//!
+//! Past 500 lines because of its tests, half the file: when a dead letter
+//! is reduced, what it keeps, and that it then fits, case by case.
 
 use std::sync::Arc;
 
