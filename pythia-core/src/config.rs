@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::dead_letter::DeadLetterConfig;
 pub use crate::error::ConfigError;
 use crate::retry::RetryConfig;
+use crate::spec::MessageOrder;
 
 /// The environment variable naming the config file.
 pub const CONFIG_PATH_VAR: &str = "PYTHIA_CONFIG";
@@ -402,7 +403,7 @@ pub struct WorkerConfig {
     /// Where messages go when they cannot be processed.
     pub dead_letter: DeadLetterConfig,
     /// Which messages of a partition may be processed at the same time.
-    pub ordering: Ordering,
+    pub ordering: MessageOrder,
     /// Messages handed to `process_batch` at once (1: no batches). Batches
     /// need `ordering = "partition"`.
     pub batch_size: usize,
@@ -444,32 +445,6 @@ fn host_name(var: impl Fn(&str) -> Option<String>) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Which messages of one partition may be processed at the same time
-/// (`worker.ordering`).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Ordering {
-    /// One at a time, in offset order (the default).
-    #[default]
-    Partition,
-    /// Messages with different keys in parallel; each key in offset order.
-    Key,
-    /// All in parallel, for work with no order.
-    None,
-}
-
-impl Ordering {
-    /// The value as written in configuration.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Partition => "partition",
-            Self::Key => "key",
-            Self::None => "none",
-        }
-    }
-}
-
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
@@ -482,7 +457,7 @@ impl Default for WorkerConfig {
             max_message_bytes: None,
             retry: RetryConfig::default(),
             dead_letter: DeadLetterConfig::default(),
-            ordering: Ordering::Partition,
+            ordering: MessageOrder::Partition,
             batch_size: 1,
             batch_timeout: Duration::from_millis(20),
             cpu_threads: 0,
@@ -552,7 +527,7 @@ impl WorkerConfig {
                 "must be at least 1 (1 turns batches off)",
             ));
         }
-        if self.batch_size > 1 && self.ordering != Ordering::Partition {
+        if self.batch_size > 1 && self.ordering != MessageOrder::Partition {
             return Err(ConfigError::invalid(
                 "worker.batch_size",
                 "batches keep a partition's order: use them with worker.ordering = \"partition\", or set batch_size = 1",
@@ -773,7 +748,7 @@ mod tests {
         // Each key landed in the table it is shown in.
         assert_eq!(worker.name.as_deref(), Some("billing"));
         assert_eq!(worker.max_message_bytes, Some(1_048_576));
-        assert_eq!(worker.ordering, Ordering::Partition);
+        assert_eq!(worker.ordering, MessageOrder::Partition);
         assert_eq!(worker.batch_size, 1);
         assert_eq!(worker.batch_timeout, Duration::from_millis(20));
         assert_eq!(worker.compute_inline_below, Duration::from_micros(10));

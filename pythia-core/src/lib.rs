@@ -39,7 +39,7 @@ pub mod trace;
 mod worker;
 
 pub use codec::{Json, Raw, Utf8};
-pub use config::{ConfigError, ConfigLoader, Ordering, WorkerConfig};
+pub use config::{ConfigError, ConfigLoader, WorkerConfig};
 pub use dead_letter::{DeadLetterConfig, FailureKind};
 pub use error::{Error, SourceError};
 pub use message::{Header, Headers, Message, PartitionId};
@@ -48,7 +48,7 @@ pub use retry::RetryConfig;
 pub use runtime::{Phase, RunSummary, Runtime, Status};
 pub use sink::{Confirmation, NoSink, Receipt, Record, Sink, SinkError};
 pub use source::{Acker, Revocation, Source, SourceEvent};
-pub use spec::WorkerSpec;
+pub use spec::{MessageOrder, WorkerSpec};
 pub use worker::{Context, ErrorKind, Output, Outputs, Process, ProcessError, Worker};
 
 /// Derives [`Worker`](trait@Worker): declares a worker's topics, group, codec and

@@ -5,8 +5,6 @@
 //! worker's configuration from it, and the configuration file, the environment
 //! and values set in code override each key.
 
-use crate::config::Ordering;
-
 /// What a worker consumes and produces, and its concurrency limits.
 ///
 /// Built in `const` context, so a hand-written [`Worker`](crate::Worker) impl can
@@ -42,7 +40,7 @@ pub struct WorkerSpec {
     /// The default of `worker.partition_buffer`.
     pub partition_buffer: Option<usize>,
     /// The default of `worker.ordering`.
-    pub ordering: Option<Ordering>,
+    pub ordering: Option<MessageOrder>,
 }
 
 impl WorkerSpec {
@@ -108,7 +106,7 @@ impl WorkerSpec {
     }
 
     /// Sets the default of `worker.ordering`.
-    pub const fn with_ordering(mut self, ordering: Ordering) -> Self {
+    pub const fn with_ordering(mut self, ordering: MessageOrder) -> Self {
         self.ordering = Some(ordering);
         self
     }
@@ -133,5 +131,37 @@ impl WorkerSpec {
 impl Default for WorkerSpec {
     fn default() -> Self {
         Self::UNNAMED
+    }
+}
+
+/// Which messages of one partition may be processed at the same time
+/// (`worker.ordering`, the derive's `ordering`).
+///
+/// ```
+/// use pythia_core::MessageOrder;
+/// assert_eq!(MessageOrder::default(), MessageOrder::Partition);
+/// assert_eq!(MessageOrder::Key.as_str(), "key");
+/// ```
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum MessageOrder {
+    /// One at a time, in offset order (the default).
+    #[default]
+    Partition,
+    /// Messages with different keys in parallel; each key in offset order.
+    Key,
+    /// All in parallel, for work with no order.
+    None,
+}
+
+impl MessageOrder {
+    /// The value as written in configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Partition => "partition",
+            Self::Key => "key",
+            Self::None => "none",
+        }
     }
 }

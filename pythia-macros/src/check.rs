@@ -23,7 +23,7 @@ pub(crate) struct Model<'a> {
     pub(crate) codec: TokenStream,
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) partition_buffer: Option<usize>,
-    /// The `Ordering` variant's name.
+    /// The `MessageOrder` variant's name.
     pub(crate) ordering: Option<syn::Ident>,
 }
 

@@ -57,7 +57,7 @@ pub(crate) fn emit(model: &Model<'_>) -> TokenStream {
         spec.extend(quote!(.with_partition_buffer(#n)));
     }
     if let Some(variant) = &model.ordering {
-        spec.extend(quote!(.with_ordering(#krate::Ordering::#variant)));
+        spec.extend(quote!(.with_ordering(#krate::MessageOrder::#variant)));
     }
 
     let constants = constants(model);

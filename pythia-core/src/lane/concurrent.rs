@@ -13,11 +13,11 @@ use futures::stream::FuturesUnordered;
 use super::LaneTask;
 use super::handle::{Handled, Step};
 use super::inbox::Inbox;
-use crate::config::Ordering as MessageOrder;
 use crate::error::Error;
 use crate::message::Message;
 use crate::sink::Sink;
 use crate::source::Acker;
+use crate::spec::MessageOrder;
 use crate::worker::Worker;
 
 /// A message of the concurrent mode being handled, with its key slot.
@@ -138,7 +138,7 @@ mod tests {
     #[tokio::test]
     async fn one_keys_messages_stay_in_order_while_other_keys_go_past() {
         let mut policy = stub::policy();
-        policy.ordering = crate::Ordering::Key;
+        policy.ordering = crate::MessageOrder::Key;
         let stub = stub::lane(policy);
         stub.hold(4);
         let (_runtime, inbox) = stub::inbox([vec![
@@ -167,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn without_ordering_every_message_goes_at_once_up_to_the_permits() {
         let mut policy = stub::policy();
-        policy.ordering = crate::Ordering::None;
+        policy.ordering = crate::MessageOrder::None;
         let stub = stub::lane(policy);
         stub.hold(3);
         let (_runtime, inbox) = stub::inbox([vec![
@@ -188,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn a_stop_drops_the_messages_queued_behind_their_key() {
         let mut policy = stub::policy();
-        policy.ordering = crate::Ordering::Key;
+        policy.ordering = crate::MessageOrder::Key;
         let stub = stub::lane(policy);
         stub.hold(3);
         let (_runtime, inbox) = stub::inbox([vec![

@@ -39,7 +39,6 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Ordering as MessageOrder;
 use crate::dead_letter::{DeadLetterConfig, Failure};
 use crate::delivery::Ledger;
 use crate::error::Error;
@@ -50,6 +49,7 @@ use crate::policy::{self, Decision};
 use crate::retry::{self, RetryConfig};
 use crate::sink::Sink;
 use crate::source::Acker;
+use crate::spec::MessageOrder;
 use crate::worker::{Context, Worker};
 
 mod acks;

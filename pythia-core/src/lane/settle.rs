@@ -260,7 +260,7 @@ mod tests {
     /// refuses: how they are reduced, skipped, or stop the run.
     mod refused_dead_letters {
         use super::*;
-        use crate::config::Ordering as MessageOrder;
+        use crate::spec::MessageOrder;
 
         struct Ran {
             failure: Option<Error>,

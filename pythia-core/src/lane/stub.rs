@@ -204,7 +204,7 @@ pub(super) fn policy() -> FailurePolicy {
         },
         dead_letter: Some(DeadLetterConfig::default()),
         max_message_bytes: Some(100),
-        ordering: crate::Ordering::Partition,
+        ordering: crate::MessageOrder::Partition,
         batch_size: 1,
         batch_timeout: Duration::from_millis(5),
     }
