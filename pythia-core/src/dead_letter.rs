@@ -265,4 +265,16 @@ mod tests {
         assert_eq!(error.key(), "worker.dead_letter.on_failure", "{error}");
         assert!(error.to_string().contains("skip"), "{error}");
     }
+
+    #[test]
+    fn the_dead_letter_config_example_loads_and_shows_the_defaults() {
+        let toml = crate::config::examples::toml_example(
+            include_str!("dead_letter.rs"),
+            "DeadLetterConfig",
+        );
+        assert!(toml.starts_with("[worker.dead_letter]\n"), "{toml}");
+        let worker = crate::config::examples::load_worker(&toml, "dead_letter")
+            .unwrap_or_else(|e| panic!("{e}\nin the example:\n{toml}"));
+        assert_eq!(worker.dead_letter, DeadLetterConfig::default());
+    }
 }

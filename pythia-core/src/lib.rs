@@ -17,6 +17,7 @@
 pub mod codec;
 mod compute;
 pub mod config;
+mod context;
 pub mod dead_letter;
 mod delivery;
 pub mod endpoint;
@@ -26,6 +27,7 @@ mod lane;
 mod message;
 pub mod metrics;
 pub mod offsets;
+mod output;
 mod panic;
 mod policy;
 pub mod retry;
@@ -40,16 +42,18 @@ mod worker;
 
 pub use codec::{Json, Raw, Utf8};
 pub use config::{ConfigError, ConfigLoader, WorkerConfig};
+pub use context::Context;
 pub use dead_letter::{DeadLetterConfig, FailureKind};
 pub use error::{Error, SourceError};
 pub use message::{Header, Headers, Message, PartitionId};
 pub use metrics::Metrics;
+pub use output::{Output, Outputs};
 pub use retry::RetryConfig;
 pub use runtime::{Phase, RunSummary, Runtime, Status};
 pub use sink::{Confirmation, NoSink, Receipt, Record, Sink, SinkError};
 pub use source::{Acker, Revocation, Source, SourceEvent};
 pub use spec::{MessageOrder, WorkerSpec};
-pub use worker::{Context, ErrorKind, Output, Outputs, Process, ProcessError, Worker};
+pub use worker::{ErrorKind, Process, ProcessError, Worker};
 
 /// Derives [`Worker`](trait@Worker): declares a worker's topics, group, codec and
 /// sinks on its struct.

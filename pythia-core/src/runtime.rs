@@ -15,16 +15,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compute::CpuPool;
 use crate::config::WorkerConfig;
+use crate::context::Context;
 use crate::error::Error;
 use crate::lane::{FailurePolicy, Lane, Shared};
 use crate::message::PartitionId;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 use crate::source::{Revocation, Source, SourceEvent};
-use crate::worker::{Context, Worker};
+use crate::worker::Worker;
 
+pub use crate::context::Identity;
 pub use crate::status::{Phase, Status};
-pub use crate::worker::Identity;
 
 /// What a finished run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,10 +13,11 @@ use crate::codec::Decode;
 use crate::dead_letter::{Failure, FailureKind};
 use crate::error::ProcessError;
 use crate::message::Message;
+use crate::output::Outputs;
 use crate::panic::panic_text;
 use crate::sink::Sink;
 use crate::source::Acker;
-use crate::worker::{Outputs, Worker};
+use crate::worker::Worker;
 
 /// A failed `process` as a failure for the policy: `attempts` made, this one
 /// included.
@@ -127,7 +128,7 @@ mod tests {
     use super::*;
     use crate::delivery::Outcome;
     use crate::lane::stub::{self, Out};
-    use crate::worker::Repr;
+    use crate::output::Repr;
 
     fn failed<T>(result: Result<T, Failure>) -> (FailureKind, String, u32) {
         match result {

@@ -12,12 +12,13 @@ use super::inbox::Inbox;
 use super::permits::Wait;
 use crate::error::{Error, ProcessError};
 use crate::message::Message;
+use crate::output::Outputs;
 use crate::panic::panic_text;
 use crate::policy::Decision;
 use crate::sink::Sink;
 use crate::source::Acker;
 use crate::trace::continue_trace;
-use crate::worker::{Outputs, Worker};
+use crate::worker::Worker;
 
 impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     pub(super) async fn run_batched(&self, mut inbox: Inbox) {

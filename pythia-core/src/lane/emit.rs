@@ -9,10 +9,11 @@ use super::LaneTask;
 use super::span::within;
 use crate::codec::Encode;
 use crate::delivery::{Outcome, Receipt};
+use crate::output::{Output, Repr};
 use crate::sink::{Record, Sink};
 use crate::source::Acker;
 use crate::trace::TraceParent;
-use crate::worker::{Output, Repr, Worker};
+use crate::worker::Worker;
 
 impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     /// Encodes and sends the outputs of the message at `offset`; a message

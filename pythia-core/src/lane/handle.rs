@@ -16,11 +16,12 @@ use crate::dead_letter::{Failure, FailureKind};
 use crate::delivery::Outcome;
 use crate::error::Error;
 use crate::message::Message;
+use crate::output::Repr;
 use crate::policy::Decision;
 use crate::sink::Sink;
 use crate::source::Acker;
 use crate::trace::{TraceParent, continue_trace};
-use crate::worker::{Repr, Worker};
+use crate::worker::Worker;
 
 /// What a lane's loop does next.
 pub(super) enum Step {

@@ -39,6 +39,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::context::Context;
 use crate::dead_letter::{DeadLetterConfig, Failure};
 use crate::delivery::Ledger;
 use crate::error::Error;
@@ -50,7 +51,7 @@ use crate::retry::{self, RetryConfig};
 use crate::sink::Sink;
 use crate::source::Acker;
 use crate::spec::MessageOrder;
-use crate::worker::{Context, Worker};
+use crate::worker::Worker;
 
 mod acks;
 mod attempt;
