@@ -39,7 +39,6 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod admin;
-mod commit;
 mod config;
 mod embedded;
 mod error;

@@ -42,7 +42,7 @@ fn list(uncommitted: &[Uncommitted]) -> String {
     items.join(", ")
 }
 
-/// Why a [`TestRun`] failed.
+/// Why a [`TestRun`](super::TestRun) failed.
 ///
 /// ```
 /// use pythia_kafka::testing::TestRunError;
@@ -83,11 +83,11 @@ pub enum TestRunError {
         /// Where the commits fell short.
         uncommitted: Vec<Uncommitted>,
     },
-    /// The configuration is invalid (a key set with [`TestRun::config`], or
+    /// The configuration is invalid (a key set with [`TestRun::config`](super::TestRun::config), or
     /// the worker's declaration).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// An input given to [`TestRun::input_json`] did not encode.
+    /// An input given to [`TestRun::input_json`](super::TestRun::input_json) did not encode.
     #[error("input {index} (counting from 0) did not encode as JSON: {source}")]
     InputJson {
         /// Its place among the inputs.
@@ -106,7 +106,7 @@ pub enum TestRunError {
         /// Why.
         reason: String,
     },
-    /// [`Finished::outputs`] was asked for a topic the worker does not write.
+    /// [`Finished::outputs`](super::Finished::outputs) was asked for a topic the worker does not write.
     #[error("the worker writes no topic `{topic}`; its output and sink topics: {}", .known.join(", "))]
     UnknownTopic {
         /// The topic asked for.
