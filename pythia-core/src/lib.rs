@@ -24,6 +24,7 @@ pub mod endpoint;
 mod error;
 pub mod health;
 mod lane;
+pub mod layer;
 mod message;
 pub mod metrics;
 pub mod offsets;
