@@ -22,6 +22,7 @@ pub mod dead_letter;
 mod delivery;
 pub mod endpoint;
 mod error;
+pub mod events;
 pub mod health;
 mod lane;
 pub mod layer;

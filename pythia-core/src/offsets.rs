@@ -111,6 +111,8 @@ impl PartitionOffsets {
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: Mutex<HashMap<PartitionId, PartitionOffsets>>,
+    /// Where accepted commits are reported, once a run sets it.
+    events: std::sync::OnceLock<crate::events::Events>,
 }
 
 impl OffsetTracker {
@@ -197,6 +199,18 @@ impl OffsetTracker {
                 entry.refused(offset);
             }
         }
+        if accepted && let Some(events) = self.events.get() {
+            events.emit(|| crate::events::WorkerEvent::Committed {
+                partition: partition.clone(),
+                offset,
+            });
+        }
+    }
+
+    /// Reports each accepted commit to `events` from now on (the first call
+    /// wins).
+    pub fn report_to(&self, events: crate::events::Events) {
+        let _ = self.events.set(events);
     }
 
     /// Whether any partition has a commit point the broker has not accepted.

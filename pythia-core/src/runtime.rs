@@ -17,6 +17,7 @@ use crate::compute::CpuPool;
 use crate::config::WorkerConfig;
 use crate::context::Context;
 use crate::error::Error;
+use crate::events::{Events, WorkerEvent};
 use crate::lane::{FailurePolicy, Lane, Shared};
 use crate::message::PartitionId;
 use crate::metrics::Metrics;
@@ -51,6 +52,7 @@ pub struct Runtime<W, S, K> {
     status: watch::Sender<Status>,
     metrics: Option<Metrics>,
     identity: Identity,
+    events: Events,
 }
 
 impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
@@ -76,6 +78,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             sink,
             status: watch::Sender::new(Status::default()),
             metrics: None,
+            events: Events::new(),
         }
     }
 
@@ -111,6 +114,30 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
         self
     }
 
+    /// Sends the run's events to `events` (a source holding a clone of it
+    /// reports commits there) rather than to events of its own.
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The run's events ([`WorkerEvent`]): subscribe
+    /// before running to see them all.
+    ///
+    /// ```
+    /// # fn demo<W: pythia_core::Worker, S: pythia_core::Source, K: pythia_core::Sink>(runtime: pythia_core::Runtime<W, S, K>) {
+    /// let mut events = runtime.events().subscribe();
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         println!("{event:?}");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
     /// Watches the run's phase and assignment, e.g. for readiness checks.
     ///
     /// ```
@@ -140,6 +167,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             status,
             metrics,
             identity,
+            events,
         } = self;
         let stopping = CancellationToken::new();
         let cpu = CpuPool::new(config.cpu_threads, &name, config.compute_inline_below)
@@ -170,6 +198,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                 batch_timeout: config.batch_timeout,
             },
             metrics,
+            events: events.clone(),
         });
         if let Some(metrics) = &shared.metrics {
             metrics.worker_started(&name, identity.instance());
@@ -214,6 +243,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                             Some(member_id) => tracing::info!(?partitions, %member_id, "partitions assigned"),
                             None => tracing::info!(?partitions, "partitions assigned"),
                         }
+                        events.emit(|| WorkerEvent::Assigned { partitions: partitions.clone() });
                         update(&|s| {
                             s.phase = Phase::Running;
                             s.assigned.extend(partitions.iter().cloned());
@@ -222,11 +252,13 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                         });
                     }
                     Some(SourceEvent::Revoked(revocation)) => {
+                        events.emit(|| WorkerEvent::Revoked { partitions: revocation.partitions().to_vec() });
                         update(&|s| s.assigned.retain(|p| !revocation.partitions().contains(p)));
                         abandoned += revoke(&mut lanes, revocation, config.revoke_timeout).await;
                     }
                     Some(SourceEvent::Lost(partitions)) => {
                         tracing::warn!(?partitions, "partitions lost; abandoning their in-flight messages");
+                        events.emit(|| WorkerEvent::Revoked { partitions: partitions.clone() });
                         update(&|s| s.assigned.retain(|p| !partitions.contains(p)));
                         for p in &partitions {
                             if let Some(lane) = lanes.remove(p) {
@@ -265,11 +297,17 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             s.phase = Phase::Stopped;
             s.assigned.clear();
         });
-        match (failure, closed) {
+        let result = match (failure, closed) {
             (Some(error), _) => Err(error),
             (None, Err(error)) => Err(error),
             (None, Ok(())) => Ok(summary),
+        };
+        if let Err(error) = &result {
+            events.emit(|| WorkerEvent::Failed {
+                error: error.to_string(),
+            });
         }
+        result
     }
 }
 

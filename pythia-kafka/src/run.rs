@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use pythia_core::events::Events;
 use pythia_core::runtime::Identity;
 use pythia_core::{RunSummary, Runtime, Status, Worker};
 use tokio::sync::watch;
@@ -245,8 +246,11 @@ impl<W: Worker> KafkaWorker<W> {
         let source =
             KafkaSource::with_metrics(&config, &member, metrics.clone(), Some(identity.clone()))?;
         let dead_letter_topics = DeadLetterTopics::new(&config.kafka, &config.worker.dead_letter);
+        let events = Events::new();
+        source.tracker().report_to(events.clone());
         let mut runtime = Runtime::with_shared(config.worker, &name, worker, source, sink)
-            .with_identity(identity);
+            .with_identity(identity)
+            .with_events(events);
         if let Some(metrics) = metrics {
             runtime = runtime.with_metrics(metrics);
         }
@@ -267,6 +271,29 @@ impl<W: Worker> KafkaWorker<W> {
     /// Watches the phase and the assigned partitions.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.runtime.status()
+    }
+
+    /// The run's events: assignments, revocations, retries, dead letters,
+    /// accepted commits and the error that ends a run. Subscribe before
+    /// [`run`](Self::run) to see them all.
+    ///
+    /// ```no_run
+    /// # async fn demo<W: pythia_core::Worker>(worker: W, config: pythia_kafka::Config) -> Result<(), pythia_core::Error> {
+    /// use pythia_kafka::core::events::WorkerEvent;
+    /// let instance = pythia_kafka::KafkaWorker::new(worker, config)?;
+    /// let mut events = instance.events().subscribe();
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         if let WorkerEvent::DeadLettered { partition, offset, reason, .. } = event {
+    ///             eprintln!("dead-lettered {partition}@{offset}: {reason}");
+    ///         }
+    ///     }
+    /// });
+    /// instance.run(pythia_kafka::core::shutdown::signal()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> &Events {
+        self.runtime.events()
     }
 
     /// Runs until `shutdown` resolves (or a message fails), then drains,

@@ -119,6 +119,8 @@ pub(crate) struct Shared<W, K, A> {
     /// Retries, dead letters and the payload size limit.
     pub(crate) policy: FailurePolicy,
     pub(crate) metrics: Option<Metrics>,
+    /// Where retries and delivered dead letters are reported.
+    pub(crate) events: crate::events::Events,
 }
 
 /// What happens to a message that cannot be processed, and how messages are

@@ -12,6 +12,7 @@ use super::wait::DeliveryFailed;
 use crate::dead_letter::{self, Failure, Letter};
 use crate::delivery::Outcome;
 use crate::error::Error;
+use crate::events::WorkerEvent;
 use crate::message::Message;
 use crate::metrics::Counted;
 use crate::policy::Decision;
@@ -73,6 +74,13 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             error = %failure.reason,
             "process failed; retrying"
         );
+        self.shared.events.emit(|| WorkerEvent::Retrying {
+            partition: self.partition.clone(),
+            offset: raw.offset(),
+            attempts: failure.attempts,
+            after: wait,
+            error: failure.reason.clone(),
+        });
         // Only this partition waits: the permit goes back meanwhile.
         drop(permit);
         self.flush_acks();
@@ -131,6 +139,12 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                 "dead-lettering message, reduced to fit the producer's limit"
             ),
         }
+        self.shared.events.emit(|| WorkerEvent::DeadLettered {
+            partition: self.partition.clone(),
+            offset,
+            kind: *kind,
+            reason: reason.clone(),
+        });
         self.letters.sent(offset, fallback);
         let receipt = self.ledger.receipt(offset, Outcome::DeadLettered, 1);
         self.shared.sink.send(record, receipt).await;

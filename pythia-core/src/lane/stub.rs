@@ -238,6 +238,7 @@ pub(super) fn lane(policy: FailurePolicy) -> Stub {
         processed: AtomicU64::new(0),
         policy,
         metrics: Some(metrics.clone()),
+        events: crate::events::Events::new(),
     });
     let task = LaneTask::new(
         PartitionId::new("t", 0),

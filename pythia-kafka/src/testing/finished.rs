@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use pythia_core::dead_letter::header;
+use pythia_core::events::WorkerEvent;
 use pythia_core::{Headers, Message, RunSummary};
 use serde::de::DeserializeOwned;
 
@@ -17,9 +18,16 @@ pub struct Finished {
     pub(super) outputs: BTreeMap<String, Vec<Message<Bytes>>>,
     pub(super) dead_letters: Vec<DeadLetter>,
     pub(super) committed: BTreeMap<(String, i32), i64>,
+    pub(super) events: Vec<WorkerEvent>,
 }
 
 impl Finished {
+    /// The worker's events over the run, in order: assignments, retries,
+    /// dead letters, accepted commits.
+    pub fn events(&self) -> &[WorkerEvent] {
+        &self.events
+    }
+
     /// What the worker's run returned: messages processed, abandoned.
     pub fn summary(&self) -> &RunSummary {
         &self.summary

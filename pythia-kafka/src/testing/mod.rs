@@ -87,6 +87,7 @@ use crate::config::{Config, EMBEDDED};
 use crate::embedded::{EmbeddedBroker, EmbeddedError};
 use crate::run::KafkaWorker;
 use io::{Probe, blocking, dead_letter_topics, produce, read_topics, wait_until_idle};
+use pythia_core::events::WorkerEvent;
 
 mod error;
 mod finished;
@@ -320,6 +321,7 @@ impl<W: Worker> TestRun<W> {
 
         let probe = Arc::new(Probe::new(&config.kafka)?);
         let instance = KafkaWorker::new(worker, config.clone())?;
+        let (events, collected) = collect(instance.events().subscribe());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let run = instance.run(async {
             let _ = stopped.await;
@@ -337,6 +339,8 @@ impl<W: Worker> TestRun<W> {
         // Nothing is in flight: the drain is short, and ends with a commit.
         let _ = stop.send(());
         let summary = run.await?;
+        let _ = events.send(());
+        let seen = collected.await.unwrap_or_default();
 
         let committed = probe.committed().await?;
         let kafka = config.kafka.clone();
@@ -366,8 +370,42 @@ impl<W: Worker> TestRun<W> {
             outputs,
             dead_letters,
             committed,
+            events: seen,
         })
     }
+}
+
+/// Collects a run's events as they come, so none is missed however long
+/// the run; once `done` is sent, takes what is left and returns them all.
+fn collect(
+    mut events: tokio::sync::broadcast::Receiver<WorkerEvent>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<WorkerEvent>>,
+) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let (done, mut finished) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) => seen.push(event),
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return seen,
+                },
+                _ = &mut finished => break,
+            }
+        }
+        loop {
+            match events.try_recv() {
+                Ok(event) => seen.push(event),
+                Err(TryRecvError::Lagged(_)) => {}
+                Err(_) => return seen,
+            }
+        }
+    });
+    (done, collector)
 }
 
 impl<W> fmt::Debug for TestRun<W> {
