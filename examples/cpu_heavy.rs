@@ -103,7 +103,9 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let _broker = config.start_embedded()?;
     let worker = Arc::new(Thumbnails::default());
-    let instance = KafkaWorker::shared(worker.clone(), config.clone())?;
+    let instance = KafkaWorker::builder(worker.clone())
+        .config(config.clone())
+        .build()?;
     let mut status = instance.status();
     let stop = CancellationToken::new();
     let run = tokio::spawn(instance.run(stop.clone().cancelled_owned()));

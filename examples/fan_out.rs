@@ -147,7 +147,9 @@ async fn main() -> anyhow::Result<()> {
     let brokers = config.kafka.brokers.clone().unwrap_or_default();
 
     let router = Arc::new(OrderRouter::default());
-    let instance = KafkaWorker::shared(router.clone(), config.clone())?;
+    let instance = KafkaWorker::builder(router.clone())
+        .config(config.clone())
+        .build()?;
     let stop = CancellationToken::new();
     let run = tokio::spawn(instance.run(stop.clone().cancelled_owned()));
 

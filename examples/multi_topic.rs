@@ -72,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
     let _broker = config.start_embedded()?;
 
     let counter = Arc::new(ActivityCounter::default());
-    let instance = KafkaWorker::shared(counter.clone(), config.clone())?;
+    let instance = KafkaWorker::builder(counter.clone())
+        .config(config.clone())
+        .build()?;
     let stop = CancellationToken::new();
     let run = tokio::spawn(instance.run(stop.clone().cancelled_owned()));
 

@@ -236,9 +236,9 @@ async fn all_in_one() -> anyhow::Result<()> {
     );
     let pipeline =
         Pipeline::builder(ConfigLoader::new().default_value("kafka.brokers", "embedded"))
-            .stage_shared(ingest.clone())
-            .stage_shared(validate.clone())
-            .stage_shared(store.clone())
+            .stage(ingest.clone())
+            .stage(validate.clone())
+            .stage(store.clone())
             .build()?;
 
     let mut producer = KafkaConfig::default();

@@ -83,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
     let mut instances = Vec::new();
     let mut statuses = Vec::new();
     for _ in 0..INSTANCES {
-        let instance = KafkaWorker::shared(totals.clone(), config.clone())?;
+        let instance = KafkaWorker::builder(totals.clone())
+            .config(config.clone())
+            .build()?;
         statuses.push(instance.status());
         let stop = stop.clone();
         instances.push(tokio::spawn(

@@ -184,11 +184,11 @@ impl Context {
 ///
 /// The runtime makes one from `worker.instance`; a connector makes it
 /// instead when its source reports the member id
-/// ([`Runtime::with_identity`](crate::Runtime::with_identity)). Cheap to
+/// ([`Runtime::with_identity`](crate::connector::Runtime::with_identity)). Cheap to
 /// clone; clones share the member id.
 ///
 /// ```
-/// use pythia_core::runtime::Identity;
+/// use pythia_core::connector::Identity;
 /// let identity = Identity::new("billing-eu-1");
 /// let seen_by_worker = identity.clone();
 /// identity.set_member_id("billing-eu-1-0f5c");

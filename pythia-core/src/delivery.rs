@@ -34,7 +34,7 @@ pub(crate) enum Outcome {
 
 /// A promise to report one record's delivery.
 ///
-/// [`Sink::send`](crate::Sink::send) gets one with each record and calls
+/// [`Sink::send`](crate::connector::Sink::send) gets one with each record and calls
 /// [`Receipt::settle`] when the broker has confirmed or refused the record. A
 /// receipt dropped unsettled counts as a failed delivery
 /// ([`SinkError::Dropped`]), so an input is never acknowledged on an output
@@ -42,7 +42,8 @@ pub(crate) enum Outcome {
 ///
 /// ```
 /// # futures::executor::block_on(async {
-/// use pythia_core::{Receipt, SinkError};
+/// use pythia_core::SinkError;
+/// use pythia_core::connector::Receipt;
 /// let (receipt, confirmation) = Receipt::channel();
 /// receipt.settle(Ok(()));
 /// assert!(confirmation.await.is_ok());
@@ -82,7 +83,7 @@ enum To {
 
 impl Receipt {
     /// A receipt whose settlement resolves the returned [`Confirmation`]: for
-    /// sending a record outside a worker, and for testing a [`Sink`](crate::Sink).
+    /// sending a record outside a worker, and for testing a [`Sink`](crate::connector::Sink).
     pub fn channel() -> (Self, Confirmation) {
         let (tx, rx) = oneshot::channel();
         let receipt = Self {
@@ -106,20 +107,9 @@ impl Receipt {
 
     /// The receipt as one pointer, for a client that carries one opaque
     /// pointer with each record (librdkafka's `msg_opaque`). The pointer owns
-    /// the receipt: [`Receipt::from_raw`] takes it back, once.
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// use pythia_core::Receipt;
-    /// let (receipt, confirmation) = Receipt::channel();
-    /// let opaque = receipt.into_raw();
-    /// // SAFETY: made by `into_raw` just above and taken back once.
-    /// let receipt = unsafe { Receipt::from_raw(opaque) };
-    /// receipt.settle(Ok(()));
-    /// assert!(confirmation.await.is_ok());
-    /// # });
-    /// ```
-    pub fn into_raw(self) -> NonNull<c_void> {
+    /// the receipt: [`Receipt::from_raw`] takes it back, once. Connectors
+    /// reach it as [`connector::receipt_into_raw`](crate::connector::receipt_into_raw).
+    pub(crate) fn into_raw(self) -> NonNull<c_void> {
         let mut receipt = std::mem::ManuallyDrop::new(self);
         let slip = receipt
             .slip
@@ -134,7 +124,7 @@ impl Receipt {
     ///
     /// `raw` must come from [`Receipt::into_raw`] and not have been taken
     /// back before.
-    pub unsafe fn from_raw(raw: NonNull<c_void>) -> Self {
+    pub(crate) unsafe fn from_raw(raw: NonNull<c_void>) -> Self {
         // SAFETY: per the contract, `raw` is a leaked `Box<Slip>`, owned here.
         let slip = unsafe { Box::from_raw(raw.cast::<Slip>().as_ptr()) };
         Self { slip: Some(slip) }

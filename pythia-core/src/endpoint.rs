@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::error::ConfigError;
-pub use crate::error::EndpointError;
+use crate::error::EndpointError;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -53,7 +53,7 @@ impl MetricsConfig {
     /// Checks the section; the error names the key.
     ///
     /// ```
-    /// let mut config = pythia_core::endpoint::MetricsConfig::default();
+    /// let mut config = pythia_core::MetricsConfig::default();
     /// config.address = Some("localhost".into());
     /// assert_eq!(config.validate().unwrap_err().key(), "metrics.address");
     /// ```
@@ -89,7 +89,7 @@ type JsonRoute = Arc<dyn Fn() -> String + Send + Sync>;
 /// What the endpoint serves.
 ///
 /// ```no_run
-/// use pythia_core::endpoint::Endpoint;
+/// use pythia_core::connector::Endpoint;
 /// use pythia_core::metrics::Metrics;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let endpoint = Endpoint::new(Metrics::new())

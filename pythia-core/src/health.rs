@@ -60,7 +60,7 @@ impl HealthConfig {
 /// endpoint that serves it. Clones share the state.
 ///
 /// ```
-/// use pythia_core::health::Health;
+/// use pythia_core::connector::Health;
 /// let health = Health::new();
 /// assert!(health.live().is_ok());
 /// assert!(health.ready().is_err()); // no assignment, no broker answer yet
@@ -88,7 +88,7 @@ impl Health {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Follows a run's status for readiness (see [`crate::Runtime::status`]).
+    /// Follows a run's status for readiness (see [`Runtime::status`](crate::connector::Runtime::status)).
     pub fn watch(&self, status: watch::Receiver<Status>) {
         self.state().status = Some(status);
     }
@@ -138,7 +138,7 @@ impl Health {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use pythia_core::health::StallDetector;
+/// use pythia_core::connector::StallDetector;
 /// use pythia_core::metrics::PartitionLag;
 ///
 /// let mut detector = StallDetector::new(Duration::from_secs(60));

@@ -1,15 +1,16 @@
-//! Pythia's broker-agnostic core: the [`Worker`] trait a user implements, the
-//! [`Message`] it receives, codecs, the [`Source`]/[`Sink`] traits connectors
-//! implement, and the [`Runtime`] that runs ordered lanes per partition with
-//! backpressure, at-least-once offset tracking and graceful shutdown.
+//! Pythia's broker-agnostic core: the [`Worker`] and [`Process`] traits a
+//! user implements, the [`Message`] it receives, codecs, [`layer`]s around
+//! `process`, the run's [`events`], configuration and metrics. Connectors
+//! (a broker's source and sink) build on [`connector`].
 //!
 //! Most users depend on a connector such as `pythia-kafka`, which re-exports
 //! what is needed here.
 //!
-//! The path of a message, module by module: [`source`] → [`runtime`] (routing,
-//! backpressure) → lane (ordering) → [`codec`] (decode) → [`Process::process`] →
-//! [`sink`] (delivery, confirmed by a [`Receipt`]) → [`offsets`] (what is safe to commit). Observing a run:
-//! [`metrics`], [`health`], [`endpoint`] (the HTTP server for both), [`trace`].
+//! The path of a message, module by module: the source → the runtime
+//! (routing, backpressure) → lane (ordering, retries, dead letters) →
+//! [`codec`] (decode) → [`Process::process`] → the sink (delivery, confirmed
+//! by a receipt) → the offset tracker (what is safe to commit). Observing a
+//! run: [`metrics`], [`events`], health and the HTTP endpoint, [`trace`].
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -17,26 +18,27 @@
 pub mod codec;
 mod compute;
 pub mod config;
+pub mod connector;
 mod context;
 pub mod dead_letter;
 mod delivery;
-pub mod endpoint;
+mod endpoint;
 mod error;
 pub mod events;
-pub mod health;
+mod health;
 mod lane;
 pub mod layer;
 mod message;
 pub mod metrics;
-pub mod offsets;
+mod offsets;
 mod output;
 mod panic;
 mod policy;
 pub mod retry;
-pub mod runtime;
+mod runtime;
 pub mod shutdown;
-pub mod sink;
-pub mod source;
+mod sink;
+mod source;
 mod spec;
 mod status;
 pub mod trace;
@@ -46,15 +48,17 @@ pub use codec::{Json, Raw, Utf8};
 pub use config::{ConfigError, ConfigLoader, WorkerConfig};
 pub use context::Context;
 pub use dead_letter::{DeadLetterConfig, FailureKind};
-pub use error::{Error, SourceError};
+pub use endpoint::MetricsConfig;
+pub use error::{EndpointError, Error, SourceError};
+pub use health::HealthConfig;
 pub use message::{Header, Headers, Message, PartitionId};
 pub use metrics::Metrics;
 pub use output::{Output, Outputs};
 pub use retry::RetryConfig;
-pub use runtime::{Phase, RunSummary, Runtime, Status};
-pub use sink::{Confirmation, NoSink, Receipt, Record, Sink, SinkError};
-pub use source::{Acker, Revocation, Source, SourceEvent};
+pub use runtime::RunSummary;
+pub use sink::{Record, SinkError};
 pub use spec::{MessageOrder, WorkerSpec};
+pub use status::{Phase, Status};
 pub use worker::{ErrorKind, Process, ProcessError, Worker};
 
 /// Derives [`Worker`](trait@Worker): declares a worker's topics, group, codec and

@@ -16,7 +16,7 @@ use crate::message::PartitionId;
 
 /// The received-but-unfinished offsets of one partition.
 #[derive(Debug, Default, Clone)]
-pub struct PartitionOffsets {
+pub(crate) struct PartitionOffsets {
     /// Received offsets in order, with whether each is done. The front is never done.
     pending: VecDeque<(i64, bool)>,
     /// One past the highest offset received.
@@ -32,7 +32,7 @@ impl PartitionOffsets {
     /// Records that `offset` was received. Offsets must arrive in increasing order;
     /// an offset at or below one already seen (a re-fetch after a seek) restarts
     /// tracking from it.
-    pub fn received(&mut self, offset: i64) {
+    pub(crate) fn received(&mut self, offset: i64) {
         if self.next.is_some_and(|next| offset < next) {
             self.pending.retain(|&(o, _)| o < offset);
         }
@@ -41,7 +41,7 @@ impl PartitionOffsets {
     }
 
     /// Records that `offset` is done. Unknown offsets are ignored.
-    pub fn done(&mut self, offset: i64) {
+    pub(crate) fn done(&mut self, offset: i64) {
         // In-order lanes finish the oldest offset: no search for it.
         if self.pending.front().is_some_and(|&(o, _)| o == offset) {
             self.pending.pop_front();
@@ -54,7 +54,7 @@ impl PartitionOffsets {
     }
 
     /// The offset to commit: the first one not done, or one past the last received.
-    pub fn commit_point(&self) -> Option<i64> {
+    pub(crate) fn commit_point(&self) -> Option<i64> {
         match self.pending.front() {
             Some(&(offset, _)) => Some(offset),
             None => self.next,
@@ -62,7 +62,7 @@ impl PartitionOffsets {
     }
 
     /// The commit point to send, if it is neither accepted nor already sent.
-    pub fn take_commit(&mut self) -> Option<i64> {
+    pub(crate) fn take_commit(&mut self) -> Option<i64> {
         let point = self.uncommitted()?;
         if self.sent == Some(point) {
             return None;
@@ -72,13 +72,13 @@ impl PartitionOffsets {
     }
 
     /// The commit point unless the broker already accepted it (sent or not).
-    pub fn uncommitted(&self) -> Option<i64> {
+    pub(crate) fn uncommitted(&self) -> Option<i64> {
         let point = self.commit_point()?;
         (self.committed != Some(point)).then_some(point)
     }
 
     /// Records that the broker accepted a commit of `offset`.
-    pub fn accepted(&mut self, offset: i64) {
+    pub(crate) fn accepted(&mut self, offset: i64) {
         if self.committed.is_none_or(|c| offset > c) {
             self.committed = Some(offset);
         }
@@ -89,19 +89,19 @@ impl PartitionOffsets {
 
     /// Records that the broker refused (or never answered) a commit of
     /// `offset`, so the next `take_commit` sends the commit point again.
-    pub fn refused(&mut self, offset: i64) {
+    pub(crate) fn refused(&mut self, offset: i64) {
         if self.sent == Some(offset) {
             self.sent = None;
         }
     }
 
     /// Forgets the commit handed out, so the next `take_commit` repeats it.
-    pub fn forget_commit(&mut self) {
+    pub(crate) fn forget_commit(&mut self) {
         self.sent = None;
     }
 
     /// How many received offsets are not yet done (or are behind one that is not).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.pending.len()
     }
 }

@@ -26,7 +26,7 @@ use crate::source::{Revocation, Source, SourceEvent};
 use crate::worker::Worker;
 
 pub use crate::context::Identity;
-pub use crate::status::{Phase, Status};
+use crate::status::{Phase, Status};
 
 /// What a finished run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub struct RunSummary {
 
 /// A worker bound to a source and a sink.
 ///
-/// Connectors build it (see `pythia_kafka::run`); use it directly to run a
+/// Connectors build it (see `pythia_kafka::KafkaWorker::builder`); use it directly to run a
 /// worker on a source of your own.
 pub struct Runtime<W, S, K> {
     config: WorkerConfig,
@@ -86,7 +86,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
     /// `metrics` (see [`crate::metrics`]).
     ///
     /// ```
-    /// # fn demo<W: pythia_core::Worker, S: pythia_core::Source, K: pythia_core::Sink>(runtime: pythia_core::Runtime<W, S, K>) {
+    /// # fn demo<W: pythia_core::Worker, S: pythia_core::connector::Source, K: pythia_core::connector::Sink>(runtime: pythia_core::connector::Runtime<W, S, K>) {
     /// let metrics = pythia_core::Metrics::new();
     /// let runtime = runtime.with_metrics(metrics.clone());
     /// # }
@@ -102,8 +102,8 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
     /// assignment logs.
     ///
     /// ```
-    /// use pythia_core::runtime::{Identity, Runtime};
-    /// # fn demo<W: pythia_core::Worker, S: pythia_core::Source, K: pythia_core::Sink>(runtime: Runtime<W, S, K>) {
+    /// use pythia_core::connector::{Identity, Runtime};
+    /// # fn demo<W: pythia_core::Worker, S: pythia_core::connector::Source, K: pythia_core::connector::Sink>(runtime: Runtime<W, S, K>) {
     /// let identity = Identity::new("billing-eu-1");
     /// let runtime = runtime.with_identity(identity.clone());
     /// // The source, once it has joined: identity.set_member_id(...)
@@ -125,7 +125,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
     /// before running to see them all.
     ///
     /// ```
-    /// # fn demo<W: pythia_core::Worker, S: pythia_core::Source, K: pythia_core::Sink>(runtime: pythia_core::Runtime<W, S, K>) {
+    /// # fn demo<W: pythia_core::Worker, S: pythia_core::connector::Source, K: pythia_core::connector::Sink>(runtime: pythia_core::connector::Runtime<W, S, K>) {
     /// let mut events = runtime.events().subscribe();
     /// tokio::spawn(async move {
     ///     while let Ok(event) = events.recv().await {
@@ -141,8 +141,9 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
     /// Watches the run's phase and assignment, e.g. for readiness checks.
     ///
     /// ```
-    /// use pythia_core::runtime::{Phase, Runtime};
-    /// # fn demo<W: pythia_core::Worker, S: pythia_core::Source, K: pythia_core::Sink>(runtime: &Runtime<W, S, K>) {
+    /// use pythia_core::Phase;
+    /// use pythia_core::connector::Runtime;
+    /// # fn demo<W: pythia_core::Worker, S: pythia_core::connector::Source, K: pythia_core::connector::Sink>(runtime: &Runtime<W, S, K>) {
     /// let status = runtime.status();
     /// assert_eq!(status.borrow().phase, Phase::Starting);
     /// # }

@@ -77,7 +77,8 @@ impl Record {
 /// found before the record is enqueued, is reported through the receipt.
 ///
 /// ```
-/// use pythia_core::{Receipt, Record, Sink, SinkError};
+/// use pythia_core::connector::{Receipt, Sink};
+/// use pythia_core::{Record, SinkError};
 ///
 /// /// Accepts records for the topic `audit` at once, refuses the rest.
 /// struct AuditOnly;

@@ -41,7 +41,8 @@ impl Revocation {
     /// source waiting on a channel sees it disconnect.
     ///
     /// ```
-    /// use pythia_core::{PartitionId, Revocation};
+    /// use pythia_core::PartitionId;
+    /// use pythia_core::connector::Revocation;
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// let revocation = Revocation::new(vec![PartitionId::new("orders", 0)], move || {
     ///     let _ = tx.send(());

@@ -18,7 +18,7 @@ pub enum Phase {
     Stopped,
 }
 
-/// A snapshot of a run, published on every change (see [`Runtime::status`](crate::Runtime::status)).
+/// A snapshot of a run, published on every change (see [`Runtime::status`](crate::connector::Runtime::status)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Status {

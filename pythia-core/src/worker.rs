@@ -3,6 +3,7 @@
 //! besides the message is in `context.rs`, what it returns in `output.rs`.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::codec::{Decode, Encode};
 use crate::context::Context;
@@ -129,4 +130,33 @@ pub trait Worker: Process {
     /// The worker's declared name, topics, group and sinks: the defaults its
     /// configuration starts from.
     const SPEC: WorkerSpec = WorkerSpec::UNNAMED;
+}
+
+/// A worker shared by several runs in one process: `Arc<W>` processes as
+/// `W` does, so `KafkaWorker::builder(Arc::clone(&worker))` runs one more
+/// instance of the same worker, state and all.
+impl<P: Process> Process for Arc<P> {
+    type Input = P::Input;
+    type Output = P::Output;
+
+    fn process(
+        &self,
+        message: Message<Self::Input>,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Outputs<Self::Output>, ProcessError>> + Send {
+        (**self).process(message, ctx)
+    }
+
+    fn process_batch(
+        &self,
+        messages: Vec<Message<Self::Input>>,
+        ctx: &Context,
+    ) -> impl Future<Output = Vec<Result<Outputs<Self::Output>, ProcessError>>> + Send {
+        (**self).process_batch(messages, ctx)
+    }
+}
+
+impl<W: Worker> Worker for Arc<W> {
+    type Codec = W::Codec;
+    const SPEC: WorkerSpec = W::SPEC;
 }

@@ -156,7 +156,10 @@ async fn measure(broker: &EmbeddedBroker, topic: &str, n: u64, work: Duration, m
         mode,
         done: AtomicU64::new(0),
     });
-    let instance = KafkaWorker::shared(worker.clone(), config).expect("worker");
+    let instance = KafkaWorker::builder(worker.clone())
+        .config(config)
+        .build()
+        .expect("worker");
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(instance.run(stop.clone().cancelled_owned()));
     // Timed from the first message processed to the last.

@@ -139,7 +139,10 @@ async fn run(bootstrap: &str, group: &str, n: u64, metrics: bool) -> Measured {
         marks: Mutex::new((None, None)),
         done: Notify::new(),
     });
-    let instance = KafkaWorker::shared(worker.clone(), config).expect("worker");
+    let instance = KafkaWorker::builder(worker.clone())
+        .config(config)
+        .build()
+        .expect("worker");
     let done = worker.clone();
     let summary = instance
         .run(async move {

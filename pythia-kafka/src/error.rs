@@ -24,7 +24,7 @@ pub enum KafkaError {
     Io(String),
     /// The metrics and health endpoint could not start.
     #[error(transparent)]
-    Endpoint(#[from] pythia_core::endpoint::EndpointError),
+    Endpoint(#[from] pythia_core::EndpointError),
     /// The final offset commit was refused, or not answered, until the
     /// shutdown's deadline.
     #[error("final offset commit failed ({}); not committed: {uncommitted}", .code.map_or_else(|| "no answer in time".to_owned(), |c| format!("{c:?}")))]

@@ -39,6 +39,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod admin;
+mod builder;
 mod config;
 mod embedded;
 mod error;
@@ -55,6 +56,7 @@ mod sink;
 mod source;
 pub mod testing;
 
+pub use builder::Builder;
 pub use config::{
     AssignmentStrategy, Config, EMBEDDED, GroupProtocol, KafkaConfig, Properties, Secret, Security,
 };
@@ -65,7 +67,7 @@ pub use log::{LogConfig, LogFormat, Telemetry, init_logs, init_telemetry};
 pub use otel::OtelConfig;
 pub use pipeline::{Pipeline, PipelineBuilder, StageSummary};
 pub use replay::{ReplayOptions, ReplaySummary, replay_dead_letters};
-pub use run::{EMBEDDED_FETCH_WAIT, KafkaWorker, WorkerExt, run, run_shared, run_until};
+pub use run::{EMBEDDED_FETCH_WAIT, KafkaWorker, WorkerExt};
 pub use sink::KafkaSink;
 pub use source::{KafkaAcker, KafkaSource};
 

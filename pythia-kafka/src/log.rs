@@ -57,7 +57,7 @@ pub fn init_logs(config: &LogConfig) {
 /// Installs the log subscriber of [`init_logs`] and, when `[otel]` names a
 /// collector (feature `otel`), exports each message's span to it. Keep the
 /// returned [`Telemetry`] until the worker stops: shutting it down sends the
-/// last spans. [`run`](crate::run) does all this itself.
+/// last spans. [`KafkaWorker::run_until_signal`](crate::KafkaWorker::run_until_signal) does all this itself.
 ///
 /// Does nothing if a subscriber is already installed (spans are then not
 /// exported, and a warning says so). Fails when `[otel]` or the `OTEL_*`
@@ -69,7 +69,7 @@ pub fn init_logs(config: &LogConfig) {
 /// async fn serve<W: Worker>(worker: W) -> Result<(), Box<dyn std::error::Error>> {
 ///     let config = Config::load()?;
 ///     let telemetry = pythia_kafka::init_telemetry(&config)?;
-///     let instance = KafkaWorker::new(worker, config)?;
+///     let instance = KafkaWorker::builder(worker).config(config).build()?;
 ///     instance.run(pythia_kafka::core::shutdown::signal()).await?;
 ///     // Blocks until the last spans are sent (at most 5 s).
 ///     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;

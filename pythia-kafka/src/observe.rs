@@ -20,8 +20,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pythia_core::endpoint::{Bound, Endpoint, Server};
-use pythia_core::health::{Health, StallDetector};
+use pythia_core::connector::{Bound, Endpoint, Health, Server, StallDetector};
 use pythia_core::{Metrics, PartitionId, Status};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::watch;

@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use pythia_core::{ConfigError, ConfigLoader, RunSummary, Status, Worker};
@@ -95,14 +94,10 @@ pub struct Pipeline {
 }
 
 impl PipelineBuilder {
-    /// Adds a stage: `worker`, configured from its spec and the shared loader.
-    pub fn stage<W: Worker>(self, worker: W) -> Self {
-        self.stage_shared(Arc::new(worker))
-    }
-
-    /// Like [`PipelineBuilder::stage`] with a worker the caller keeps a handle on
-    /// (to read its state after the run, say).
-    pub fn stage_shared<W: Worker>(mut self, worker: Arc<W>) -> Self {
+    /// Adds a stage: `worker`, configured from its spec and the shared
+    /// loader. Pass an `Arc` of a worker to keep a handle on it (to read its
+    /// state after the run, say).
+    pub fn stage<W: Worker>(mut self, worker: W) -> Self {
         let loader = Config::spec_defaults(self.base.clone(), &W::SPEC);
         let loader = pin_topology(loader, &W::SPEC);
         let config = Config::from_loader(loader);
@@ -110,7 +105,7 @@ impl PipelineBuilder {
             .as_ref()
             .map_or_else(|_| W::SPEC.name.to_owned(), |c| c.name().to_owned());
         let connect: Connect = Box::new(move |config| {
-            let instance = KafkaWorker::shared(worker, config)?;
+            let instance = KafkaWorker::connect(worker, config)?;
             let status = instance.status();
             let run: StageRun = Box::new(move |shutdown| Box::pin(instance.run(shutdown)));
             Ok((status, run))

@@ -3,12 +3,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use pythia_core::events::Events;
-use pythia_core::runtime::Identity;
-use pythia_core::{RunSummary, Runtime, Status, Worker};
-use tokio::sync::watch;
+use pythia_core::connector::{Identity, Runtime};
+use pythia_core::events::{Events, WorkerEvent};
+use pythia_core::{RunSummary, Status, Worker};
+use tokio::sync::{broadcast, watch};
 
 use crate::admin::DeadLetterTopics;
+use crate::builder::{Builder, Listener};
 use crate::config::{Config, GroupProtocol};
 use crate::embedded::EmbeddedBroker;
 use crate::error::KafkaError;
@@ -87,7 +88,7 @@ impl Config {
     }
 }
 
-/// The entry points of every [`Worker`] on Kafka.
+/// The one-line way to run a [`Worker`] on Kafka.
 ///
 /// ```no_run
 /// use pythia_kafka::prelude::*;
@@ -106,107 +107,33 @@ impl Config {
 /// }
 ///
 /// #[tokio::main]
-/// async fn main() -> Result<(), pythia_kafka::core::Error> {
+/// async fn main() -> Result<(), pythia_kafka::Error> {
 ///     // The derive's defaults < pythia.toml < PYTHIA_* variables.
 ///     Audit.run().await?;
 ///     Ok(())
 /// }
 /// ```
+///
+/// For a configuration of your own, layers, event callbacks or a shutdown
+/// of your own, use [`KafkaWorker::builder`].
 pub trait WorkerExt: Worker + Sized {
     /// Loads the worker's configuration ([`Config::for_worker`]: its declared
     /// defaults, `pythia.toml`, `PYTHIA_*` variables) and runs it until SIGTERM
-    /// or SIGINT, then drains, commits and leaves. See [`run`].
+    /// or SIGINT, then drains, commits and leaves:
+    /// `KafkaWorker::builder(self).build()?.run_until_signal()`.
     fn run(self) -> impl Future<Output = Result<RunSummary, pythia_core::Error>> + Send {
-        async move {
-            // Logs start in `run`, as the loaded `[log]` and `[otel]` say.
-            let config = Config::for_worker::<Self>()?;
-            run(self, config).await
-        }
-    }
-
-    /// Runs the worker with an explicit configuration until SIGTERM or SIGINT.
-    fn run_with(
-        self,
-        config: Config,
-    ) -> impl Future<Output = Result<RunSummary, pythia_core::Error>> + Send {
-        run(self, config)
+        async move { KafkaWorker::builder(self).build()?.run_until_signal().await }
     }
 }
 
 impl<W: Worker> WorkerExt for W {}
 
-/// Runs `worker` until SIGTERM or SIGINT, then drains, commits and leaves.
-///
-/// Installs a log subscriber (`RUST_LOG`, default `info`) and, when `[otel]`
-/// names a collector, trace export ([`init_telemetry`](crate::init_telemetry)),
-/// if no subscriber is set; the last spans are sent before it returns. A
-/// second signal during the drain exits at once (uncommitted messages are
-/// redelivered after a restart).
-///
-/// ```no_run
-/// use pythia_kafka::{Config, Context, Message, Outputs, Process, ProcessError, Worker};
-///
-/// #[derive(Worker)]
-/// #[pythia(topic = "events")]
-/// struct Printer;
-/// impl Process for Printer {
-///     type Input = serde_json::Value;
-///     type Output = ();
-///     async fn process(&self, msg: Message<serde_json::Value>, _: &Context) -> Result<Outputs<()>, ProcessError> {
-///         println!("{}", msg.payload());
-///         Ok(Outputs::none())
-///     }
-/// }
-///
-/// #[tokio::main]
-/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     let config = Config::for_worker::<Printer>()?; // + pythia.toml + PYTHIA_* variables
-///     pythia_kafka::run(Printer, config).await?;
-///     Ok(())
-/// }
-/// ```
-pub async fn run<W: Worker>(worker: W, config: Config) -> Result<RunSummary, pythia_core::Error> {
-    let telemetry = crate::init_telemetry(&config)?;
-    let result = run_until(worker, config, async {
-        pythia_core::shutdown::signal().await;
-        tokio::spawn(async {
-            pythia_core::shutdown::signal().await;
-            tracing::warn!("second signal: exiting without finishing the drain");
-            std::process::exit(130);
-        });
-    })
-    .await;
-    // Sending the last spans blocks until the collector answers.
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
-    result
-}
-
-/// Runs `worker` until `shutdown` resolves (or a message fails).
-pub async fn run_until<W: Worker>(
-    worker: W,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<RunSummary, pythia_core::Error> {
-    run_shared(Arc::new(worker), config, shutdown).await
-}
-
-/// Like [`run_until`] with a worker shared by several instances in one process.
-pub async fn run_shared<W: Worker>(
-    worker: Arc<W>,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<RunSummary, pythia_core::Error> {
-    KafkaWorker::shared(worker, config)?.run(shutdown).await
-}
-
-/// A worker connected to Kafka and subscribed, not yet processing.
-///
-/// Use it instead of [`run_until`] to watch the run's [`Status`] (phase and
-/// assigned partitions) while it runs.
+/// A worker connected to Kafka and subscribed, not yet processing: what
+/// [`Builder::build`] returns.
 ///
 /// ```no_run
 /// # async fn demo<W: pythia_core::Worker>(worker: W, config: pythia_kafka::Config) -> Result<(), pythia_core::Error> {
-/// let instance = pythia_kafka::KafkaWorker::new(worker, config)?;
+/// let instance = pythia_kafka::KafkaWorker::builder(worker).config(config).build()?;
 /// let mut status = instance.status();
 /// let run = tokio::spawn(instance.run(std::future::pending()));
 /// status.wait_for(|s| !s.assigned.is_empty()).await.ok();
@@ -214,6 +141,10 @@ pub async fn run_shared<W: Worker>(
 /// ```
 pub struct KafkaWorker<W: Worker> {
     runtime: Runtime<W, KafkaSource, KafkaSink>,
+    /// What `run_until_signal` sets logs and trace export up from.
+    telemetry: Config,
+    /// Event callbacks, and their receiver subscribed before the run.
+    listeners: Option<(broadcast::Receiver<WorkerEvent>, Vec<Listener>)>,
     observer: Option<Observer>,
     /// Created at the start of the run when the brokers are reached by address.
     dead_letter_topics: Option<DeadLetterTopics>,
@@ -222,6 +153,13 @@ pub struct KafkaWorker<W: Worker> {
 }
 
 impl<W: Worker> KafkaWorker<W> {
+    /// Starts setting up `worker`'s run: configuration, layers, event
+    /// callbacks; then [`Builder::build`]. An `Arc<W>` runs one more
+    /// instance of a worker shared with other runs.
+    pub fn builder(worker: W) -> Builder<W> {
+        Builder::new(worker)
+    }
+
     /// Validates `config`, starts the embedded broker if asked, connects and subscribes.
     ///
     /// The consumer's `client.id` is `<worker name>-<instance>` (see
@@ -229,13 +167,10 @@ impl<W: Worker> KafkaWorker<W> {
     /// --describe` tell the copies apart; the member id the group gives it
     /// is logged with each assignment and reachable as
     /// [`Context::member_id`](pythia_core::Context::member_id).
-    pub fn new(worker: W, config: Config) -> Result<Self, pythia_core::Error> {
-        Self::shared(Arc::new(worker), config)
-    }
-
-    /// Like [`KafkaWorker::new`] with a worker shared by several instances.
-    pub fn shared(worker: Arc<W>, mut config: Config) -> Result<Self, pythia_core::Error> {
+    pub(crate) fn connect(worker: W, mut config: Config) -> Result<Self, pythia_core::Error> {
         config.validate()?;
+        let telemetry = config.clone();
+        let worker = Arc::new(worker);
         let broker = config.start_embedded()?;
         let name = config.name().to_owned();
         let identity = Identity::new(&config.worker.instance_name());
@@ -256,10 +191,18 @@ impl<W: Worker> KafkaWorker<W> {
         }
         Ok(Self {
             runtime,
+            telemetry,
+            listeners: None,
             observer,
             dead_letter_topics,
             _broker: broker,
         })
+    }
+
+    /// Calls `listeners` with each event of the run (subscribed now, so
+    /// none is missed).
+    pub(crate) fn listen(&mut self, listeners: Vec<Listener>) {
+        self.listeners = Some((self.runtime.events().subscribe(), listeners));
     }
 
     /// The metrics this worker exports when `metrics.address` is set; register
@@ -280,7 +223,7 @@ impl<W: Worker> KafkaWorker<W> {
     /// ```no_run
     /// # async fn demo<W: pythia_core::Worker>(worker: W, config: pythia_kafka::Config) -> Result<(), pythia_core::Error> {
     /// use pythia_kafka::core::events::WorkerEvent;
-    /// let instance = pythia_kafka::KafkaWorker::new(worker, config)?;
+    /// let instance = pythia_kafka::KafkaWorker::builder(worker).config(config).build()?;
     /// let mut events = instance.events().subscribe();
     /// tokio::spawn(async move {
     ///     while let Ok(event) = events.recv().await {
@@ -318,10 +261,57 @@ impl<W: Worker> KafkaWorker<W> {
         let creating = self
             .dead_letter_topics
             .map(|topics| tokio::spawn(topics.ensure()));
+        let listening = self
+            .listeners
+            .map(|(events, listeners)| tokio::spawn(call(events, listeners)));
         let result = self.runtime.run(shutdown).await;
         if let Some(creating) = creating {
             creating.abort();
         }
+        if let Some(listening) = listening {
+            // Ends once the run's event senders are gone.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), listening).await;
+        }
         result
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains, commits and leaves.
+    ///
+    /// Installs a log subscriber (`RUST_LOG`, default `info`) and, when `[otel]`
+    /// names a collector, trace export ([`init_telemetry`](crate::init_telemetry)),
+    /// if no subscriber is set; the last spans are sent before it returns. A
+    /// second signal during the drain exits at once (uncommitted messages are
+    /// redelivered after a restart).
+    pub async fn run_until_signal(self) -> Result<RunSummary, pythia_core::Error> {
+        let telemetry = crate::init_telemetry(&self.telemetry)?;
+        let result = self
+            .run(async {
+                pythia_core::shutdown::signal().await;
+                tokio::spawn(async {
+                    pythia_core::shutdown::signal().await;
+                    tracing::warn!("second signal: exiting without finishing the drain");
+                    std::process::exit(130);
+                });
+            })
+            .await;
+        // Sending the last spans blocks until the collector answers.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        result
+    }
+}
+
+/// Calls each listener with each event until the run's senders are gone.
+async fn call(mut events: broadcast::Receiver<WorkerEvent>, listeners: Vec<Listener>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => listeners.iter().for_each(|listen| listen(&event)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "event listeners fell behind; the oldest events were dropped"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }

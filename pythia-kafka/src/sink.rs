@@ -7,7 +7,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pythia_core::{Confirmation, Receipt, Record, Sink, SinkError};
+use pythia_core::connector::{self, Confirmation, Receipt, Sink};
+use pythia_core::{Record, SinkError};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
@@ -101,13 +102,13 @@ struct Pending(Receipt);
 /// record's opaque to exactly one delivery report.
 impl IntoOpaque for Pending {
     fn into_ptr(self) -> *mut c_void {
-        self.0.into_raw().as_ptr()
+        connector::receipt_into_raw(self.0).as_ptr()
     }
 
     unsafe fn from_ptr(ptr: *mut c_void) -> Self {
         let ptr = NonNull::new(ptr).expect("a record's opaque is its receipt");
         // SAFETY: per the trait's contract, `ptr` came from `into_ptr`.
-        Self(unsafe { Receipt::from_raw(ptr) })
+        Self(unsafe { connector::receipt_from_raw(ptr) })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Public types can cross threads and tasks as users need them to.
 
-use pythia_kafka::core::offsets::OffsetTracker;
+use pythia_kafka::core::connector::OffsetTracker;
 use pythia_kafka::core::{Error, Message, Outputs, ProcessError, Record, SinkError, Status};
 use pythia_kafka::{Config, Context, EmbeddedBroker, KafkaAcker, KafkaSink, KafkaSource};
 

@@ -112,7 +112,10 @@ async fn batches_commit_per_message_outcome() {
     }
 
     let summer = std::sync::Arc::new(Summer::default());
-    let instance = KafkaWorker::shared(summer.clone(), config).unwrap();
+    let instance = KafkaWorker::builder(summer.clone())
+        .config(config)
+        .build()
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(instance.run(async {
         let _ = stopped.await;

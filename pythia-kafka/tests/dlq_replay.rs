@@ -80,7 +80,10 @@ async fn replayed_dead_letters_are_processed_once_the_cause_is_fixed() {
     }
 
     let picky = Arc::new(Picky::default());
-    let instance = KafkaWorker::shared(picky.clone(), config).unwrap();
+    let instance = KafkaWorker::builder(picky.clone())
+        .config(config)
+        .build()
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(instance.run(async {
         let _ = stopped.await;

@@ -83,7 +83,9 @@ async fn an_input_commits_only_when_every_sink_delivered() {
         )
         .unwrap();
     let first = Arc::new(Router::default());
-    let result = KafkaWorker::shared(first.clone(), config.clone())
+    let result = KafkaWorker::builder(first.clone())
+        .config(config.clone())
+        .build()
         .unwrap()
         .run(tokio::time::sleep(Duration::from_secs(60)))
         .await;
@@ -114,7 +116,10 @@ async fn an_input_commits_only_when_every_sink_delivered() {
         .set_topic_error("orders.billing", RD_KAFKA_RESP_ERR_NO_ERROR)
         .unwrap();
     let second = Arc::new(Router::default());
-    let instance = KafkaWorker::shared(second.clone(), config).unwrap();
+    let instance = KafkaWorker::builder(second.clone())
+        .config(config)
+        .build()
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(instance.run(async {
         let _ = stopped.await;
@@ -174,7 +179,9 @@ async fn an_undeclared_sink_stops_the_worker_with_a_clear_error() {
     let record = Record::new("order-1").with_topic("orders");
     producer.produce(record).await.await.unwrap();
 
-    let result = KafkaWorker::new(Misrouted, config)
+    let result = KafkaWorker::builder(Misrouted)
+        .config(config)
+        .build()
         .unwrap()
         .run(tokio::time::sleep(Duration::from_secs(60)))
         .await;

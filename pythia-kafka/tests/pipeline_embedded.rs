@@ -79,8 +79,8 @@ async fn produce(brokers: &str, numbers: impl Iterator<Item = u64>) {
 async fn stages_share_one_embedded_broker() {
     let (double, sum) = (Arc::new(Double::default()), Arc::new(Sum::default()));
     let pipeline = Pipeline::builder(base())
-        .stage_shared(double.clone())
-        .stage_shared(sum.clone())
+        .stage(double.clone())
+        .stage(sum.clone())
         .build()
         .unwrap();
     let names: Vec<&str> = pipeline.statuses().into_iter().map(|(n, _)| n).collect();

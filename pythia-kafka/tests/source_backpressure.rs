@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use pythia_kafka::core::{PartitionId, Source, SourceEvent};
+use pythia_kafka::core::PartitionId;
+use pythia_kafka::core::connector::{Source, SourceEvent};
 use pythia_kafka::{Config, ConfigLoader, KafkaSource};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};

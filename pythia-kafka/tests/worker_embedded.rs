@@ -76,7 +76,10 @@ async fn worker_on_two_topics_delivers_outputs_and_commits_everything() {
     }
 
     let worker = std::sync::Arc::new(Upper::default());
-    let instance = KafkaWorker::shared(worker.clone(), config).unwrap();
+    let instance = KafkaWorker::builder(worker.clone())
+        .config(config)
+        .build()
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(instance.run(async {
         let _ = stopped.await;

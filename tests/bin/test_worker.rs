@@ -233,7 +233,7 @@ fn positions(name: &str) -> Vec<(i32, i64)> {
 }
 
 async fn run<W: Worker>(worker: W, config: Config, record_path: &str) -> anyhow::Result<()> {
-    let instance = KafkaWorker::new(worker, config)?;
+    let instance = KafkaWorker::builder(worker).config(config).build()?;
     let mut status = instance.status();
     let mut assigned_log = OpenOptions::new().append(true).open(record_path)?;
     tokio::spawn(async move {

@@ -25,7 +25,7 @@ pub enum SinkError {
         /// The broker's or client's reason.
         reason: String,
     },
-    /// The sink dropped the record's [`Receipt`](crate::Receipt) without settling it.
+    /// The sink dropped the record's [`Receipt`](crate::connector::Receipt) without settling it.
     #[error("the sink dropped an output without reporting its delivery")]
     Dropped,
     /// The client or the broker refused the record itself (too large, or

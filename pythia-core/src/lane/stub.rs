@@ -16,9 +16,11 @@ use super::inbox::Inbox;
 use super::{FailurePolicy, LaneState, LaneTask, Shared};
 use crate::codec::{Json, Utf8};
 use crate::dead_letter::DeadLetterConfig;
+use crate::sink::{Receipt, Sink};
+use crate::source::Acker;
 use crate::{
-    Acker, Context, Error, Message, Metrics, Outputs, PartitionId, Process, ProcessError, Receipt,
-    Record, RetryConfig, Sink, SinkError, Worker,
+    Context, Error, Message, Metrics, Outputs, PartitionId, Process, ProcessError, Record,
+    RetryConfig, SinkError, Worker,
 };
 
 /// The run's processing permits in a stub lane.

@@ -19,8 +19,8 @@ pub use security::{Secret, Security};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pythia_core::endpoint::MetricsConfig;
-use pythia_core::health::HealthConfig;
+use pythia_core::HealthConfig;
+use pythia_core::MetricsConfig;
 use pythia_core::{ConfigError, ConfigLoader, Worker, WorkerConfig, WorkerSpec};
 use serde::{Deserialize, Deserializer};
 

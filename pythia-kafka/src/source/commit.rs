@@ -18,7 +18,7 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use pythia_core::PartitionId;
-use pythia_core::offsets::OffsetTracker;
+use pythia_core::connector::OffsetTracker;
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaErrorCode;

@@ -38,9 +38,8 @@ use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pythia_core::offsets::OffsetTracker;
-use pythia_core::runtime::Identity;
-use pythia_core::{Acker, Metrics, PartitionId, Source, SourceEvent};
+use pythia_core::connector::{Acker, Identity, OffsetTracker, Source, SourceEvent};
+use pythia_core::{Metrics, PartitionId};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::{mpsc, oneshot};
 
@@ -79,7 +78,7 @@ impl KafkaSource {
     /// Joins the group of `config.kafka.group` and subscribes to `config.kafka.topics`.
     ///
     /// `member` names this member in client ids and logs. The brokers must be
-    /// real addresses here: [`crate::run`] resolves `"embedded"` first.
+    /// real addresses here: [`KafkaWorker::builder`](crate::KafkaWorker::builder) resolves `"embedded"` first.
     pub fn new(config: &Config, member: &str) -> Result<Self, KafkaError> {
         Self::with_metrics(config, member, None, None)
     }

@@ -15,9 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pythia_core::offsets::OffsetTracker;
-use pythia_core::runtime::Identity;
-use pythia_core::{Message, Metrics, PartitionId, Revocation, SourceEvent};
+use pythia_core::connector::{Identity, OffsetTracker, Revocation, SourceEvent};
+use pythia_core::{Message, Metrics, PartitionId};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;

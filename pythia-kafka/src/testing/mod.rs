@@ -320,7 +320,7 @@ impl<W: Worker> TestRun<W> {
         produce(&config.kafka, &topics, inputs).await?;
 
         let probe = Arc::new(Probe::new(&config.kafka)?);
-        let instance = KafkaWorker::new(worker, config.clone())?;
+        let instance = KafkaWorker::connect(worker, config.clone())?;
         let (events, collected) = collect(instance.events().subscribe());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let run = instance.run(async {

@@ -69,7 +69,7 @@ pub(crate) fn pipeline(partitions: i64) -> (Pipeline, Arc<Collect>) {
         .set("kafka.embedded_partitions", partitions);
     let pipeline = Pipeline::builder(base)
         .stage(Relay)
-        .stage_shared(collect.clone())
+        .stage(collect.clone())
         .build()
         .unwrap();
     (pipeline, collect)

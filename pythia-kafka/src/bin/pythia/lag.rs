@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use pythia_core::Metrics;
-use pythia_core::endpoint::Endpoint;
+use pythia_core::connector::Endpoint;
 use pythia_core::metrics::PartitionLag;
 use pythia_kafka::{KafkaConfig, LagReader, lag_json};
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use pythia_kafka::core::{Acker, PartitionId, Runtime, Source, SourceEvent};
+use pythia_kafka::core::PartitionId;
+use pythia_kafka::core::connector::{Acker, Runtime, Source, SourceEvent};
 use pythia_kafka::{
     Config, Context, KafkaAcker, KafkaSink, KafkaSource, Message, Outputs, Process, ProcessError,
     Raw, Worker,

@@ -116,7 +116,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         work: args.work,
         reporter: reporter.clone(),
     };
-    let instance = KafkaWorker::new(worker, config)?;
+    let instance = KafkaWorker::builder(worker).config(config).build()?;
     let mut status = instance.status();
 
     let flusher = {

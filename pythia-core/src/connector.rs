@@ -1,0 +1,50 @@
+//! What a connector builds on: a broker's [`Source`] of messages and
+//! [`Sink`] of records, run by the [`Runtime`] with a worker.
+//!
+//! A worker's author needs none of this; it is for crates such as
+//! `pythia-kafka` that bring a broker. A connector implements [`Source`]
+//! (messages in, assignments and revocations, pausing, closing) and
+//! [`Sink`] (records out, each settled through its [`Receipt`]), keeps an
+//! [`OffsetTracker`] per member (what is safe to commit), and may serve the
+//! [`Endpoint`] (`/metrics`, `/health/*`) with [`Health`].
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+pub use crate::endpoint::{Bound, Endpoint, Server};
+pub use crate::events::Events;
+pub use crate::health::{Health, StallDetector};
+pub use crate::metrics::{PartitionLag, lag};
+pub use crate::offsets::OffsetTracker;
+pub use crate::runtime::{Identity, Runtime};
+pub use crate::sink::{Confirmation, NoSink, Receipt, Sink};
+pub use crate::source::{Acker, Revocation, Source, SourceEvent};
+
+/// Turns a receipt into a pointer, to travel through a C client as the
+/// opaque of its record (librdkafka's `msg_opaque`, say); [`receipt_from_raw`]
+/// turns it back. A receipt turned into a pointer and never back leaks.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use pythia_core::connector::{Receipt, receipt_from_raw, receipt_into_raw};
+/// let (receipt, confirmation) = Receipt::channel();
+/// let opaque = receipt_into_raw(receipt);
+/// // SAFETY: made by `receipt_into_raw` just above and taken back once.
+/// let receipt = unsafe { receipt_from_raw(opaque) };
+/// receipt.settle(Ok(()));
+/// assert!(confirmation.await.is_ok());
+/// # });
+/// ```
+pub fn receipt_into_raw(receipt: Receipt) -> NonNull<c_void> {
+    receipt.into_raw()
+}
+
+/// The receipt [`receipt_into_raw`] gave `raw`.
+///
+/// # Safety
+///
+/// `raw` must come from [`receipt_into_raw`] and be turned back only once.
+pub unsafe fn receipt_from_raw(raw: NonNull<c_void>) -> Receipt {
+    // SAFETY: the caller passes a pointer from `receipt_into_raw`, once.
+    unsafe { Receipt::from_raw(raw) }
+}
