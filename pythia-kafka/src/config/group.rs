@@ -83,3 +83,47 @@ impl AssignmentStrategy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_read_whatever_their_case_and_spaces() {
+        assert_eq!(
+            GroupProtocol::try_from(" Consumer ".to_owned()),
+            Ok(GroupProtocol::Consumer)
+        );
+        assert_eq!(
+            AssignmentStrategy::try_from("RANGE".to_owned()),
+            Ok(AssignmentStrategy::Range)
+        );
+    }
+
+    #[test]
+    fn a_bad_value_lists_the_allowed_ones() {
+        assert_eq!(
+            GroupProtocol::try_from("kip848".to_owned()),
+            Err("`kip848` is not one of: auto, consumer, classic".to_owned())
+        );
+        let error = AssignmentStrategy::try_from("sticky".to_owned()).unwrap_err();
+        assert!(
+            error.ends_with("cooperative-sticky, range, roundrobin"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn each_strategy_is_written_as_librdkafka_reads_it() {
+        for strategy in [
+            AssignmentStrategy::CooperativeSticky,
+            AssignmentStrategy::Range,
+            AssignmentStrategy::Roundrobin,
+        ] {
+            assert_eq!(
+                AssignmentStrategy::try_from(strategy.as_str().to_owned()),
+                Ok(strategy)
+            );
+        }
+    }
+}

@@ -253,3 +253,25 @@ impl Drop for KafkaSource {
         self.waker.wake();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_acker_marks_offsets_done_in_the_tracker_the_source_commits_from() {
+        let tracker = Arc::new(OffsetTracker::new());
+        let partition = PartitionId::new("orders", 0);
+        tracker.received(&partition, [10, 11, 12]);
+        let acker = KafkaAcker(tracker.clone());
+        acker.ack(&partition, 11);
+        assert_eq!(
+            tracker.commit_point(&partition),
+            Some(10),
+            "10 is not done yet"
+        );
+        acker.ack_many(&partition, &[10, 12]);
+        assert_eq!(tracker.commit_point(&partition), Some(13));
+        assert_eq!(tracker.in_flight(&partition), 0);
+    }
+}

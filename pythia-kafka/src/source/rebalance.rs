@@ -260,3 +260,25 @@ fn partition_ids(tpl: &TopicPartitionList) -> Vec<PartitionId> {
         .map(|e| PartitionId::new(e.topic(), e.partition()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_list_becomes_partition_ids_in_its_order() {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("orders", 3);
+        tpl.add_partition("refunds", 0);
+        tpl.add_partition("orders", 1);
+        assert_eq!(
+            partition_ids(&tpl),
+            [
+                PartitionId::new("orders", 3),
+                PartitionId::new("refunds", 0),
+                PartitionId::new("orders", 1)
+            ]
+        );
+        assert!(partition_ids(&TopicPartitionList::new()).is_empty());
+    }
+}
