@@ -382,3 +382,80 @@ fn final_commit(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pythia_core::PartitionId;
+    use pythia_core::connector::{Source, SourceEvent};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    use crate::config::Config;
+    use crate::source::KafkaSource;
+
+    /// The next batch of messages within `wait`, leaving other events.
+    async fn messages(source: &mut KafkaSource, wait: Duration) -> Option<Vec<i64>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, source.next()).await {
+                Err(_) => return None,
+                Ok(None) => panic!("the source closed"),
+                Ok(Some(SourceEvent::Messages(batch))) => {
+                    return Some(batch.iter().map(|m| m.offset()).collect());
+                }
+                Ok(Some(SourceEvent::Revoked(revocation))) => revocation.drained(),
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paused_partition_is_not_read_until_resumed_and_loses_nothing() {
+        let loader = pythia_core::ConfigLoader::new()
+            .no_file()
+            .env::<&str, &str>([])
+            .set("kafka.brokers", "embedded")
+            .set("kafka.group", "poller")
+            .set("kafka.topics", "poller.in")
+            .set("kafka.embedded_partitions", 1);
+        let mut config = Config::from_loader(loader).unwrap();
+        let broker = config.start_embedded().unwrap().expect("embedded broker");
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            config.kafka.base().create().unwrap();
+        let send = |i: i64| {
+            let payload = i.to_string();
+            producer
+                .send(BaseRecord::<[u8], [u8]>::to("poller.in").payload(payload.as_bytes()))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            producer.flush(Duration::from_secs(10)).unwrap();
+        };
+
+        let mut source = KafkaSource::new(&config, "poller").unwrap();
+        let partition = PartitionId::new("poller.in", 0);
+        send(0);
+        assert_eq!(
+            messages(&mut source, Duration::from_secs(30)).await,
+            Some(vec![0])
+        );
+
+        source.pause(std::slice::from_ref(&partition));
+        // The consumer thread applies the pause on its next turn.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send(1);
+        assert_eq!(
+            messages(&mut source, Duration::from_secs(2)).await,
+            None,
+            "read while paused"
+        );
+
+        source.resume(std::slice::from_ref(&partition));
+        assert_eq!(
+            messages(&mut source, Duration::from_secs(30)).await,
+            Some(vec![1])
+        );
+        source.close(Duration::from_secs(10)).await.unwrap();
+        drop(broker);
+    }
+}
