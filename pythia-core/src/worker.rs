@@ -135,6 +135,7 @@ pub trait Worker: Process {
 /// A worker shared by several runs in one process: `Arc<W>` processes as
 /// `W` does, so `KafkaWorker::builder(Arc::clone(&worker))` runs one more
 /// instance of the same worker, state and all.
+#[diagnostic::do_not_recommend]
 impl<P: Process> Process for Arc<P> {
     type Input = P::Input;
     type Output = P::Output;
@@ -156,6 +157,7 @@ impl<P: Process> Process for Arc<P> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<W: Worker> Worker for Arc<W> {
     type Codec = W::Codec;
     const SPEC: WorkerSpec = W::SPEC;

@@ -138,6 +138,7 @@ impl<P, L> Layered<P, L> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<P: Process, L: Layer<P>> Process for Layered<P, L> {
     type Input = P::Input;
     type Output = P::Output;
@@ -159,6 +160,7 @@ impl<P: Process, L: Layer<P>> Process for Layered<P, L> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<P: Worker, L: Layer<P>> Worker for Layered<P, L> {
     type Codec = P::Codec;
     const SPEC: crate::WorkerSpec = P::SPEC;
