@@ -157,13 +157,13 @@ impl Endpoint {
 
     fn respond(&self, path: &str) -> (u16, &'static str, String) {
         const TEXT: &str = "text/plain; charset=utf-8";
-        let health = |check: Result<(), String>| match check {
-            Ok(()) => (200, TEXT, "ok\n".to_owned()),
+        let health = |check: Result<String, String>| match check {
+            Ok(summary) => (200, TEXT, format!("{summary}\n")),
             Err(reason) => (503, TEXT, format!("{reason}\n")),
         };
         match (path, &self.health) {
             ("/metrics", _) => (200, "text/plain; version=0.0.4", self.metrics.encode()),
-            ("/health/live", Some(h)) => health(h.live()),
+            ("/health/live", Some(h)) => health(h.live().map(|()| "ok".to_owned())),
             ("/health/ready", Some(h)) => health(h.ready()),
             _ => match self.json.get(path) {
                 Some(body) => (200, "application/json", body()),
@@ -318,7 +318,7 @@ mod tests {
         );
         let ready = get(address, "/health/ready").await;
         assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
-        assert!(ready.contains("assignment"), "{ready}");
+        assert!(ready.contains("join"), "{ready}");
         assert!(get(address, "/lag?x=1").await.ends_with("{\"lag\":3}"));
         assert!(get(address, "/nope").await.starts_with("HTTP/1.1 404"));
     }

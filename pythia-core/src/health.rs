@@ -4,8 +4,11 @@
 //! - **Live** fails when a partition has lag while its committed offset has not
 //!   moved for `health.stall_timeout`: a hung handler or a dead lane. An idle
 //!   worker (no lag) stays live however long nothing happens.
-//! - **Ready** fails until the run has had its first assignment and the broker
-//!   has answered, during a broker outage, and once the run drains or stops.
+//! - **Ready** fails until the run has joined its group (its first assignment,
+//!   which may be empty) and the broker has answered, during a broker outage,
+//!   and once the run drains or stops. An instance with no partitions is ready
+//!   and says so: with more instances than partitions the extras stand by, and
+//!   a rollout or a disruption budget must not wait on them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -113,20 +116,29 @@ impl Health {
         }
     }
 
-    /// `Ok` when the run has been assigned partitions and is running, and the
-    /// broker answers; otherwise why not.
-    pub fn ready(&self) -> Result<(), String> {
+    /// `Ok` with a one-line summary when the run has joined its group and is
+    /// running, and the broker answers; otherwise why not. A member with no
+    /// partitions is ready: it is in the group and takes partitions over when
+    /// another member leaves.
+    pub fn ready(&self) -> Result<String, String> {
         let state = self.state();
-        match state.status.as_ref().map(|s| s.borrow().phase) {
-            Some(Phase::Running) => {}
-            Some(Phase::Starting) | None => {
-                return Err("waiting for the first partition assignment".into());
+        let assigned = match state.status.as_ref().map(|s| {
+            let status = s.borrow();
+            (status.phase, status.assigned.len())
+        }) {
+            Some((Phase::Running, assigned)) => assigned,
+            Some((Phase::Starting, _)) | None => {
+                return Err("waiting to join the consumer group".into());
             }
-            Some(Phase::Draining) => return Err("shutting down".into()),
+            Some((Phase::Draining, _)) => return Err("shutting down".into()),
             Some(_) => return Err("stopped".into()),
-        }
+        };
         match &state.broker {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) if assigned == 0 => Ok(
+                "ok: in the group with no partitions assigned (more instances than partitions); standing by"
+                    .into(),
+            ),
+            Some(Ok(())) => Ok(format!("ok: {assigned} partitions assigned")),
             Some(Err(error)) => Err(format!("broker unreachable: {error}")),
             None => Err("waiting for the first broker answer".into()),
         }
@@ -196,6 +208,7 @@ impl StallDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PartitionId;
 
     fn at(secs: u64, start: Instant) -> Instant {
         start + Duration::from_secs(secs)
@@ -240,9 +253,13 @@ mod tests {
         let status = watch::Sender::new(Status::default());
         health.watch(status.subscribe());
         health.set_broker(Ok(()));
-        assert!(health.ready().unwrap_err().contains("assignment"));
+        assert!(health.ready().unwrap_err().contains("join"));
         status.send_modify(|s| s.phase = Phase::Running);
-        assert!(health.ready().is_ok());
+        let standing_by = health.ready().unwrap();
+        assert!(standing_by.contains("no partitions"), "{standing_by}");
+        status
+            .send_modify(|s| s.assigned = vec![PartitionId::new("t", 0), PartitionId::new("t", 1)]);
+        assert_eq!(health.ready().unwrap(), "ok: 2 partitions assigned");
         health.set_broker(Err("all brokers down".into()));
         assert!(health.ready().unwrap_err().contains("all brokers down"));
         health.set_broker(Ok(()));

@@ -238,6 +238,17 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                             source.pause(&to_pause);
                         }
                     }
+                    Some(SourceEvent::Assigned(partitions)) if partitions.is_empty() => {
+                        // In the group with nothing new: the first time, the
+                        // member stands by (more members than partitions).
+                        if status.borrow().phase == Phase::Starting {
+                            match identity.member_id() {
+                                Some(member_id) => tracing::info!(%member_id, "joined the group with no partitions assigned; standing by"),
+                                None => tracing::info!("joined the group with no partitions assigned; standing by"),
+                            }
+                            update(&|s| s.phase = Phase::Running);
+                        }
+                    }
                     Some(SourceEvent::Assigned(partitions)) => {
                         // The source records the member id before it reports the assignment.
                         match identity.member_id() {

@@ -17,7 +17,10 @@ use crate::message::{Message, PartitionId};
 pub enum SourceEvent {
     /// Messages, in fetch order. Messages of one partition are in offset order.
     Messages(Vec<Message<Option<Bytes>>>),
-    /// Partitions were assigned to this member.
+    /// Partitions were assigned to this member. An empty list says the
+    /// member is in its group with nothing (or nothing new) assigned; a
+    /// source sends one when it joins without partitions, so the run counts
+    /// as running (and ready) while it stands by.
     Assigned(Vec<PartitionId>),
     /// Partitions are being taken away. The runtime stops dispatching them, lets
     /// their in-flight messages finish (up to its deadline), then calls

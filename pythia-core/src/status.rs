@@ -7,10 +7,11 @@ use crate::message::PartitionId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Phase {
-    /// Connecting and joining; nothing assigned yet.
+    /// Connecting and joining; not in the group yet.
     #[default]
     Starting,
-    /// Taking messages.
+    /// In the group and taking messages from whatever it is assigned, which
+    /// may be nothing (more members than partitions).
     Running,
     /// Shutting down: finishing in-flight messages, then committing.
     Draining,

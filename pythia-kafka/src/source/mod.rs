@@ -104,6 +104,7 @@ impl KafkaSource {
             changes: Mutex::new(Vec::new()),
             waker: waker.clone(),
             closing: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
             committer: Mutex::new(None),
             metrics: metrics.map(|m| (m, config.kafka.group.clone().unwrap_or_default())),
             identity,

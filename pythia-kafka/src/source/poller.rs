@@ -22,6 +22,10 @@ use super::rebalance::{QueueChange, SourceContext};
 use crate::error::KafkaError;
 use crate::queue::PartitionQueue;
 
+/// How often the poller asks whether the member is in its group, until the
+/// runtime has been told (see `SourceContext::report_joined`).
+const JOIN_CHECK: Duration = Duration::from_millis(200);
+
 /// Messages forwarded to the runtime per batch, at most.
 const MAX_BATCH: usize = 1024;
 /// Messages read from one partition's queue per pass, so partitions take turns.
@@ -103,12 +107,18 @@ impl Poller {
 
     pub(super) fn run(mut self) {
         let mut last_commit = Instant::now();
+        // Until the runtime knows the member is in the group, ask now and then.
+        let mut next_join_check = Some(Instant::now());
         let reply = loop {
             match self.apply_commands() {
                 Ok(()) => {}
                 Err(reply) => break reply,
             }
             self.serve_commits(&mut last_commit);
+            if next_join_check.is_some_and(|at| at <= Instant::now()) {
+                next_join_check = (!self.consumer.context().report_joined(&self.consumer))
+                    .then(|| Instant::now() + JOIN_CHECK);
+            }
             let fetched = self.poll_batch();
             if !self.consumer.context().flush() {
                 // The runtime stopped listening: it is closing (a close request

@@ -65,6 +65,9 @@ pub(super) struct SourceContext {
     /// Batches sent and not yet taken by the runtime (`QUEUED_BATCHES`).
     pub(super) queued: Arc<AtomicUsize>,
     pub(super) closing: AtomicBool,
+    /// Whether the runtime has been told the member is in the group (by an
+    /// assignment, or by [`SourceContext::report_joined`]).
+    pub(super) joined: AtomicBool,
     /// Queues split or dropped by rebalances, for the poller to pick up.
     pub(super) changes: Mutex<Vec<QueueChange>>,
     pub(super) waker: Waker,
@@ -101,6 +104,26 @@ impl SourceContext {
     /// partitions to be read.
     pub(super) fn has_room(&self) -> bool {
         self.queued.load(Ordering::Acquire) < QUEUED_BATCHES
+    }
+
+    /// Tells the runtime the member is in the group when it is and nothing
+    /// has said so yet: a member given no partitions hears no assignment on
+    /// the KIP-848 protocol (the classic one calls the rebalance callback
+    /// with an empty list). In the group means a generation (classic) or a
+    /// member epoch (KIP-848) above zero. Returns whether it has been told.
+    pub(super) fn report_joined(&self, consumer: &BaseConsumer<SourceContext>) -> bool {
+        if self.joined.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.closing.load(Ordering::Acquire) || generation(consumer) <= 0 {
+            return false;
+        }
+        if let (Some(identity), Some(id)) = (&self.identity, member_id(consumer)) {
+            identity.set_member_id(&id);
+        }
+        self.joined.store(true, Ordering::Release);
+        self.send(SourceEvent::Assigned(Vec::new()));
+        true
     }
 
     fn send(&self, event: SourceEvent) {
@@ -149,16 +172,19 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let partitions = partition_ids(tpl);
+                // Before the assignment is reported: the runtime logs it with the id.
+                if let (Some(identity), Some(id)) = (&self.identity, member_id(consumer)) {
+                    identity.set_member_id(&id);
+                }
                 if !partitions.is_empty() {
-                    // Before the assignment is reported: the runtime logs it with the id.
-                    if let (Some(identity), Some(id)) = (&self.identity, member_id(consumer)) {
-                        identity.set_member_id(&id);
-                    }
                     self.count(Metrics::rebalanced);
                     self.flush();
                     self.split(consumer, &partitions);
-                    self.send(SourceEvent::Assigned(partitions));
                 }
+                // Reported even when empty: the member is in the group, which
+                // is what readiness waits for (extra instances stand by).
+                self.joined.store(true, Ordering::Release);
+                self.send(SourceEvent::Assigned(partitions));
             }
             Rebalance::Revoke(tpl) => {
                 let partitions = partition_ids(tpl);
@@ -252,6 +278,24 @@ fn member_id(consumer: &BaseConsumer<SourceContext>) -> Option<String> {
     // SAFETY: `id` came from librdkafka on this handle and is freed once.
     unsafe { rdkafka_sys::rd_kafka_mem_free(client, id.cast()) };
     (!text.is_empty()).then_some(text)
+}
+
+/// The group generation (classic) or member epoch (KIP-848) the consumer
+/// holds: -1 or 0 until it is in the group.
+fn generation(consumer: &BaseConsumer<SourceContext>) -> i32 {
+    let client = consumer.client().native_ptr();
+    // SAFETY: the handle lives as long as `consumer`; librdkafka answers from
+    // its group thread with a copy we own, or null without a group.
+    let metadata = unsafe { rdkafka_sys::rd_kafka_consumer_group_metadata(client) };
+    if metadata.is_null() {
+        return -1;
+    }
+    // SAFETY: `metadata` is the non-null copy above, read once, then freed once.
+    unsafe {
+        let generation = rdkafka_sys::rd_kafka_consumer_group_metadata_generation_id(metadata);
+        rdkafka_sys::rd_kafka_consumer_group_metadata_destroy(metadata);
+        generation
+    }
 }
 
 fn partition_ids(tpl: &TopicPartitionList) -> Vec<PartitionId> {
