@@ -24,11 +24,14 @@ pub use pythia_kafka;
 mod docker;
 #[path = "harness/kafka.rs"]
 mod kafka;
+#[path = "harness/markers.rs"]
+mod markers;
 pub mod netns;
 pub mod prometheus_server;
 
 use docker::DockerEndpoint;
 pub use kafka::{KAFKA_IMAGE, KAFKA_TAG, KafkaContainer};
+pub use markers::append_commit_marker;
 
 /// The test worker binary, built by cargo beside the test executables
 /// (`target/<profile>/pythia-test-worker`, tests in `target/<profile>/deps/`).

@@ -11,6 +11,14 @@
 //!
 //! Lag is `high − max(committed, low)` ([`pythia_core::metrics::lag`]); its age
 //! in seconds is read from the timestamp of the message at that offset.
+//!
+//! Lag counts what can be consumed. A transactional producer ends every
+//! transaction with a commit marker, an offset no consumer is ever handed, so
+//! a partition whose input is all processed still sits one offset (or more,
+//! after aborted transactions) below its high watermark. When reading from
+//! the committed offset finds nothing consumable up to the end, the reader
+//! reports lag 0: what is left cannot be processed, and autoscalers, alerts
+//! and the stall check must not act on it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,9 +50,19 @@ pub struct LagReader {
     peek: BaseConsumer,
     group: String,
     timeout: Duration,
-    /// Timestamp (ms) of the message at an offset, per partition, so an
-    /// unmoved committed offset is not read again.
-    stamps: HashMap<PartitionId, (i64, i64)>,
+    /// What was found at an offset, per partition, so an unmoved committed
+    /// offset is not read again.
+    stamps: HashMap<PartitionId, (i64, Peeked)>,
+}
+
+/// What reading a partition from an offset found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peeked {
+    /// The first consumable message at or after the offset, stamped (ms).
+    Stamp(i64),
+    /// Nothing consumable from the offset to the end, at this high watermark:
+    /// transaction markers or aborted records only.
+    Nothing { high: i64 },
 }
 
 impl std::fmt::Debug for LagReader {
@@ -69,6 +87,9 @@ impl LagReader {
             .set("client.id", format!("pythia-lag-peek-{group}"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            // The end of a partition with nothing consumable left is news.
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "10")
             .set("fetch.queue.backoff.ms", "10")
             // One message per partition is all it reads.
@@ -189,17 +210,23 @@ impl LagReader {
     }
 
     /// Sets each lagging partition's age from the timestamp of its oldest
-    /// uncommitted message, reading the messages it has not read before.
+    /// uncommitted message, reading the messages it has not read before; a
+    /// partition with nothing consumable after its committed offset gets lag
+    /// 0 (see the module docs).
     fn age(&mut self, lags: &mut [PartitionLag]) {
         let key = |p: &PartitionLag| PartitionId::new(p.topic.as_str(), p.partition);
-        let wanted: Vec<(PartitionId, i64)> = lags
+        let wanted: Vec<(PartitionId, i64, i64)> = lags
             .iter()
             .filter(|p| p.lag > 0)
-            .map(|p| (key(p), p.next_offset()))
-            .filter(|(id, offset)| self.stamps.get(id).is_none_or(|(o, _)| o != offset))
+            .map(|p| (key(p), p.next_offset(), p.high_watermark))
+            .filter(|(id, offset, high)| {
+                self.stamps
+                    .get(id)
+                    .is_none_or(|known| !still_valid(known, *offset, *high))
+            })
             .collect();
         if !wanted.is_empty() {
-            self.peek_stamps(&wanted);
+            self.peek(&wanted);
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -211,19 +238,41 @@ impl LagReader {
                 continue;
             }
             let id = key(p);
-            if let Some(&(offset, ts)) = self.stamps.get(&id)
-                && offset == p.next_offset()
-            {
-                p.lag_seconds = Some(((now_ms - ts).max(0)) as f64 / 1000.0);
-                keep.insert(id, (offset, ts));
+            match self.stamps.get(&id) {
+                Some(&known @ (offset, Peeked::Stamp(ts))) if offset == p.next_offset() => {
+                    p.lag_seconds = Some(((now_ms - ts).max(0)) as f64 / 1000.0);
+                    keep.insert(id, known);
+                }
+                Some(&known) if still_valid(&known, p.next_offset(), p.high_watermark) => {
+                    p.lag = 0;
+                    p.lag_seconds = Some(0.0);
+                    keep.insert(id, known);
+                }
+                _ => {}
             }
         }
         self.stamps = keep;
     }
 
-    fn peek_stamps(&mut self, wanted: &[(PartitionId, i64)]) {
+    /// Reads each wanted partition from its offset up to its first consumable
+    /// message or its end, one topic at a time (the end of a partition is
+    /// reported by index only).
+    fn peek(&mut self, wanted: &[(PartitionId, i64, i64)]) {
+        let mut topics: Vec<&str> = wanted.iter().map(|(p, _, _)| p.topic()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        for topic in topics {
+            let of_topic: Vec<&(PartitionId, i64, i64)> = wanted
+                .iter()
+                .filter(|(p, _, _)| p.topic() == topic)
+                .collect();
+            self.peek_topic(&of_topic);
+        }
+    }
+
+    fn peek_topic(&mut self, wanted: &[&(PartitionId, i64, i64)]) {
         let mut tpl = TopicPartitionList::with_capacity(wanted.len());
-        for (p, offset) in wanted {
+        for (p, offset, _) in wanted {
             if let Err(error) =
                 tpl.add_partition_offset(p.topic(), p.index(), Offset::Offset(*offset))
             {
@@ -235,31 +284,45 @@ impl LagReader {
             return;
         }
         let deadline = Instant::now() + self.timeout.min(Duration::from_secs(2));
-        let mut missing = wanted.len();
-        while missing > 0 && Instant::now() < deadline {
-            match self.peek.poll(Duration::from_millis(50)) {
-                Some(Ok(message)) => {
-                    let id = PartitionId::new(message.topic(), message.partition());
-                    let Some((_, asked)) = wanted.iter().find(|(p, _)| *p == id) else {
-                        continue;
-                    };
-                    if self.stamps.get(&id).is_some_and(|(o, _)| o == asked) {
-                        continue;
-                    }
-                    if let Some(ts) = message.timestamp().to_millis() {
-                        // Stamped under the asked offset: the first readable
-                        // message at or after it is the oldest uncommitted.
-                        self.stamps.insert(id, (*asked, ts));
-                        missing -= 1;
+        let mut missing: Vec<&(PartitionId, i64, i64)> = wanted.to_vec();
+        while !missing.is_empty() && Instant::now() < deadline {
+            let (index, found) = match self.peek.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) => match message.timestamp().to_millis() {
+                    Some(ts) => (message.partition(), Peeked::Stamp(ts)),
+                    None => continue,
+                },
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(index))) => {
+                    // Only partitions still missing are looked up: one whose
+                    // first message came has ended its part of the read.
+                    match missing.iter().find(|(p, _, _)| p.index() == index) {
+                        Some((_, _, high)) => (index, Peeked::Nothing { high: *high }),
+                        None => continue,
                     }
                 }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "reading the oldest uncommitted message");
+                    continue;
                 }
-                None => {}
+                None => continue,
+            };
+            if let Some(at) = missing.iter().position(|(p, _, _)| p.index() == index) {
+                let (p, asked, _) = missing.swap_remove(at);
+                // Stamped under the asked offset: the first readable message
+                // at or after it is the oldest uncommitted.
+                self.stamps.insert(p.clone(), (*asked, found));
             }
         }
         let _ = self.peek.unassign();
+    }
+}
+
+/// Whether what was found at a partition still holds for its next offset and
+/// high watermark now: a stamp while the offset has not moved, "nothing
+/// consumable" while nothing has been written since either.
+fn still_valid(known: &(i64, Peeked), offset: i64, high: i64) -> bool {
+    match *known {
+        (at, Peeked::Stamp(_)) => at == offset,
+        (at, Peeked::Nothing { high: then }) => at == offset && then == high,
     }
 }
 
@@ -297,4 +360,31 @@ pub fn lag_json(group: &str, lags: &[PartitionLag]) -> serde_json::Value {
         "lag_seconds": max_seconds,
         "partitions": partitions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_holds_while_the_committed_offset_stays() {
+        let known = (40, Peeked::Stamp(1_000));
+        assert!(still_valid(&known, 40, 50));
+        assert!(
+            still_valid(&known, 40, 90),
+            "new messages do not move the oldest"
+        );
+        assert!(!still_valid(&known, 41, 50), "a commit moves it");
+    }
+
+    #[test]
+    fn nothing_consumable_holds_only_until_something_is_written() {
+        let known = (49, Peeked::Nothing { high: 50 });
+        assert!(still_valid(&known, 49, 50));
+        assert!(
+            !still_valid(&known, 49, 51),
+            "a new message may be consumable"
+        );
+        assert!(!still_valid(&known, 50, 50), "a commit asks again");
+    }
 }
