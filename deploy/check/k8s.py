@@ -1,36 +1,47 @@
 #!/usr/bin/env python3
-"""Offline checks of deploy/: Kubernetes manifests, compose file, dashboard.
+"""Offline checks of deploy/: Kubernetes manifests, alert rules, compose, dashboard.
 
     python3 deploy/check/k8s.py [--crd-json OUT.json]
 
-Needs PyYAML and kubernetes-validate (PyPI); `.ci/run` installs them in a
-virtualenv. What it checks:
+Needs PyYAML, kubernetes-validate (PyPI) and kubectl with kustomize v4 or
+later built in; `cargo xtask test deploy` installs them. What it checks:
 
-1. Every kustomization under deploy/k8s renders. The kustomizations use only
-   `resources`, so rendering is the listed files (and directories) in order;
-   any other kustomize field is refused rather than rendered wrongly. When
-   `kubectl` is installed, its `kubectl kustomize` output must hold the same
-   resources.
+1. Every kustomization under deploy/k8s renders with `kubectl kustomize`, as
+   a user applies it (kustomize's own load restrictor included).
 2. Every built-in resource validates, strictly (unknown fields are errors),
    against the Kubernetes OpenAPI schemas shipped in kubernetes-validate, for
-   the oldest and newest Kubernetes versions it knows from KUBERNETES_VERSIONS.
+   the oldest and the newest Kubernetes version it knows.
 3. Custom resources (KEDA, prometheus-operator) get a structural check here
    (known kinds, spec keys from the CRDs' field lists, required fields) and
    are written to --crd-json for crds.mjs, which validates them against the
    CRD schemas from npm.
-4. The pieces agree: grace period above worker.shutdown_timeout, static
-   membership from the pod name, probes on the health endpoints and the port
-   of metrics.address, requests and limits, config and Secret references,
-   selectors, autoscalers capped at the partition count, the HPA's external
-   metric provided by the prometheus-adapter rule, consumer group and topic
-   the same everywhere, scrape job names the alert rules use.
-5. docker-compose.yml: structure, a scalable worker service (no
-   container_name, no published ports), mounted files exist, Prometheus and
+4. The pieces agree: grace period above worker.shutdown_timeout, membership
+   (dynamic on the Deployment, static from the pod name only on the
+   StatefulSet, whose pod template is otherwise the Deployment's), rollout
+   and disruption budget, probes on the health endpoints and the port of
+   metrics.address, requests and limits, pinned images, TLS (the CA file
+   of ssl_ca_location is mounted), config and Secret references (every key
+   in secret.example.yaml), selectors, consumer group and topic the same
+   everywhere, scrape job names the alert rules use.
+5. Layout: no `replicas` and no Secret in the base, no Secret in any
+   overlay; every other overlay sets the count: fixed sizes between 2 and
+   the partition count, and the HPA and KEDA overlays carry the same bounds
+   (2 to the partition count), lag target and behaviour (up 100 % every
+   15 s at once, down 50 % every 60 s after a 300 s window); KEDA's Kafka
+   options; monitoring in every overlay, with the `release` label, a
+   PrometheusRule whose groups are alerts.yml's and a dashboard ConfigMap
+   holding dashboard.json as it is.
+6. alerts.yml: every aggregation (`sum by`, `max by`, ...) and every `on`
+   join names `cluster` and `namespace`, none drops them (no `absent`,
+   no aggregation without `by`), and alerts_test.yml has, for every alert,
+   a case where it fires and one where it stays quiet; every alert has a
+   summary and a runbook.
+7. docker-compose.yml: structure, a scalable worker service (no
+   container_name, no published ports), published ports bound to 127.0.0.1,
+   a Grafana password that must be set, mounted files exist, Prometheus and
    Grafana provisioning agree with the files.
-6. dashboard.json: valid JSON, every panel has a Prometheus query, unique ids,
+8. dashboard.json: valid JSON, every panel has a Prometheus query, unique ids,
    every template variable used is defined.
-7. alerts_test.yml has, for every alert of alerts.yml, a case where it fires
-   and one where it stays quiet; every alert has a summary and a runbook.
 """
 
 import argparse
@@ -43,11 +54,40 @@ import tomllib
 from pathlib import Path
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import yaml
 
 DEPLOY = Path(__file__).resolve().parent.parent
 K8S = DEPLOY / "k8s"
-OLDEST_KUBERNETES = "1.28.0"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+ALERT_TESTS = DEPLOY / "prometheus" / "alerts_test.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
+SECRET_EXAMPLE = K8S / "secret.example.yaml"
+
+WORKER = "pythia-worker"
+# Labels every aggregation and join of the alert rules keeps.
+KEPT_LABELS = {"cluster", "namespace"}
+# The scaling policy both autoscalers follow (docs/operations.md explains it).
+MIN_REPLICAS = 2
+BEHAVIOR = {
+    "scaleUp": {
+        "stabilizationWindowSeconds": 0,
+        "selectPolicy": "Max",
+        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+    },
+    "scaleDown": {
+        "stabilizationWindowSeconds": 300,
+        "selectPolicy": "Max",
+        "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
+    },
+}
+# Variables the StatefulSet adds to the Deployment's pod template.
+STATIC_MEMBERSHIP_ENV = {
+    "PYTHIA_KAFKA__CONSUMER__GROUP_INSTANCE_ID",
+    "PYTHIA_KAFKA__GROUP_PROTOCOL",
+    "PYTHIA_KAFKA__SESSION_TIMEOUT",
+}
+REGENERATE = "run `python3 deploy/k8s/monitoring/generate.py`"
 
 failures: list[str] = []
 
@@ -62,26 +102,38 @@ def check(ok: bool, what: str) -> bool:
 # ---------------------------------------------------------------- rendering
 
 
-def render(directory: Path) -> list[dict]:
-    """The resources of a resources-only kustomization, in order."""
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    extra = set(kustomization) - {"apiVersion", "kind", "resources"}
-    if extra:
-        raise SystemExit(
-            f"{directory}/kustomization.yaml uses {sorted(extra)}: this renderer "
-            "supports `resources` only; extend deploy/check/k8s.py first"
-        )
-    out = []
-    for entry in kustomization.get("resources", []):
-        path = (directory / entry).resolve()
-        if path.is_dir():
-            out.extend(render(path))
-        else:
-            for doc in yaml.safe_load_all(path.read_text()):
-                if doc is not None:
-                    doc["source"] = str(path.relative_to(DEPLOY.parent))
-                    out.append(doc)
-    return out
+def kustomize_version(kubectl: str) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run(
+            [kubectl, "version", "--client", "-o", "json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    found = re.match(r"v?(\d+)\.(\d+)", json.loads(out).get("kustomizeVersion", ""))
+    return tuple(int(n) for n in found.groups()) if found else None
+
+
+def kustomizations() -> tuple[list[Path], list[Path]]:
+    """The directories under deploy/k8s that render, and the components."""
+    renderable, components = [], []
+    for file in sorted(K8S.glob("*/kustomization.yaml")):
+        kind = yaml.safe_load(file.read_text()).get("kind", "Kustomization")
+        (components if kind == "Component" else renderable).append(file.parent)
+    return renderable, components
+
+
+def render(kubectl: str, directory: Path) -> list[dict] | None:
+    """`kubectl kustomize` of a directory, each resource tagged with its overlay."""
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120,
+    )
+    if not check(result.returncode == 0, f"{directory.name}: kubectl kustomize renders it" + (f": {result.stderr.strip()}" if result.returncode else "")):
+        return None
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    for doc in docs:
+        doc["source"] = f"deploy/k8s/{directory.name}"
+    return docs
 
 
 def identity(doc: dict) -> tuple:
@@ -92,31 +144,13 @@ def without_source(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k != "source"}
 
 
-def compare_with_kubectl(directory: Path, docs: list[dict]) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        print(f"note {directory.name}: kubectl not installed, rendered by this script only")
-        return
-    try:
-        rendered = subprocess.run(
-            [kubectl, "kustomize", str(directory)],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError) as error:
-        print(f"note {directory.name}: kubectl kustomize did not run ({error}); rendered by this script only")
-        return
-    theirs = {identity(d): d for d in yaml.safe_load_all(rendered) if d}
-    ours = {identity(d): without_source(d) for d in docs}
-    check(theirs == ours, f"{directory.name}: kubectl kustomize renders the same {len(ours)} resources")
-
-
 # ---------------------------------------------------------------- validation
 
 BUILTIN_GROUPS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2"}
 
 # Spec fields of the custom resources, from the CRDs (KEDA 2.x ScaledObject and
-# TriggerAuthentication, prometheus-operator PodMonitor); the CRD schemas from
-# npm check types, and these catch misspelt keys.
+# TriggerAuthentication, prometheus-operator PodMonitor and PrometheusRule); the
+# CRD schemas from npm check types, and these catch misspelt keys.
 CR_SPEC_KEYS = {
     ("keda.sh/v1alpha1", "ScaledObject"): {
         "required": {"scaleTargetRef", "triggers"},
@@ -143,12 +177,22 @@ CR_SPEC_KEYS = {
             "scrapeProtocols", "scrapeClass",
         },
     },
+    ("monitoring.coreos.com/v1", "PrometheusRule"): {
+        "required": {"groups"},
+        "allowed": {"groups"},
+    },
 }
 KAFKA_TRIGGER_KEYS = {
     "bootstrapServers", "consumerGroup", "topic", "lagThreshold",
     "activationLagThreshold", "offsetResetPolicy", "allowIdleConsumers",
     "scaleToZeroOnInvalidOffset", "excludePersistentLag", "limitToPartitionsWithLag",
-    "partitionLimitation", "version", "sasl", "tls", "unsafeSsl",
+    "ensureEvenDistributionOfPartitions", "partitionLimitation", "version", "sasl",
+    "tls", "unsafeSsl",
+}
+KAFKA_AUTH_PARAMETERS = {
+    "sasl", "saslTokenProvider", "username", "password", "tls", "ca", "cert", "key",
+    "keyPassword", "keytab", "realm", "kerberosConfig", "kerberosServiceName",
+    "kerberosDisableFAST", "oauthTokenEndpointUri", "scopes", "oauthExtensions",
 }
 POD_METRICS_ENDPOINT_KEYS = {
     "port", "portNumber", "targetPort", "path", "scheme", "params", "interval",
@@ -159,10 +203,16 @@ POD_METRICS_ENDPOINT_KEYS = {
 }
 
 
+def kubernetes_versions() -> list[str]:
+    known = kubernetes_validate.utils.all_versions()
+    oldest = min(known, key=lambda v: tuple(int(n) for n in v.split(".")))
+    return sorted({oldest, kubernetes_validate.utils.latest_version()})
+
+
 def validate(docs: list[dict], label: str, crs: list[dict]) -> None:
-    versions = [OLDEST_KUBERNETES, kubernetes_validate.utils.latest_version()]
+    versions = kubernetes_versions()
     for doc in docs:
-        name = f"{label}: {doc['kind']}/{doc['metadata']['name']} ({doc['source']})"
+        name = f"{label}: {doc['kind']}/{doc['metadata']['name']}"
         body = without_source(doc)
         if doc["apiVersion"] in BUILTIN_GROUPS:
             for version in versions:
@@ -184,6 +234,9 @@ def validate(docs: list[dict], label: str, crs: list[dict]) -> None:
                 if trigger.get("type") == "kafka":
                     unknown = set(trigger.get("metadata", {})) - KAFKA_TRIGGER_KEYS
                     check(not unknown, f"{name}: kafka trigger keys are the scaler's (unknown: {sorted(unknown)})")
+        if doc["kind"] == "TriggerAuthentication":
+            unknown = {r["parameter"] for r in spec.get("secretTargetRef", [])} - KAFKA_AUTH_PARAMETERS
+            check(not unknown, f"{name}: parameters are the Kafka scaler's (unknown: {sorted(unknown)})")
         if doc["kind"] == "PodMonitor":
             for endpoint in spec.get("podMetricsEndpoints", []):
                 unknown = set(endpoint) - POD_METRICS_ENDPOINT_KEYS
@@ -218,39 +271,103 @@ def input_partitions() -> dict[str, int]:
     return {name: int(n) for name, n in re.findall(r"([\w.]+):(\d+)", script)}
 
 
-def agreement(docs: list[dict], label: str) -> None:
-    worker = find(docs, "Deployment", "pythia-worker")
-    if not check(worker is not None, f"{label}: has the pythia-worker Deployment"):
-        return
+def workloads(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+
+
+def secret_example() -> dict[str, set[str]]:
+    """Secret name -> keys, from secret.example.yaml."""
+    out: dict[str, set[str]] = {}
+    for doc in yaml.safe_load_all(SECRET_EXAMPLE.read_text()):
+        if doc and doc.get("kind") == "Secret":
+            keys = set(doc.get("stringData", {})) | set(doc.get("data", {}))
+            out.setdefault(doc["metadata"]["name"], set()).update(keys)
+    return out
+
+
+def worker_config(docs: list[dict], worker: dict, label: str) -> dict | None:
     pod = worker["spec"]["template"]
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e for e in container.get("env", [])}
-
     config_path = env.get("PYTHIA_CONFIG", {}).get("value", "")
     mount = next(
         (m for m in container.get("volumeMounts", []) if config_path.startswith(m["mountPath"] + "/")),
         None,
     )
     volume = mount and next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
-    configmap = volume and find(docs, "ConfigMap", volume["configMap"]["name"])
+    configmap = volume and "configMap" in volume and find(docs, "ConfigMap", volume["configMap"]["name"])
     key = config_path.rsplit("/", 1)[-1]
     if not check(
         bool(configmap) and key in configmap["data"],
         f"{label}: PYTHIA_CONFIG={config_path} is a ConfigMap key mounted in the worker",
     ):
+        return None
+    return tomllib.loads(configmap["data"][key])
+
+
+def mounted_secret_file(pod: dict, container: dict, path: str) -> tuple[str, str] | None:
+    """(Secret name, key) of the file at `path`, if a Secret volume mounts it."""
+    for mount in container.get("volumeMounts", []):
+        if not path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            continue
+        relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
+        volume = next((v for v in pod["spec"].get("volumes", []) if v["name"] == mount["name"]), {})
+        secret = volume.get("secret")
+        if not secret:
+            continue
+        items = secret.get("items")
+        if items is None:
+            return (secret["secretName"], relative)
+        for item in items:
+            if item["path"] == relative:
+                return (secret["secretName"], item["key"])
+    return None
+
+
+def agreement(docs: list[dict], label: str) -> None:
+    worker = next((d for d in workloads(docs) if d["metadata"]["name"] == WORKER), None)
+    if not check(worker is not None, f"{label}: has the {WORKER} workload"):
         return
-    config = tomllib.loads(configmap["data"][key])
-    group = config["kafka"]["group"]
-    topics = config["kafka"]["topics"]
+    kind = worker["kind"]
+    pod = worker["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+    config = worker_config(docs, worker, label)
+    if config is None:
+        return
+    kafka = config["kafka"]
+    group = kafka["group"]
+    topics = kafka["topics"]
     shutdown = duration_seconds(config.get("worker", {}).get("shutdown_timeout", "30s"))
     grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
     check(grace > shutdown, f"{label}: terminationGracePeriodSeconds {grace} > worker.shutdown_timeout {shutdown:g}s")
 
+    # Membership: static only where pod names are stable.
     instance = env.get("PYTHIA_KAFKA__CONSUMER__GROUP_INSTANCE_ID", {})
-    check(
-        instance.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
-        f"{label}: group.instance.id comes from the pod name (downward API)",
-    )
+    raw_instance = {k.replace("_", ".") for k in kafka.get("consumer", {})} & {"group.instance.id"}
+    check(not raw_instance, f"{label}: pythia.toml sets no group.instance.id (it belongs to the pods)")
+    protocol = env.get("PYTHIA_KAFKA__GROUP_PROTOCOL", {}).get("value", kafka.get("group_protocol", "auto"))
+    if kind == "StatefulSet":
+        check(
+            instance.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+            f"{label}: static membership: group.instance.id is the StatefulSet's stable pod name",
+        )
+        check(protocol == "classic", f"{label}: static members use the classic protocol ({protocol})")
+        session = duration_seconds(env.get("PYTHIA_KAFKA__SESSION_TIMEOUT", {}).get("value", kafka.get("session_timeout", "45s")))
+        check(session > grace, f"{label}: session_timeout {session:g}s outlasts a pod's stop ({grace}s grace)")
+    else:
+        check(not instance, f"{label}: the Deployment's members are dynamic (no group.instance.id: pod names change)")
+        check(
+            protocol == "consumer"
+            or (protocol == "classic" and kafka.get("assignment_strategy") == "cooperative-sticky"),
+            f"{label}: KIP-848, or classic with cooperative-sticky (group_protocol = {protocol!r})",
+        )
+        rolling = worker["spec"].get("strategy", {}).get("rollingUpdate", {})
+        check(
+            rolling.get("maxUnavailable") == 0 and rolling.get("maxSurge", 0) not in (0, "0%"),
+            f"{label}: rollouts surge first (maxSurge {rolling.get('maxSurge')}, maxUnavailable {rolling.get('maxUnavailable')})",
+        )
+
     address = env.get("PYTHIA_METRICS__ADDRESS", {}).get("value", "")
     port = next((p for p in container.get("ports", []) if p.get("name") == "metrics"), {})
     check(
@@ -261,32 +378,64 @@ def agreement(docs: list[dict], label: str) -> None:
         get = container.get(probe, {}).get("httpGet", {})
         check(get.get("path") == path and get.get("port") == "metrics", f"{label}: {probe} GETs {path} on the metrics port")
 
-    for deployment in (d for d in docs if d["kind"] == "Deployment"):
-        for c in deployment["spec"]["template"]["spec"]["containers"]:
+    images = set()
+    for workload in workloads(docs):
+        name = workload["metadata"]["name"]
+        for c in workload["spec"]["template"]["spec"]["containers"]:
             resources = c.get("resources", {})
             check(
                 {"cpu", "memory"} <= set(resources.get("requests", {}))
                 and {"cpu", "memory"} <= set(resources.get("limits", {})),
-                f"{label}: {deployment['metadata']['name']}/{c['name']} has cpu and memory requests and limits",
+                f"{label}: {name}/{c['name']} has cpu and memory requests and limits",
             )
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        check(matches(deployment["spec"]["selector"], labels), f"{label}: {deployment['metadata']['name']} selector matches its pods")
+            image = c["image"]
+            images.add(image)
+            tag = image.rsplit("/", 1)[-1].partition(":")[2]
+            check(
+                "@sha256:" in image or (tag != "" and tag != "latest"),
+                f"{label}: {name}/{c['name']} runs a pinned image ({image}), not a moving tag",
+            )
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        check(matches(workload["spec"]["selector"], labels), f"{label}: {name} selector matches its pods")
+    check(len(images) == 1, f"{label}: the worker and the exporter run the same image ({sorted(images)})")
+    memory = container.get("resources", {}).get("requests", {}).get("memory", "")
+    check(
+        memory.endswith("Mi") and int(memory[:-2]) >= 320,
+        f"{label}: the worker's memory request {memory} covers the measured peak RSS (~300 MiB)",
+    )
 
+    # Secrets: created out of band; every key used is in secret.example.yaml.
+    example = secret_example()
+    used: list[tuple[str, str, str]] = []
     for name, entry in env.items():
         ref = entry.get("valueFrom", {}).get("secretKeyRef")
         if ref:
-            secret = find(docs, "Secret", ref["name"])
-            check(
-                secret is not None and ref["key"] in secret.get("stringData", secret.get("data", {})),
-                f"{label}: {name} comes from Secret {ref['name']} key {ref['key']}",
-            )
-    check(
-        "sasl_password" not in config["kafka"].get("security", {}),
-        f"{label}: no password in the ConfigMap",
-    )
+            used.append((name, ref["name"], ref["key"]))
+    for volume in pod["spec"].get("volumes", []):
+        secret = volume.get("secret")
+        if secret:
+            for item in secret.get("items", []):
+                used.append((f"volume {volume['name']}", secret["secretName"], item["key"]))
+    for auth in (d for d in docs if d["kind"] == "TriggerAuthentication"):
+        for ref in auth["spec"].get("secretTargetRef", []):
+            used.append((f"KEDA parameter {ref['parameter']}", ref["name"], ref["key"]))
+    for what, secret, key in used:
+        check(key in example.get(secret, set()), f"{label}: {what} reads Secret {secret} key {key}, listed in secret.example.yaml")
+    security = kafka.get("security", {})
+    check("sasl_password" not in security, f"{label}: no password in the ConfigMap")
 
-    pdb = find(docs, "PodDisruptionBudget", "pythia-worker")
-    check(pdb is not None and matches(pdb["spec"]["selector"], pod["metadata"]["labels"]), f"{label}: the PDB selects the workers")
+    # TLS: a configured CA file is mounted from the Secret.
+    if str(security.get("protocol", "")).lower().endswith("ssl") and "ssl_ca_location" in security:
+        ca = security["ssl_ca_location"]
+        mounted = mounted_secret_file(pod, container, ca)
+        check(mounted is not None, f"{label}: ssl_ca_location {ca} is a file of a mounted Secret ({mounted})")
+
+    pdb = find(docs, "PodDisruptionBudget", WORKER)
+    if check(pdb is not None and matches(pdb["spec"]["selector"], pod["metadata"]["labels"]), f"{label}: the PDB selects the workers"):
+        check(
+            pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"],
+            f"{label}: the PDB lets one worker go at a time, whatever the replica count",
+        )
 
     exporter = find(docs, "Deployment", "pythia-lag-exporter")
     if check(exporter is not None, f"{label}: has the lag exporter Deployment"):
@@ -299,60 +448,253 @@ def agreement(docs: list[dict], label: str) -> None:
             f"{label}: the exporter Service selects the exporter",
         )
 
-    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    alerts = ALERTS.read_text()
     for monitor in (d for d in docs if d["kind"] == "PodMonitor"):
         target = next(
-            (d for d in docs if d["kind"] == "Deployment" and matches(monitor["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])),
+            (d for d in workloads(docs) if matches(monitor["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])),
             None,
         )
         name = monitor["metadata"]["name"]
-        if check(target is not None, f"{label}: PodMonitor {name} selects a Deployment's pods"):
+        if check(target is not None, f"{label}: PodMonitor {name} selects a workload's pods"):
             ports = {p.get("name") for c in target["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
             for endpoint in monitor["spec"]["podMetricsEndpoints"]:
                 check(endpoint.get("port") in ports, f"{label}: PodMonitor {name} scrapes a named port of its pods")
                 jobs = [r.get("replacement") for r in endpoint.get("relabelings", []) if r.get("targetLabel") == "job"]
                 check(jobs == [target["metadata"]["name"]], f"{label}: PodMonitor {name} sets job={target['metadata']['name']}")
-    check('job="pythia-lag-exporter"' in alerts, f"{label}: the alert rules use the exporter's job name")
+                check(f'job="{jobs[0] if jobs else ""}"' in alerts, f"{label}: the alert rules use job {jobs}")
 
     partitions = input_partitions()
     limit = min(partitions[t] for t in topics)
-    hpa = find(docs, "HorizontalPodAutoscaler", "pythia-worker")
+    replicas = worker["spec"].get("replicas")
+    hpa = find(docs, "HorizontalPodAutoscaler", WORKER)
+    scaled = find(docs, "ScaledObject", WORKER)
+    check(not (hpa and scaled), f"{label}: at most one autoscaler")
+    if hpa or scaled:
+        check(kind == "Deployment", f"{label}: autoscaling only the Deployment (static members must not scale)")
+        check(replicas is None, f"{label}: no `replicas` beside an autoscaler (it owns the count)")
+    elif label != "base":
+        check(
+            replicas is not None and MIN_REPLICAS <= replicas <= limit,
+            f"{label}: a fixed count between {MIN_REPLICAS} and the {limit} partitions ({replicas})",
+        )
     if hpa:
         spec = hpa["spec"]
-        check(spec["scaleTargetRef"]["name"] == "pythia-worker", f"{label}: the HPA scales the worker")
-        check(spec["maxReplicas"] <= limit, f"{label}: HPA maxReplicas {spec['maxReplicas']} <= {limit} partitions")
+        check(spec["scaleTargetRef"]["name"] == WORKER, f"{label}: the HPA scales the worker")
         metric = spec["metrics"][0]["external"]["metric"]
         check(metric["selector"]["matchLabels"].get("group") == group, f"{label}: the HPA's lag metric is group {group}'s")
         adapter = yaml.safe_load((K8S / "autoscale-hpa" / "prometheus-adapter-values.yaml").read_text())
         names = [r["name"]["as"] for r in adapter["rules"]["external"]]
         check(metric["name"] in names, f"{label}: prometheus-adapter provides external metric {metric['name']}")
         for rule in adapter["rules"]["external"]:
+            query = rule["metricsQuery"]
             check(
-                "<<.Series>>" in rule["metricsQuery"] and "<<.LabelMatchers>>" in rule["metricsQuery"]
-                and "by (group)" in rule["metricsQuery"],
-                f"{label}: the adapter rule sums lag by group over the selected series",
+                "<<.Series>>" in query and "<<.LabelMatchers>>" in query
+                and not aggregation_problems(query.replace("<<.Series>>{<<.LabelMatchers>>}", "m"), {"namespace"})
+                and re.search(r"sum by \([^)]*\bgroup\b", query) is not None,
+                f"{label}: the adapter rule sums lag by namespace and group over the selected series",
             )
-    scaled = find(docs, "ScaledObject", "pythia-worker")
     if scaled:
         spec = scaled["spec"]
-        check(spec["scaleTargetRef"]["name"] == "pythia-worker", f"{label}: the ScaledObject scales the worker")
-        check(spec["maxReplicaCount"] <= limit, f"{label}: KEDA maxReplicaCount {spec['maxReplicaCount']} <= {limit} partitions")
+        check(spec["scaleTargetRef"]["name"] == WORKER, f"{label}: the ScaledObject scales the worker")
         for trigger in spec["triggers"]:
             meta = trigger["metadata"]
             check(trigger["type"] == "kafka" and "lagThreshold" in meta, f"{label}: a kafka trigger with lagThreshold")
             check(meta["consumerGroup"] == group and meta["topic"] in topics, f"{label}: KEDA watches group {group} on {meta['topic']}")
-            check(meta["bootstrapServers"] == config["kafka"]["brokers"], f"{label}: KEDA reads the workers' brokers")
-            auth = trigger.get("authenticationRef", {}).get("name")
-            if auth:
-                ta = find(docs, "TriggerAuthentication", auth)
-                if check(ta is not None, f"{label}: TriggerAuthentication {auth} exists"):
-                    for ref in ta["spec"].get("secretTargetRef", []):
-                        secret = find(docs, "Secret", ref["name"])
-                        check(
-                            secret is not None and ref["key"] in secret.get("stringData", {}),
-                            f"{label}: KEDA parameter {ref['parameter']} comes from Secret {ref['name']} key {ref['key']}",
-                        )
-    check(not (hpa and scaled), f"{label}: at most one autoscaler")
+            check(meta["bootstrapServers"] == kafka["brokers"], f"{label}: KEDA reads the workers' brokers")
+            for option, value in [("limitToPartitionsWithLag", "true"), ("excludePersistentLag", "true"), ("allowIdleConsumers", "false")]:
+                check(meta.get(option) == value, f"{label}: KEDA's {option} is {value}")
+            auth = find(docs, "TriggerAuthentication", trigger.get("authenticationRef", {}).get("name", ""))
+            if check(auth is not None, f"{label}: the trigger's TriggerAuthentication exists"):
+                parameters = {r["parameter"] for r in auth["spec"].get("secretTargetRef", [])}
+                if str(security.get("protocol", "")).lower().startswith("sasl"):
+                    check({"sasl", "username", "password"} <= parameters, f"{label}: KEDA authenticates with SASL like the workers")
+                if "ssl_ca_location" in security:
+                    check({"tls", "ca"} <= parameters, f"{label}: KEDA speaks TLS and trusts the workers' CA")
+        fallback = spec.get("fallback", {})
+        check(
+            fallback.get("replicas") == spec.get("maxReplicaCount") and fallback.get("failureThreshold", 0) > 0,
+            f"{label}: when KEDA cannot read the lag it falls back to the partition count",
+        )
+
+
+# ---------------------------------------------------------------- layout
+
+
+def autoscaling(rendered: dict[str, list[dict]]) -> None:
+    """The HPA and KEDA overlays scale alike: same bounds, target and behaviour."""
+    hpa = next((d for d in rendered.get("autoscale-hpa", []) if d["kind"] == "HorizontalPodAutoscaler"), None)
+    keda = next((d for d in rendered.get("autoscale-keda", []) if d["kind"] == "ScaledObject"), None)
+    if not check(hpa is not None and keda is not None, "autoscaling: both autoscale-hpa and autoscale-keda exist"):
+        return
+    h, k = hpa["spec"], keda["spec"]
+    config = tomllib.loads(find(rendered["autoscale-hpa"], "ConfigMap", "pythia-worker-config")["data"]["pythia.toml"])
+    limit = min(input_partitions()[t] for t in config["kafka"]["topics"])
+    check(h["minReplicas"] == k["minReplicaCount"] == MIN_REPLICAS, f"autoscaling: both keep at least {MIN_REPLICAS} replicas")
+    check(
+        h["maxReplicas"] == k["maxReplicaCount"] == limit,
+        f"autoscaling: both stop at the {limit} partitions (HPA {h['maxReplicas']}, KEDA {k['maxReplicaCount']})",
+    )
+    keda_behavior = k.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
+    check(h.get("behavior") == keda_behavior, "autoscaling: the HPA and KEDA carry the same behaviour")
+    check(h.get("behavior") == BEHAVIOR, "autoscaling: up 100 % every 15 s at once, down 50 % every 60 s after 300 s")
+    target = h["metrics"][0]["external"]["target"]["averageValue"]
+    thresholds = {t["metadata"]["lagThreshold"] for t in k["triggers"]}
+    check(thresholds == {target}, f"autoscaling: the same lag per replica (HPA {target}, KEDA {sorted(thresholds)})")
+
+
+def layout(rendered: dict[str, list[dict]], components: list[Path]) -> None:
+    base = rendered.get("base", [])
+    worker = find(base, "Deployment", WORKER)
+    check(worker is not None and "replicas" not in worker["spec"], "base: the worker Deployment has no `replicas` (overlays and autoscalers own it)")
+    for label, docs in rendered.items():
+        secrets = [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+        check(not secrets, f"{label}: ships no Secret ({secrets}): it is created out of band")
+    check(
+        all(d.get("kind") == "Secret" for d in yaml.safe_load_all(SECRET_EXAMPLE.read_text()) if d)
+        and not any(
+            entry.endswith("secret.example.yaml")
+            for file in K8S.glob("*/kustomization.yaml")
+            for entry in yaml.safe_load(file.read_text()).get("resources", [])
+        ),
+        "secret.example.yaml is an example no kustomization applies",
+    )
+    static = rendered.get("static-membership", [])
+    statefulset = find(static, "StatefulSet", WORKER)
+    if check(statefulset is not None and find(static, "Deployment", WORKER) is None, "static-membership: the worker is a StatefulSet, not a Deployment"):
+        service = find(static, "Service", statefulset["spec"].get("serviceName", ""))
+        check(
+            service is not None and service["spec"].get("clusterIP") == "None"
+            and matches({"matchLabels": service["spec"]["selector"]}, statefulset["spec"]["template"]["metadata"]["labels"]),
+            "static-membership: its governing Service is headless and selects its pods",
+        )
+        if worker is not None:
+            ours = json.loads(json.dumps(statefulset["spec"]["template"]))
+            for c in ours["spec"]["containers"]:
+                c["env"] = [e for e in c.get("env", []) if e["name"] not in STATIC_MEMBERSHIP_ENV]
+            theirs = worker["spec"]["template"]
+            check(ours == theirs, "static-membership: the pod template is the base Deployment's plus static membership")
+    names = {c.name for c in components}
+    check("monitoring" in names, "deploy/k8s/monitoring is a kustomize Component")
+    for label, docs in rendered.items():
+        if label == "base":
+            continue
+        kinds = {d["kind"] for d in docs}
+        check({"PodMonitor", "PrometheusRule"} <= kinds, f"{label}: includes the monitoring component")
+
+
+def monitoring(docs: list[dict], label: str) -> None:
+    """PodMonitors and rules selectable by kube-prometheus-stack; generated copies up to date."""
+    operator = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    releases = {d["metadata"].get("labels", {}).get("release") for d in operator}
+    check(
+        len(releases) == 1 and None not in releases,
+        f"{label}: PodMonitors and PrometheusRule carry one `release` label for kube-prometheus-stack ({releases})",
+    )
+    rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+    source = yaml.safe_load(ALERTS.read_text())["groups"]
+    check(
+        len(rules) == 1 and rules[0]["spec"]["groups"] == source,
+        f"{label}: the PrometheusRule's groups are those of deploy/prometheus/alerts.yml ({REGENERATE} after an edit)",
+    )
+    dashboards = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    text = DASHBOARD.read_text()
+    check(
+        len(dashboards) == 1 and list(dashboards[0].get("data", {}).values()) == [text],
+        f"{label}: a ConfigMap labelled grafana_dashboard=\"1\" holds dashboard.json as it is ({REGENERATE} after an edit)",
+    )
+
+
+# ---------------------------------------------------------------- alert rules
+
+AGGREGATIONS = {
+    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
+    "bottomk", "topk", "quantile",
+}
+LABEL_DROPPING_FUNCTIONS = {"absent", "absent_over_time", "scalar", "vector"}
+TOKEN = re.compile(
+    r"""\s+|\#[^\n]*|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`"""
+    r"""|\{[^}]*\}|\[[^\]]*\]|[A-Za-z_:][A-Za-z0-9_:]*|\d+(?:\.\d+)?(?:[a-z]+)?|[(),]|[-+*/%^<>=!~@]+"""
+)
+
+
+def tokens(expr: str) -> list[str]:
+    out, at = [], 0
+    while at < len(expr):
+        match = TOKEN.match(expr, at)
+        if not match:
+            raise ValueError(f"cannot read PromQL at {expr[at:at + 20]!r}")
+        text = match.group(0)
+        if not text.isspace() and not text.startswith("#"):
+            out.append(text)
+        at = match.end()
+    return out
+
+
+def closing(toks: list[str], at: int) -> int:
+    """The index of the `)` that closes the `(` at `at`."""
+    depth = 0
+    for i in range(at, len(toks)):
+        depth += {"(": 1, ")": -1}.get(toks[i], 0)
+        if depth == 0:
+            return i
+    raise ValueError("unbalanced parentheses")
+
+
+def label_list(toks: list[str], at: int) -> tuple[set[str], int]:
+    """The labels of the `( a, b )` at `at`, and the index after it."""
+    end = closing(toks, at)
+    return {t for t in toks[at + 1:end] if t != ","}, end + 1
+
+
+def aggregation_problems(expr: str, kept: set[str] = KEPT_LABELS) -> list[str]:
+    """Each aggregation or join of `expr` that drops a label of `kept`."""
+    toks = tokens(expr)
+    problems = []
+    for i, tok in enumerate(toks):
+        nxt = toks[i + 1] if i + 1 < len(toks) else ""
+        if tok in AGGREGATIONS and nxt in ("(", "by", "without"):
+            if nxt in ("by", "without"):
+                clause, (labels, _) = nxt, label_list(toks, i + 2)
+            else:
+                after = closing(toks, i + 1) + 1
+                clause = toks[after] if after < len(toks) and toks[after] in ("by", "without") else None
+                labels = label_list(toks, after + 1)[0] if clause else set()
+            if clause is None:
+                problems.append(f"`{tok}` without `by`: it drops every label")
+            elif clause == "by" and not kept <= labels:
+                problems.append(f"`{tok} by ({', '.join(sorted(labels))})` drops {sorted(kept - labels)}")
+            elif clause == "without" and labels & kept:
+                problems.append(f"`{tok} without ({', '.join(sorted(labels))})` drops {sorted(labels & kept)}")
+        elif tok == "on" and nxt == "(":
+            labels, _ = label_list(toks, i + 1)
+            if not kept <= labels:
+                problems.append(f"`on ({', '.join(sorted(labels))})` matches across {sorted(kept - labels)}")
+        elif tok in LABEL_DROPPING_FUNCTIONS and nxt == "(":
+            problems.append(f"`{tok}(...)` drops every label")
+    return problems
+
+
+def alert_rules() -> None:
+    rules = yaml.safe_load(ALERTS.read_text())
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    cases = [case for test in tests["tests"] for case in test.get("alert_rule_test", [])]
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule.get("record")
+            try:
+                problems = aggregation_problems(rule["expr"])
+            except ValueError as error:
+                problems = [f"cannot read the expression: {error}"]
+            check(not problems, f"alerts.yml: {name} keeps {sorted(KEPT_LABELS)} in every aggregation and join {problems}")
+            if rule.get("alert") is None:
+                continue
+            mine = [c for c in cases if c["alertname"] == name]
+            check(any(c.get("exp_alerts") for c in mine), f"alerts_test.yml: {name} fires")
+            check(any(not c.get("exp_alerts") for c in mine), f"alerts_test.yml: {name} stays quiet")
+            check(
+                {"summary", "runbook"} <= set(rule.get("annotations", {})),
+                f"alerts.yml: {name} has a summary and a runbook",
+            )
 
 
 # ---------------------------------------------------------------- compose
@@ -364,6 +706,17 @@ def compose_checks() -> None:
     services = compose["services"]
     worker = services["worker"]
     check("container_name" not in worker and "ports" not in worker, "compose: worker scales (no container_name, no published ports)")
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            check(
+                isinstance(port, str) and port.startswith("127.0.0.1:"),
+                f"compose: {name} publishes {port} on the loopback address only",
+            )
+    password = services["grafana"]["environment"].get("GF_SECURITY_ADMIN_PASSWORD", "")
+    check(
+        re.fullmatch(r"\$\{[A-Z_]+:\?[^}$]+\}", str(password)) is not None,
+        "compose: Grafana's admin password comes from a variable that must be set (${VAR:?message})",
+    )
     build = worker.get("build", {})
     check(
         (directory / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).resolve().is_file(),
@@ -416,7 +769,7 @@ def compose_checks() -> None:
 
 def dashboard_checks() -> None:
     try:
-        dashboard = json.loads((DEPLOY / "grafana" / "dashboard.json").read_text())
+        dashboard = json.loads(DASHBOARD.read_text())
     except json.JSONDecodeError as error:
         check(False, f"dashboard.json is valid JSON: {error}")
         return
@@ -435,48 +788,44 @@ def dashboard_checks() -> None:
             check(used <= variables | builtins, f"dashboard: {title!r} uses only defined variables ({sorted(used - variables - builtins)} undefined)")
 
 
-# ---------------------------------------------------------------- alert tests
-
-
-def alert_test_coverage() -> None:
-    """Every alert has a unit test where it fires and one where it does not."""
-    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
-    tests = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())
-    cases = [case for test in tests["tests"] for case in test.get("alert_rule_test", [])]
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            name = rule.get("alert")
-            if name is None:
-                continue
-            mine = [c for c in cases if c["alertname"] == name]
-            check(any(c.get("exp_alerts") for c in mine), f"alerts_test.yml: {name} fires")
-            check(any(not c.get("exp_alerts") for c in mine), f"alerts_test.yml: {name} stays quiet")
-            check(
-                {"summary", "runbook"} <= set(rule.get("annotations", {})),
-                f"alerts.yml: {name} has a summary and a runbook",
-            )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crd-json", type=Path, help="write the custom resources here for crds.mjs")
     args = parser.parse_args()
+    kubectl = shutil.which("kubectl")
+    if not check(kubectl is not None, "kubectl is installed (it renders the kustomizations)"):
+        return 1
+    version = kustomize_version(kubectl)
+    if not check(
+        version is not None and version >= (4,),
+        f"kubectl's kustomize is v4 or later, for `components` (found {version})",
+    ):
+        print("     Debian's kubernetes-client (bookworm: kubectl 1.20, kustomize v2) is too old: install a kubectl of 1.21 or later")
+        return 1
     crs: list[dict] = []
-    overlays = sorted(p.parent for p in K8S.glob("*/kustomization.yaml"))
-    check(bool(overlays), "deploy/k8s has kustomizations")
-    for directory in overlays:
-        docs = render(directory)
+    directories, components = kustomizations()
+    check({d.name for d in directories} >= {"base", "fixed", "autoscale-hpa", "autoscale-keda", "static-membership"}, "deploy/k8s has every overlay")
+    rendered: dict[str, list[dict]] = {}
+    for directory in directories:
+        docs = render(kubectl, directory)
+        if docs is None:
+            continue
         label = directory.name
+        rendered[label] = docs
         print(f"== {label}: {len(docs)} resources")
-        compare_with_kubectl(directory, docs)
         validate(docs, label, crs)
         agreement(docs, label)
+        if label != "base":
+            monitoring(docs, label)
+    print("== layout")
+    layout(rendered, components)
+    autoscaling(rendered)
     print("== docker compose")
     compose_checks()
     print("== dashboard")
     dashboard_checks()
-    print("== alert rule tests")
-    alert_test_coverage()
+    print("== alert rules")
+    alert_rules()
     if args.crd_json:
         args.crd_json.write_text(json.dumps(crs, indent=1))
         print(f"{len(crs)} custom resources written to {args.crd_json}")

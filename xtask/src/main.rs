@@ -41,6 +41,8 @@ const BROKER_TESTS: &[&str] = &[
     "retry_dead_letter",
     "crash_three",
     "rebalance_storm",
+    "standby_members",
+    "transaction_markers",
 ];
 
 /// Every step of `cargo xtask test`, in the order they run.
@@ -210,8 +212,11 @@ fn run_step(root: &Path, step: &str, env: &[(&str, std::ffi::OsString)]) -> Resu
     }
 }
 
-/// The checks of `deploy/`: promtool on the alert rules, the manifests
-/// against Kubernetes' schemas, the custom resources against their CRDs.
+/// The checks of `deploy/`: promtool on the alert rules and their unit
+/// tests; `deploy/check/k8s.py`, which renders every overlay with
+/// `kubectl kustomize`, validates it against Kubernetes' schemas and checks
+/// that the pieces agree; then the custom resources against their CRDs
+/// (`deploy/check/crds.mjs`).
 fn deploy(root: &Path) -> Result<(), String> {
     let work = root.join("target/deploy-check");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;

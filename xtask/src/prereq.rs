@@ -56,6 +56,15 @@ pub(crate) const NEEDS: &[Need] = &[
         package: "python3",
         for_what: ".ci/install-tansu and deploy/check/k8s.py",
     },
+    // Debian has no package called `kubectl` (that name is the Kubernetes
+    // project's own repository); Debian's kubectl is in `kubernetes-client`.
+    // Bookworm's is 1.20, whose kustomize (v2) predates `components`:
+    // deploy/check/k8s.py says so and stops if that is the one found.
+    Need {
+        command: "kubectl",
+        package: "kubernetes-client",
+        for_what: "deploy/check/k8s.py (renders every overlay of deploy/k8s with `kubectl kustomize`)",
+    },
     Need {
         command: "node",
         package: "nodejs",
@@ -181,7 +190,10 @@ pub(crate) fn ensure() -> Result<(), String> {
         if !prefix.is_empty() {
             command.arg("apt-get");
         }
+        // Another apt (unattended upgrades, a provisioning script) may hold
+        // the package lock for a while: wait for it rather than fail.
         command
+            .args(["-o", "DPkg::Lock::Timeout=600"])
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
