@@ -243,7 +243,9 @@ impl LagReader {
                     p.lag_seconds = Some(((now_ms - ts).max(0)) as f64 / 1000.0);
                     keep.insert(id, known);
                 }
-                Some(&known) if still_valid(&known, p.next_offset(), p.high_watermark) => {
+                Some(&known @ (_, Peeked::Nothing { .. }))
+                    if still_valid(&known, p.next_offset(), p.high_watermark) =>
+                {
                     p.lag = 0;
                     p.lag_seconds = Some(0.0);
                     keep.insert(id, known);

@@ -118,12 +118,22 @@ impl SourceContext {
         if self.closing.load(Ordering::Acquire) || generation(consumer) <= 0 {
             return false;
         }
+        self.announce_joined(consumer);
+        true
+    }
+
+    /// Tells the runtime the member is in the group with no partitions: an
+    /// empty assignment, which readiness waits for (extra instances stand by).
+    fn announce_joined(&self, consumer: &BaseConsumer<SourceContext>) {
+        self.record_member_id(consumer);
+        self.joined.store(true, Ordering::Release);
+        self.send(SourceEvent::Assigned(Vec::new()));
+    }
+
+    fn record_member_id(&self, consumer: &BaseConsumer<SourceContext>) {
         if let (Some(identity), Some(id)) = (&self.identity, member_id(consumer)) {
             identity.set_member_id(&id);
         }
-        self.joined.store(true, Ordering::Release);
-        self.send(SourceEvent::Assigned(Vec::new()));
-        true
     }
 
     fn send(&self, event: SourceEvent) {
@@ -172,17 +182,19 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let partitions = partition_ids(tpl);
+                if partitions.is_empty() {
+                    // In the group with nothing (new) assigned: news only the
+                    // first time, when readiness waits for it.
+                    if !self.joined.load(Ordering::Acquire) {
+                        self.announce_joined(consumer);
+                    }
+                    return;
+                }
                 // Before the assignment is reported: the runtime logs it with the id.
-                if let (Some(identity), Some(id)) = (&self.identity, member_id(consumer)) {
-                    identity.set_member_id(&id);
-                }
-                if !partitions.is_empty() {
-                    self.count(Metrics::rebalanced);
-                    self.flush();
-                    self.split(consumer, &partitions);
-                }
-                // Reported even when empty: the member is in the group, which
-                // is what readiness waits for (extra instances stand by).
+                self.record_member_id(consumer);
+                self.count(Metrics::rebalanced);
+                self.flush();
+                self.split(consumer, &partitions);
                 self.joined.store(true, Ordering::Release);
                 self.send(SourceEvent::Assigned(partitions));
             }
