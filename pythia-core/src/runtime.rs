@@ -18,7 +18,7 @@ use crate::config::WorkerConfig;
 use crate::context::Context;
 use crate::error::Error;
 use crate::events::{Events, WorkerEvent};
-use crate::lane::{FailurePolicy, Lane, Shared};
+use crate::lane::{FailurePolicy, Lane, Shared, run_bytes};
 use crate::message::PartitionId;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
@@ -185,6 +185,7 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
             ctx: Context::new(name.clone(), identity.clone(), stopping.clone(), cpu),
             wake: Arc::new(Notify::new()),
             resume_at: config.partition_buffer / 2,
+            resume_bytes: config.partition_buffer_bytes / 2,
             failures,
             processed: Default::default(),
             policy: FailurePolicy {
@@ -225,14 +226,14 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
                     break;
                 }
                 () = &mut shutdown => break,
-                () = shared.wake.notified() => resume_drained(&mut source, &lanes, shared.resume_at),
+                () = shared.wake.notified() => resume_drained(&mut source, &lanes, &shared),
                 event = source.next() => match event {
                     None => {
                         tracing::info!("source closed");
                         break;
                     }
                     Some(SourceEvent::Messages(batch)) => {
-                        let to_pause = dispatch(&mut lanes, batch, &shared, config.partition_buffer);
+                        let to_pause = dispatch(&mut lanes, batch, &shared, (config.partition_buffer, config.partition_buffer_bytes));
                         if !to_pause.is_empty() {
                             tracing::debug!(partitions = ?to_pause, "partition buffers full, pausing fetch");
                             source.pause(&to_pause);
@@ -325,12 +326,12 @@ impl<W: Worker, S: Source, K: Sink> Runtime<W, S, K> {
 
 /// Routes messages to their partition's lane, starting lanes as needed, one
 /// run of a partition's messages at a time. Returns the partitions whose
-/// buffers just filled up.
+/// buffers just filled up, in messages or in bytes (`buffer`).
 fn dispatch<W: Worker, K: Sink, A: crate::source::Acker>(
     lanes: &mut HashMap<PartitionId, Lane>,
     batch: Vec<crate::message::Message<Option<bytes::Bytes>>>,
     shared: &Arc<Shared<W, K, A>>,
-    partition_buffer: usize,
+    (buffer, buffer_bytes): (usize, usize),
 ) -> Vec<PartitionId> {
     let mut to_pause = Vec::new();
     let mut batch = batch.into_iter().peekable();
@@ -343,20 +344,31 @@ fn dispatch<W: Worker, K: Sink, A: crate::source::Acker>(
         let lane = lanes
             .entry(partition.clone())
             .or_insert_with(|| Lane::spawn(partition.clone(), shared.clone()));
-        if lane.state.held() + run.len() >= partition_buffer && !lane.state.is_paused() {
+        let bytes = run_bytes(&run);
+        if lane
+            .state
+            .would_fill(run.len(), bytes, (buffer, buffer_bytes))
+            && !lane.state.is_paused()
+        {
             lane.state.set_paused(true);
             to_pause.push(partition);
         }
-        lane.push(run);
+        lane.push(run, bytes);
     }
     to_pause
 }
 
 /// Resumes paused partitions whose lanes have drained to the resume mark.
-fn resume_drained<S: Source>(source: &mut S, lanes: &HashMap<PartitionId, Lane>, resume_at: usize) {
+fn resume_drained<S: Source, W, K, A>(
+    source: &mut S,
+    lanes: &HashMap<PartitionId, Lane>,
+    shared: &Shared<W, K, A>,
+) {
     let ready: Vec<PartitionId> = lanes
         .iter()
-        .filter(|(_, lane)| lane.state.is_paused() && lane.state.held() <= resume_at)
+        .filter(|(_, lane)| {
+            lane.state.is_paused() && lane.state.may_resume(shared.resume_at, shared.resume_bytes)
+        })
         .map(|(p, lane)| {
             lane.state.set_paused(false);
             p.clone()

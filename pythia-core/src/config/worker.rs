@@ -18,6 +18,7 @@ use crate::spec::MessageOrder;
 /// # instance = "billing-0"   # this copy of the worker; defaults to "<host name>-<pid>"
 /// max_in_flight = 1024       # messages processing at once (until their outputs are handed to the sink)
 /// partition_buffer = 5000    # fetched messages held per partition before it pauses
+/// partition_buffer_bytes = 4194304  # ... or bytes of payloads and keys waiting in it
 /// shutdown_timeout = "30s"   # deadline of the whole shutdown: drain, commit, leave
 /// revoke_timeout = "10s"     # drain deadline for partitions taken by a rebalance
 /// max_message_bytes = 1048576  # larger payloads are dead-lettered unprocessed (default: no limit)
@@ -60,6 +61,12 @@ pub struct WorkerConfig {
     /// be delivered holds about R × L awaiting delivery alone (100,000 msg/s
     /// at 10 ms: 1,000), so a buffer much smaller than that caps its rate.
     pub partition_buffer: usize,
+    /// Bytes (payloads and keys) of a partition's messages waiting for the
+    /// lane to start on them; at this many its fetching pauses too, and it
+    /// resumes at half. With large messages this, not `partition_buffer`,
+    /// bounds the memory a partition holds: 5,000 messages of 1 MiB would
+    /// be 5 GiB.
+    pub partition_buffer_bytes: usize,
     /// The whole shutdown's deadline: in-flight messages get all but the last
     /// fifth of it (at most 5 s, kept for the final commit and leaving the
     /// group); what has not finished by then is abandoned and redelivered after
@@ -129,6 +136,7 @@ impl Default for WorkerConfig {
             instance: None,
             max_in_flight: 1024,
             partition_buffer: 5000,
+            partition_buffer_bytes: 4 << 20,
             shutdown_timeout: Duration::from_secs(30),
             revoke_timeout: Duration::from_secs(10),
             max_message_bytes: None,
@@ -184,6 +192,12 @@ impl WorkerConfig {
             return Err(ConfigError::invalid(
                 "worker.partition_buffer",
                 "must be at least 1",
+            ));
+        }
+        if self.partition_buffer_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "worker.partition_buffer_bytes",
+                "must be at least 1, e.g. 4194304 (4 MiB)",
             ));
         }
         if self.shutdown_timeout.is_zero() {
@@ -242,6 +256,13 @@ mod tests {
             ..WorkerConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().key(), "worker.max_in_flight");
+        let config = WorkerConfig {
+            partition_buffer_bytes: 0,
+            ..WorkerConfig::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key(), "worker.partition_buffer_bytes");
+        assert!(err.to_string().contains("4 MiB"), "{err}");
     }
 
     #[test]

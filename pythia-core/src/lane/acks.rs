@@ -73,7 +73,10 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
             // Caught up: what was counted shows at the next scrape.
             metrics.flush();
         }
-        if held <= self.shared.resume_at && self.state.is_paused() {
+        if held <= self.shared.resume_at
+            && self.state.waiting_bytes() <= self.shared.resume_bytes
+            && self.state.is_paused()
+        {
             self.shared.wake.notify_one();
         }
     }

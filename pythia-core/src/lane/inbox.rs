@@ -2,20 +2,31 @@
 //! over, taken one message at a time, in offset order.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::LaneState;
 use crate::message::Message;
 
 type Raw = Message<Option<Bytes>>;
+
+/// The bytes a run of messages holds: payloads and keys.
+pub(crate) fn run_bytes(run: &[Raw]) -> usize {
+    run.iter()
+        .map(|m| m.payload().as_ref().map_or(0, Bytes::len) + m.key().map_or(0, <[u8]>::len))
+        .sum()
+}
 
 /// A lane's incoming messages.
 pub(super) struct Inbox {
     rx: mpsc::UnboundedReceiver<Vec<Raw>>,
     /// What is left of the run being taken.
     run: std::vec::IntoIter<Raw>,
+    /// Where the bytes of runs not yet taken are counted.
+    waiting: Option<Arc<LaneState>>,
 }
 
 impl Inbox {
@@ -23,7 +34,25 @@ impl Inbox {
         Self {
             rx,
             run: Vec::new().into_iter(),
+            waiting: None,
         }
+    }
+
+    /// An inbox that takes each run's bytes off `state`'s waiting bytes
+    /// as it starts on the run.
+    pub(super) fn counting(rx: mpsc::UnboundedReceiver<Vec<Raw>>, state: Arc<LaneState>) -> Self {
+        Self {
+            waiting: Some(state),
+            ..Self::new(rx)
+        }
+    }
+
+    /// Starts on `run`.
+    fn take(&mut self, run: Vec<Raw>) {
+        if let Some(state) = &self.waiting {
+            state.taken(run_bytes(&run));
+        }
+        self.run = run.into_iter();
     }
 
     /// Whether the current run has messages left.
@@ -37,7 +66,8 @@ impl Inbox {
             if let Some(message) = self.run.next() {
                 return Some(message);
             }
-            self.run = self.rx.try_recv().ok()?.into_iter();
+            let run = self.rx.try_recv().ok()?;
+            self.take(run);
         }
     }
 
@@ -48,7 +78,8 @@ impl Inbox {
             if let Some(message) = self.run.next() {
                 return Some(message);
             }
-            self.run = self.rx.recv().await?.into_iter();
+            let run = self.rx.recv().await?;
+            self.take(run);
         }
     }
 
@@ -107,6 +138,37 @@ mod tests {
 
     fn offsets(messages: &[Raw]) -> Vec<i64> {
         messages.iter().map(Message::offset).collect()
+    }
+
+    #[tokio::test]
+    async fn a_counting_inbox_takes_a_runs_bytes_off_as_it_starts_on_it() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(LaneState::default());
+        let mut inbox = Inbox::counting(rx, state.clone());
+        let partition = PartitionId::new("t", 0);
+        let first: Vec<Raw> = (0..2)
+            .map(|offset| {
+                Message::new(
+                    partition.clone(),
+                    offset,
+                    Some(Bytes::from_static(b"12345")),
+                )
+            })
+            .collect();
+        let bytes = run_bytes(&first);
+        assert_eq!(bytes, 10);
+        state.pushed(bytes + run_bytes(&run(2..3)));
+        tx.send(first).unwrap();
+        tx.send(run(2..3)).unwrap();
+        assert_eq!(inbox.recv().await.map(|m| m.offset()), Some(0));
+        assert_eq!(
+            state.waiting_bytes(),
+            run_bytes(&run(2..3)),
+            "the first run is taken"
+        );
+        assert_eq!(inbox.try_next().map(|m| m.offset()), Some(1));
+        assert_eq!(inbox.try_next().map(|m| m.offset()), Some(2));
+        assert_eq!(state.waiting_bytes(), 0);
     }
 
     #[tokio::test]

@@ -71,6 +71,7 @@ mod wait;
 use acks::Finished;
 use clock::HandlerClock;
 use inbox::Inbox;
+pub(crate) use inbox::run_bytes;
 use settle::Letters;
 
 /// What the runtime and a lane share about it.
@@ -78,6 +79,9 @@ use settle::Letters;
 pub(crate) struct LaneState {
     /// Messages dispatched to the lane and not yet acknowledged or dropped.
     held: AtomicUsize,
+    /// Bytes (payloads and keys) of the runs dispatched to the lane that it
+    /// has not started on.
+    waiting_bytes: AtomicUsize,
     /// Whether the runtime paused the partition's fetching.
     paused: AtomicBool,
     /// Whether the lane was asked to stop: its stop token, read without the
@@ -88,6 +92,37 @@ pub(crate) struct LaneState {
 impl LaneState {
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn waiting_bytes(&self) -> usize {
+        self.waiting_bytes.load(Ordering::Acquire)
+    }
+
+    /// Counts the bytes of a run dispatched to the lane.
+    fn pushed(&self, bytes: usize) {
+        self.waiting_bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Takes the bytes of a run the lane starts on off the count.
+    fn taken(&self, bytes: usize) {
+        self.waiting_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Whether a run of `messages` holding `bytes` fills the buffer, whose
+    /// size is `(messages, bytes)`.
+    pub(crate) fn would_fill(
+        &self,
+        messages: usize,
+        bytes: usize,
+        (most, most_bytes): (usize, usize),
+    ) -> bool {
+        self.held() + messages >= most || self.waiting_bytes() + bytes >= most_bytes
+    }
+
+    /// Whether a paused partition may resume: its buffer is at or below
+    /// half, in messages and in bytes.
+    pub(crate) fn may_resume(&self, resume_at: usize, resume_bytes: usize) -> bool {
+        self.held() <= resume_at && self.waiting_bytes() <= resume_bytes
     }
 
     pub(crate) fn is_paused(&self) -> bool {
@@ -114,6 +149,8 @@ pub(crate) struct Shared<W, K, A> {
     pub(crate) wake: Arc<Notify>,
     /// A held count at or below which a paused partition resumes.
     pub(crate) resume_at: usize,
+    /// Waiting bytes at or below which a paused partition resumes.
+    pub(crate) resume_bytes: usize,
     pub(crate) failures: mpsc::UnboundedSender<Error>,
     pub(crate) processed: AtomicU64,
     /// Retries, dead letters and the payload size limit.
@@ -185,10 +222,11 @@ impl Lane {
         let stop = CancellationToken::new();
         let failures = shared.failures.clone();
         let run = LaneTask::new(partition.clone(), shared, state.clone(), stop.clone());
+        let inbox_state = state.clone();
         // A panic anywhere in the lane (codec, sink, a synchronous panic in
         // `process`) stops the run with an error instead of silently stalling.
         let task = tokio::spawn(async move {
-            if let Err(panic) = AssertUnwindSafe(run.run(Inbox::new(rx)))
+            if let Err(panic) = AssertUnwindSafe(run.run(Inbox::counting(rx, inbox_state)))
                 .catch_unwind()
                 .await
             {
@@ -207,8 +245,9 @@ impl Lane {
     }
 
     /// Queues a run of the partition's messages, in offset order.
-    pub(crate) fn push(&self, run: Vec<Message<Option<Bytes>>>) {
+    pub(crate) fn push(&self, run: Vec<Message<Option<Bytes>>>, bytes: usize) {
         self.state.held.fetch_add(run.len(), Ordering::AcqRel);
+        self.state.pushed(bytes);
         // The receiver lives until the task ends, which only happens after `stop`.
         let _ = self.tx.send(run);
     }
@@ -313,3 +352,27 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
 
 #[cfg(test)]
 mod stub;
+
+#[cfg(test)]
+mod tests {
+    use super::LaneState;
+
+    #[test]
+    fn a_buffer_fills_by_messages_or_by_bytes_and_resumes_below_half_of_both() {
+        let state = LaneState::default();
+        let limits = (10, 1000);
+        assert!(!state.would_fill(9, 999, limits));
+        assert!(state.would_fill(10, 0, limits), "by messages");
+        assert!(
+            state.would_fill(1, 1000, limits),
+            "by bytes: one large message"
+        );
+        state.held.store(3, std::sync::atomic::Ordering::Relaxed);
+        state.pushed(800);
+        assert!(state.would_fill(1, 200, limits));
+        assert!(!state.may_resume(5, 500), "800 bytes still wait");
+        state.taken(400);
+        assert!(state.may_resume(5, 500));
+        assert!(!state.may_resume(2, 500), "3 messages held");
+    }
+}

@@ -236,6 +236,7 @@ pub(super) fn lane(policy: FailurePolicy) -> Stub {
         ctx: Context::detached("w"),
         wake: Arc::new(Notify::new()),
         resume_at: 1,
+        resume_bytes: usize::MAX,
         failures,
         processed: AtomicU64::new(0),
         policy,
