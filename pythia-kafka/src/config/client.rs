@@ -26,6 +26,12 @@ const FROM_TYPED_KEYS: &[(&str, &str)] = &[
     ("ssl.key.password", "kafka.security.ssl_key_password"),
 ];
 
+/// The prefetch bound of each assigned partition, in KiB
+/// (`queued.max.messages.kbytes`).
+pub(crate) const PREFETCH_KIB: &str = "2048";
+/// How long the broker may hold a fetch that finds nothing new (`fetch.wait.max.ms`).
+pub(crate) const FETCH_WAIT_MS: &str = "100";
+
 impl KafkaConfig {
     fn uses_kip848(&self) -> bool {
         match self.group_protocol {
@@ -80,12 +86,20 @@ impl KafkaConfig {
             .set("enable.partition.eof", "false")
             // librdkafka's 1000 ms default caps a consumer near 160k msg/s.
             .set("fetch.queue.backoff.ms", "10")
-            // Each partition is read from its own queue, and these bounds apply
-            // per queue: librdkafka's defaults (100,000 messages or 64 MiB per
-            // partition) let the prefetch of a few hundred partitions reach
-            // gigabytes, far beyond worker.partition_buffer.
-            .set("queued.min.messages", "20000")
-            .set("queued.max.messages.kbytes", "16384");
+            // Each partition is read from its own queue, and librdkafka's
+            // prefetch bound applies per queue: its 64 MiB per partition would
+            // let a member with hundreds of partitions buffer gigabytes. The
+            // bound is in bytes, so a partition leaves the fetches only when
+            // its queue holds PREFETCH_KIB (see `fetch.wait.max.ms` below);
+            // the message count stays at librdkafka's 100,000, which 2 MiB of
+            // messages of 21 bytes or more never reach.
+            .set("queued.max.messages.kbytes", PREFETCH_KIB)
+            // A fetch that asks only for partitions with nothing new is held
+            // this long by the broker, and the partitions left out of it for
+            // a full queue wait for it: librdkafka's 500 ms stalled the end of
+            // every backlog drained by address. 100 ms costs an idle member
+            // ten empty fetches a second per broker.
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS);
         if self.uses_kip848() {
             config.set("group.protocol", "consumer");
         } else {
@@ -195,6 +209,30 @@ mod tests {
         assert_eq!(err.key(), "kafka.group_protocol");
         assert!(err.to_string().contains("consumer"), "{err}");
     }
+
+    #[test]
+    fn prefetch_is_bounded_in_bytes_and_fetches_are_not_held_long() {
+        let client = load(OK).unwrap().kafka.consumer_client_config("x").unwrap();
+        assert_eq!(client.get("queued.max.messages.kbytes"), Some("2048"));
+        assert_eq!(client.get("fetch.wait.max.ms"), Some("100"));
+        // The message count is librdkafka's: the bytes bind first.
+        assert_eq!(client.get("queued.min.messages"), None);
+
+        let tuned = load(&with(&[
+            (
+                "PYTHIA_KAFKA__CONSUMER__QUEUED_MAX_MESSAGES_KBYTES",
+                "65536",
+            ),
+            ("PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", "500"),
+        ]))
+        .unwrap()
+        .kafka
+        .consumer_client_config("x")
+        .unwrap();
+        assert_eq!(tuned.get("queued.max.messages.kbytes"), Some("65536"));
+        assert_eq!(tuned.get("fetch.wait.max.ms"), Some("500"));
+    }
+
     #[test]
     fn librdkafka_refusals_name_the_key_the_value_was_set_with() {
         let mut raw = Properties::default();

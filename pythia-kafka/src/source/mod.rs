@@ -16,8 +16,8 @@
 //! Each assigned partition's messages are split into a queue of their own as
 //! it is assigned, before librdkafka starts fetching it. Pausing a partition
 //! then only stops reading its queue: what librdkafka already fetched stays
-//! there (bounded by `queued.min.messages` and `queued.max.messages.kbytes`
-//! per partition, after which librdkafka stops fetching it) and is read as soon
+//! there (bounded by `queued.max.messages.kbytes` per partition, after which
+//! librdkafka stops fetching it) and is read as soon
 //! as the partition resumes. librdkafka's own pause would discard the fetched
 //! messages and fetch them again, which under steady backpressure costs most
 //! of the throughput.
