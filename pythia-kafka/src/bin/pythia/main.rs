@@ -47,11 +47,15 @@ enum Command {
     /// Run worker processes in one group under a load and report throughput,
     /// latency, duplicates, losses and scaling efficiency.
     Loadtest(loadtest::Args),
-    /// Compare raw rdkafka loops with Pythia workers on one pre-loaded topic.
+    /// Compare Pythia workers with raw rdkafka loops, each in a process of its
+    /// own against one pre-loaded topic: msg/s, CPU per message, peak memory.
     Bench(bench::Args),
     /// One instance of `pythia loadtest` (started by it).
     #[command(hide = true)]
     LoadtestWorker(loadtest::instance::Args),
+    /// One side of a `pythia bench` round (started by it).
+    #[command(hide = true)]
+    BenchSide(bench::SideArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
         Command::LoadtestWorker(args) => {
             on_own_runtime(move || loadtest::instance::run(args)).await?
         }
+        Command::BenchSide(args) => on_own_runtime(move || bench::run_side(args)).await?,
     }
     Ok(())
 }

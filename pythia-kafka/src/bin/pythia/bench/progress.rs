@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::alloc;
+use super::usage::Usage;
 
 /// Counts finished messages of one run and times the run between the first and
 /// the last; also snapshots the allocation counter in the steady middle.
@@ -19,6 +20,8 @@ pub(crate) struct Progress {
     marks: (u64, u64),
     allocations: [AtomicU64; 2],
     finished: Notify,
+    /// The process's resource use when the last message was done.
+    usage: OnceLock<Usage>,
 }
 
 /// What one run measured.
@@ -40,6 +43,7 @@ impl Progress {
             marks: ((target / 10).max(1), (target * 9 / 10).max(2)),
             allocations: [AtomicU64::new(0), AtomicU64::new(0)],
             finished: Notify::new(),
+            usage: OnceLock::new(),
         }
     }
 
@@ -66,6 +70,7 @@ impl Progress {
         }
         if passed(self.target) {
             let _ = self.last.set(Instant::now());
+            let _ = self.usage.set(Usage::now());
             self.finished.notify_one();
         }
     }
@@ -80,6 +85,11 @@ impl Progress {
         if !self.is_finished() {
             self.finished.notified().await;
         }
+    }
+
+    /// The process's resource use when the last message was done.
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.usage.get().copied()
     }
 
     /// The run's figures, once finished.
