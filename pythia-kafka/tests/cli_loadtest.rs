@@ -86,8 +86,8 @@ fn check_run(run: &Value, instances: u64, partitions: u64, messages: u64) {
         "throughput {throughput} is not unique/seconds {expected}: {run}"
     );
     let latency = &run["latency_ms"];
-    let (p50, p99) = (f(latency, "p50"), f(latency, "p99"));
-    assert!(p50 >= 0.0 && p99 >= p50, "{run}");
+    let (p50, p99, p999) = (f(latency, "p50"), f(latency, "p99"), f(latency, "p999"));
+    assert!(p50 >= 0.0 && p99 >= p50 && p999 >= p99, "{run}");
     let per_instance = run["per_instance"].as_array().expect("per_instance list");
     assert_eq!(per_instance.len() as u64, instances);
     let mut sum = 0;
@@ -211,6 +211,8 @@ fn bad_options_are_refused_with_a_reason() {
         (&["--rate", "100"][..], "--duration"),
         (&["--plot", "load.png"][..], ".svg"),
         (&["--instances", "0"][..], "--instances"),
+        (&["--duration", "5s"][..], "--rate"),
+        (&["--latency", "--work", "io:1ms"][..], "--work noop"),
     ] {
         let output = Command::new(PYTHIA)
             .arg("loadtest")
@@ -223,5 +225,71 @@ fn bad_options_are_refused_with_a_reason() {
             stderr.contains(says),
             "{args:?}: `{says}` missing from {stderr}"
         );
+    }
+}
+
+#[test]
+fn latency_is_measured_for_pythia_beside_the_raw_loop_at_half_the_maximum() {
+    let output = loadtest(&[
+        "--latency",
+        "--messages",
+        "20000",
+        "--duration",
+        "2s",
+        "--json",
+    ]);
+    let report = json(&output);
+    let max = f(&report, "max_msgs_per_s");
+    let rate = f(&report, "rate_msgs_per_s");
+    assert!(max > 0.0, "{report}");
+    assert!(
+        (rate - max / 2.0).abs() <= 1.0,
+        "half the maximum: {report}"
+    );
+    for side in ["pythia", "raw"] {
+        let side = &report[side];
+        assert_eq!(u(side, "lost"), 0, "{report}");
+        let latency = &side["latency_ms"];
+        let (p50, p99, p999) = (f(latency, "p50"), f(latency, "p99"), f(latency, "p999"));
+        assert!(p50 > 0.0 && p99 >= p50 && p999 >= p99, "{report}");
+    }
+    let over = f(&report, "p99_over_raw_ms");
+    let expected =
+        f(&report["pythia"]["latency_ms"], "p99") - f(&report["raw"]["latency_ms"], "p99");
+    assert!((over - expected).abs() < 0.01, "{report}");
+}
+
+#[test]
+fn handoff_is_measured_for_each_group_protocol() {
+    // Long enough for a classic join on the embedded broker (two rounds of
+    // its rebalance, each the session timeout less 1 s) within the load.
+    let output = loadtest(&[
+        "--handoff",
+        "--rate",
+        "1000",
+        "--duration",
+        "24s",
+        "--partitions",
+        "4",
+        "--json",
+    ]);
+    let report = json(&output);
+    let runs = report.as_array().expect("one entry per protocol");
+    let protocols: Vec<&str> = runs
+        .iter()
+        .map(|r| r["protocol"].as_str().unwrap())
+        .collect();
+    assert_eq!(protocols, ["consumer", "classic"]);
+    for run in runs {
+        assert_eq!(u(run, "lost"), 0, "{run}");
+        let assigned = f(run, "assigned_after_s");
+        let first = f(run, "first_message_after_s");
+        assert!(assigned > 0.0 && first >= assigned, "{run}");
+        let caught_up = f(run, "caught_up_after_s");
+        assert!(caught_up >= 0.0, "{run}");
+        assert!(f(run, "longest_pause_s") >= 0.0, "{run}");
+        for key in ["backlog_before", "backlog_peak", "duplicates"] {
+            u(run, key);
+        }
     }
 }

@@ -30,6 +30,10 @@ pub(crate) struct Tally {
     pub(crate) latencies_us: Vec<u64>,
     /// When the last new message id was processed.
     pub(crate) last_unique_at: Option<Instant>,
+    /// When each instance processed its first message.
+    pub(crate) first_at: Vec<Option<Instant>>,
+    /// When each instance first held a partition.
+    pub(crate) assigned_at: Vec<Option<Instant>>,
 }
 
 impl Tally {
@@ -43,7 +47,18 @@ impl Tally {
             assigned: vec![0; instances],
             latencies_us: Vec::with_capacity(messages as usize),
             last_unique_at: None,
+            first_at: vec![None; instances],
+            assigned_at: vec![None; instances],
         }
+    }
+
+    /// Makes room for instance `index`.
+    fn grow(&mut self, index: usize) {
+        let n = (index + 1).max(self.per_instance.len());
+        self.per_instance.resize(n, 0);
+        self.assigned.resize(n, 0);
+        self.first_at.resize(n, None);
+        self.assigned_at.resize(n, None);
     }
 
     /// Applies one report line of instance `instance`.
@@ -52,11 +67,15 @@ impl Tally {
         match (words.next(), words.next(), words.next()) {
             (Some("assigned"), Some(n), None) => {
                 self.assigned[instance] = n.parse().unwrap_or_default();
+                if self.assigned[instance] > 0 && self.assigned_at[instance].is_none() {
+                    self.assigned_at[instance] = Some(Instant::now());
+                }
             }
             (Some("done"), Some(id), Some(_)) if id.parse() == Ok(super::load::WARM_UP_ID) => {}
             (Some("done"), Some(id), Some(latency)) => {
                 self.processed += 1;
                 self.per_instance[instance] += 1;
+                self.first_at[instance].get_or_insert_with(Instant::now);
                 self.latencies_us.push(latency.parse().unwrap_or_default());
                 match id
                     .parse::<usize>()
@@ -91,6 +110,12 @@ pub(crate) struct Setup<'a> {
     pub(crate) topic: &'a str,
     pub(crate) work: Work,
     pub(crate) concurrency: Option<usize>,
+    /// Run the classic rdkafka poll loop instead of a Pythia worker.
+    pub(crate) raw: bool,
+    /// `kafka.group_protocol` for the instances (default: the worker's).
+    pub(crate) protocol: Option<&'a str>,
+    /// `kafka.session_timeout` for the instances, unless set by the user.
+    pub(crate) session_timeout: Option<&'a str>,
 }
 
 struct Instance {
@@ -108,62 +133,82 @@ pub(crate) struct Fleet {
 impl Fleet {
     /// Starts `count` instances expecting message ids `0..messages`.
     pub(crate) fn start(setup: &Setup<'_>, count: usize, messages: u64) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating the pythia binary")?;
-        let tally = Arc::new(Mutex::new(Tally::new(messages, count)));
         let mut fleet = Self {
             instances: Vec::with_capacity(count),
-            tally: tally.clone(),
+            tally: Arc::new(Mutex::new(Tally::new(messages, count))),
         };
-        for index in 0..count {
-            let mut command = Command::new(&exe);
-            command
-                .arg("loadtest-worker")
-                .arg("--work")
-                .arg(setup.work.to_string())
-                .env("PYTHIA_KAFKA__BROKERS", setup.brokers)
-                .env("PYTHIA_KAFKA__GROUP", setup.group)
-                .env("PYTHIA_KAFKA__TOPICS", setup.topic)
-                .env("PYTHIA_WORKER__NAME", format!("loadtest-{index}"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
-            if let Some(c) = setup.concurrency {
-                command.env("PYTHIA_WORKER__MAX_IN_FLIGHT", c.to_string());
-            }
-            if setup.embedded {
-                // What `kafka.brokers = "embedded"` sets for the mock cluster.
-                command.env("PYTHIA_KAFKA__GROUP_PROTOCOL", "consumer");
-                if std::env::var_os("PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS").is_none() {
-                    command.env(
-                        "PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS",
-                        pythia_kafka::EMBEDDED_FETCH_WAIT.1,
-                    );
-                }
-            }
-            if std::env::var_os("RUST_LOG").is_none() {
-                command.env("RUST_LOG", "warn,librdkafka=error,rdkafka=error");
-            }
-            let mut child = command
-                .spawn()
-                .with_context(|| format!("starting instance {index}"))?;
-            let stdin = child.stdin.take();
-            let stdout = child.stdout.take().context("instance stdout")?;
-            let tally = tally.clone();
-            let reader = std::thread::spawn(move || {
-                let mut lines = BufReader::new(stdout);
-                let mut line = String::new();
-                while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
-                    lock(&tally).apply(index, line.trim_end());
-                    line.clear();
-                }
-            });
-            fleet.instances.push(Instance {
-                child,
-                stdin,
-                reader: Some(reader),
-            });
+        for _ in 0..count {
+            fleet.add(setup)?;
         }
         Ok(fleet)
+    }
+
+    /// Starts one more instance; returns its index.
+    pub(crate) fn add(&mut self, setup: &Setup<'_>) -> anyhow::Result<usize> {
+        let exe = std::env::current_exe().context("locating the pythia binary")?;
+        let index = self.instances.len();
+        self.tally().grow(index);
+        let mut command = Command::new(&exe);
+        command
+            .arg("loadtest-worker")
+            .arg("--work")
+            .arg(setup.work.to_string())
+            .env("PYTHIA_KAFKA__BROKERS", setup.brokers)
+            .env("PYTHIA_KAFKA__GROUP", setup.group)
+            .env("PYTHIA_KAFKA__TOPICS", setup.topic)
+            .env("PYTHIA_WORKER__NAME", format!("loadtest-{index}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if setup.raw {
+            command.arg("--raw");
+        }
+        if let Some(c) = setup.concurrency {
+            command.env("PYTHIA_WORKER__MAX_IN_FLIGHT", c.to_string());
+        }
+        if let Some(protocol) = setup.protocol {
+            command.env("PYTHIA_KAFKA__GROUP_PROTOCOL", protocol);
+        }
+        if let Some(timeout) = setup.session_timeout
+            && std::env::var_os("PYTHIA_KAFKA__SESSION_TIMEOUT").is_none()
+        {
+            command.env("PYTHIA_KAFKA__SESSION_TIMEOUT", timeout);
+        }
+        if setup.embedded {
+            // What `kafka.brokers = "embedded"` sets for the mock cluster.
+            if setup.protocol.is_none() {
+                command.env("PYTHIA_KAFKA__GROUP_PROTOCOL", "consumer");
+            }
+            if std::env::var_os("PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS").is_none() {
+                command.env(
+                    "PYTHIA_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS",
+                    pythia_kafka::EMBEDDED_FETCH_WAIT.1,
+                );
+            }
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn,librdkafka=error,rdkafka=error");
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting instance {index}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("instance stdout")?;
+        let tally = self.tally.clone();
+        let reader = std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout);
+            let mut line = String::new();
+            while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+                lock(&tally).apply(index, line.trim_end());
+                line.clear();
+            }
+        });
+        self.instances.push(Instance {
+            child,
+            stdin,
+            reader: Some(reader),
+        });
+        Ok(index)
     }
 
     /// The tally so far.
@@ -295,5 +340,18 @@ mod tests {
         assert_eq!(tally.per_instance, [2, 3]);
         assert_eq!(tally.bad, 2);
         assert_eq!(tally.latencies_us.len(), 4);
+        assert!(tally.first_at.iter().all(Option::is_some));
+        assert!(tally.assigned_at[0].is_some() && tally.assigned_at[1].is_none());
+    }
+
+    #[test]
+    fn an_instance_added_later_gets_its_own_counts() {
+        let mut tally = Tally::new(3, 1);
+        tally.grow(1);
+        tally.apply(1, "assigned 2");
+        tally.apply(1, "done 2 10");
+        assert_eq!(tally.per_instance, [0, 1]);
+        assert_eq!(tally.assigned, [0, 2]);
+        assert!(tally.first_at[0].is_none() && tally.first_at[1].is_some());
     }
 }

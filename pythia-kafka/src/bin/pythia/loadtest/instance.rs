@@ -33,22 +33,25 @@ pub(crate) struct Args {
     /// Simulated work per message.
     #[arg(long, value_parser = Work::parse, default_value = "noop")]
     work: Work,
+    /// Run the classic rdkafka poll loop instead of a Pythia worker.
+    #[arg(long)]
+    raw: bool,
 }
 
 /// Lines for the load test, written in batches by a flushing thread.
 #[derive(Default)]
-struct Reporter {
+pub(crate) struct Reporter {
     buffer: Mutex<Vec<u8>>,
 }
 
 impl Reporter {
-    fn line(&self, args: std::fmt::Arguments<'_>) {
+    pub(crate) fn line(&self, args: std::fmt::Arguments<'_>) {
         let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let _ = buffer.write_fmt(args);
     }
 
     /// Writes what is buffered; false when the load test stopped reading.
-    fn flush(&self) -> bool {
+    pub(crate) fn flush(&self) -> bool {
         let batch = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()));
         if batch.is_empty() {
             return true;
@@ -93,7 +96,7 @@ impl Process for LoadWorker {
     }
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -102,6 +105,9 @@ fn now_us() -> i64 {
 
 /// Runs the instance until its stdin closes or a signal arrives.
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    if args.raw {
+        return super::raw::run(args.work);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

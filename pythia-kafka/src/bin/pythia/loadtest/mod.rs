@@ -7,9 +7,12 @@
 //! message they process, so duplicates and losses are counted, not assumed.
 
 pub(crate) mod fleet;
+mod handoff;
 pub(crate) mod instance;
+mod latency;
 pub(crate) mod load;
 pub(crate) mod plot;
+mod raw;
 pub(crate) mod report;
 pub(crate) mod work;
 
@@ -37,7 +40,9 @@ Examples:
   pythia loadtest --instances 2 --messages 100000
   pythia loadtest --work io:5ms --partitions 8 --concurrency 1 --scale 1,2,4 --target-rate 2000
   pythia loadtest --rate 5000 --duration 20s --plot load.svg
-  pythia loadtest --brokers kafka-1:9092 --instances 3 --json")]
+  pythia loadtest --brokers kafka-1:9092 --instances 3 --json
+  pythia loadtest --latency --messages 300000 --duration 10s
+  pythia loadtest --handoff --rate 20000 --duration 20s")]
 pub(crate) struct Args {
     /// Worker processes in the group.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "scale")]
@@ -45,15 +50,24 @@ pub(crate) struct Args {
     /// Partitions of the load-test topic.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..))]
     partitions: i32,
-    /// Messages to produce, as fast as the producer goes.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["rate", "duration"])]
+    /// Messages to produce, as fast as the producer goes (with --latency:
+    /// the run that measures the maximum rate).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "rate")]
     messages: u64,
     /// Messages per second to produce (with --duration), instead of --messages.
-    #[arg(long, requires = "duration", value_parser = positive)]
+    #[arg(long, value_parser = positive)]
     rate: Option<f64>,
     /// How long to produce at --rate, e.g. 30s.
-    #[arg(long, requires = "rate", value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Measure end-to-end latency at half the maximum rate (or at --rate),
+    /// for Pythia and for a raw rdkafka poll loop under the same load.
+    #[arg(long, conflicts_with_all = ["scale", "handoff", "plot", "target_rate"])]
+    latency: bool,
+    /// Measure the hand-off when an instance joins a busy group, with each
+    /// group protocol (--rate default 20000, --duration default 20s).
+    #[arg(long, conflicts_with_all = ["scale", "plot", "target_rate", "messages"])]
+    handoff: bool,
     /// Bytes per message (at least 8: the message number).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
     message_size: u64,
@@ -109,8 +123,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.scale.iter().map(|&n| n as usize).collect()
     };
+    if !(args.latency || args.handoff) {
+        match (args.rate, args.duration) {
+            (Some(_), None) => {
+                bail!("--rate needs --duration: how long to produce, e.g. --duration 30s")
+            }
+            (None, Some(_)) => {
+                bail!("--duration needs --rate: messages per second, e.g. --rate 5000")
+            }
+            _ => {}
+        }
+    }
+    if args.raw_work_check() {
+        bail!(
+            "--latency runs a raw poll loop beside the workers, which runs no simulated work: use --work noop"
+        );
+    }
     let (messages, pace) = match (args.rate, args.duration) {
-        (Some(rate), Some(duration)) => {
+        (Some(rate), Some(duration)) if !(args.latency || args.handoff) => {
             let messages = (rate * duration.as_secs_f64()).round() as u64;
             if messages == 0 {
                 bail!("--rate {rate} for {duration:?} sends no message; raise either");
@@ -148,6 +178,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         messages,
         pace,
     };
+    if args.latency {
+        let report = latency::run(&ctx)?;
+        return print(&args, &report, latency::human(&report));
+    }
+    if args.handoff {
+        let reports = handoff::run(&ctx)?;
+        let text = String::new();
+        return print(&args, &reports, text);
+    }
     let mut reports = Vec::new();
     let mut timelines = Vec::new();
     for (index, &count) in counts.iter().enumerate() {
@@ -223,6 +262,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Args {
+    /// Whether --latency was asked with work a raw loop cannot run.
+    fn raw_work_check(&self) -> bool {
+        self.latency && self.work != Work::Noop
+    }
+}
+
+/// Prints `report` as JSON, or `human` (lines already said stay said).
+fn print(args: &Args, report: &impl serde::Serialize, human: String) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string(report)?)?;
+    } else {
+        write!(stdout, "{human}")?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
 struct RunContext<'a> {
     args: &'a Args,
     broker: Option<&'a EmbeddedBroker>,
@@ -231,9 +289,55 @@ struct RunContext<'a> {
     pace: Pace,
 }
 
+/// What one run does: how many instances of which kind, under which load.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    count: usize,
+    messages: u64,
+    pace: Pace,
+    /// The classic rdkafka poll loop instead of Pythia workers.
+    raw: bool,
+}
+
 impl RunContext<'_> {
+    /// A line for a person: on stdout, or stderr with --json.
+    fn say(&self, line: std::fmt::Arguments<'_>) {
+        if self.args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+
+    /// The bootstrap servers the instances reach.
+    fn brokers(&self) -> String {
+        self.producer
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// One run with `count` instances on a fresh topic and group.
     fn run_once(&self, index: usize, count: usize) -> anyhow::Result<(RunReport, Vec<Sample>)> {
+        self.run_spec(
+            index,
+            Spec {
+                count,
+                messages: self.messages,
+                pace: self.pace,
+                raw: false,
+            },
+        )
+    }
+
+    /// One run as `spec` says, on a fresh topic and group.
+    fn run_spec(&self, index: usize, spec: Spec) -> anyhow::Result<(RunReport, Vec<Sample>)> {
+        let Spec {
+            count,
+            messages,
+            pace,
+            raw,
+        } = spec;
         let args = self.args;
         let name = format!("pythia-loadtest-{}-{index}", std::process::id());
         self.create_topic(&name)?;
@@ -249,27 +353,30 @@ impl RunContext<'_> {
             topic: &name,
             work: args.work,
             concurrency: args.concurrency.map(|c| c as usize),
+            raw,
+            protocol: None,
+            session_timeout: None,
         };
         let load = Load::prepare(
             self.producer,
             Plan {
                 topic: name.clone(),
                 partitions: args.partitions,
-                messages: self.messages,
+                messages,
                 message_size: args.message_size as usize,
-                pace: self.pace,
+                pace,
                 warm_up: true,
             },
         )?;
         let started = Instant::now();
-        let mut fleet = Fleet::start(&setup, count, self.messages)?;
+        let mut fleet = Fleet::start(&setup, count, messages)?;
         fleet.wait_joined(args.partitions as usize, JOIN_TIMEOUT)?;
         let join_seconds = started.elapsed().as_secs_f64();
         load.wait_ready()?;
 
         let load_started = Instant::now();
         load.go();
-        let mut progress = Progress::new(self.messages, !args.json);
+        let mut progress = Progress::new(messages, !args.json);
         let mut samples = vec![Sample {
             t: 0.0,
             produced: 0,
@@ -287,7 +394,7 @@ impl RunContext<'_> {
                 unique,
             });
             progress.show(unique, produced, load_started.elapsed());
-            if unique >= self.messages {
+            if unique >= messages {
                 break;
             }
             if unique != last_unique || !load.is_finished() {
@@ -297,7 +404,7 @@ impl RunContext<'_> {
                 progress.clear();
                 eprintln!(
                     "nothing processed for {:?}: stopping with {} of {} messages processed",
-                    args.timeout, unique, self.messages
+                    args.timeout, unique, messages
                 );
                 break;
             }
@@ -316,18 +423,15 @@ impl RunContext<'_> {
         };
         let end = tally.last_unique_at.unwrap_or_else(Instant::now);
         let seconds = end.saturating_duration_since(load_started).as_secs_f64();
-        let latency = Latency {
-            p50: report::quantile(&mut tally.latencies_us, 0.50) as f64 / 1000.0,
-            p99: report::quantile(&mut tally.latencies_us, 0.99) as f64 / 1000.0,
-        };
+        let latency = Latency::of(&mut tally.latencies_us);
         let report = RunReport {
             instances: count,
             partitions: args.partitions,
-            messages: self.messages,
+            messages,
             processed: tally.processed,
             unique_processed: tally.unique,
             duplicates: tally.processed - tally.unique,
-            lost: self.messages - tally.unique,
+            lost: messages - tally.unique,
             errors: failed_instances as u64 + tally.bad + delivery_failures,
             seconds: report::round3(seconds),
             throughput_msgs_per_s: if seconds > 0.0 {

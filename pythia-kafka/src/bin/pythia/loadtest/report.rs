@@ -33,6 +33,19 @@ pub(crate) struct RunReport {
 pub(crate) struct Latency {
     pub(crate) p50: f64,
     pub(crate) p99: f64,
+    pub(crate) p999: f64,
+}
+
+impl Latency {
+    /// The percentiles of `latencies_us` (sorted in place), in milliseconds.
+    pub(crate) fn of(latencies_us: &mut [u64]) -> Self {
+        let mut ms = |q: f64| round3(quantile(latencies_us, q) as f64 / 1000.0);
+        Self {
+            p50: ms(0.50),
+            p99: ms(0.99),
+            p999: ms(0.999),
+        }
+    }
 }
 
 /// One instance's processings.
@@ -104,8 +117,8 @@ pub(crate) fn human_run(r: &RunReport) -> String {
     );
     let _ = writeln!(
         out,
-        "latency     p50 {:.1} ms, p99 {:.1} ms (from the create time)",
-        r.latency_ms.p50, r.latency_ms.p99
+        "latency     p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms (from the create time)",
+        r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999
     );
     let total = r.processed.max(1) as f64;
     let shares: Vec<String> = r
@@ -253,10 +266,18 @@ mod tests {
             latency_ms: Latency {
                 p50: 5.0,
                 p99: 20.0,
+                p999: 30.0,
             },
             per_instance: Vec::new(),
             join_seconds: 0.3,
         }
+    }
+
+    #[test]
+    fn latency_percentiles_are_in_milliseconds() {
+        let mut v: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
+        let l = Latency::of(&mut v);
+        assert_eq!((l.p50, l.p99, l.p999), (500.0, 990.0, 999.0));
     }
 
     #[test]
