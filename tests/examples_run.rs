@@ -111,3 +111,45 @@ fn cpu_heavy_processes_every_image_on_the_pool() {
     assert_eq!(value(line, "processed"), 4_000, "{line}");
     assert_eq!(value(line, "mismatched"), 0, "{line}");
 }
+
+#[test]
+fn rabbitmq_jobs_writes_each_job_once_across_two_instances() {
+    // Its own queue on the machine's RabbitMQ (the example fails, naming
+    // the broker, when RabbitMQ does not answer); deleted afterwards.
+    let queue = format!("pythia-example-jobs-{}", std::process::id());
+    let run = std::panic::catch_unwind(|| {
+        run_example(
+            "rabbitmq_jobs",
+            &[("PYTHIA_RABBITMQ__QUEUE", &queue)],
+            LIMIT,
+        )
+    });
+    for name in [queue.clone(), format!("{queue}.dlq")] {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_queue", &name])
+            .output();
+    }
+    let stdout = run.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("enqueued="))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    // 2,000 jobs, every 100th enqueued twice: 20 duplicates, written once.
+    assert_eq!(value(line, "enqueued"), 2_020, "{line}");
+    assert_eq!(value(line, "processed"), 2_020, "{line}");
+    assert_eq!(value(line, "documents"), 2_000, "{line}");
+    assert_eq!(value(line, "duplicates"), 20, "{line}");
+    assert_eq!(value(line, "stale"), 0, "{line}");
+    let shares = line
+        .split("per_instance=[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no per_instance in `{line}`"));
+    let shares: Vec<i64> = shares.split(',').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(shares.len(), 2, "{line}");
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "both instances worked: {line}"
+    );
+}

@@ -7,7 +7,8 @@ use quote::quote;
 use crate::check::Model;
 
 /// The path of the runtime crate as the user's crate sees it: `::pythia_core`
-/// when it depends on `pythia-core`, else `::pythia_kafka::core`.
+/// when it depends on `pythia-core`, else `::pythia_kafka::core` or
+/// `::pythia_rabbitmq::core`.
 pub(crate) fn default_crate_path() -> syn::Path {
     use proc_macro_crate::{FoundCrate, crate_name};
     let path = match crate_name("pythia-core") {
@@ -16,7 +17,10 @@ pub(crate) fn default_crate_path() -> syn::Path {
         Ok(FoundCrate::Itself) | Err(_) => match crate_name("pythia-kafka") {
             Ok(FoundCrate::Name(name)) => format!("::{name}::core"),
             Ok(FoundCrate::Itself) => "::pythia_kafka::core".to_owned(),
-            Err(_) => "::pythia_core".to_owned(),
+            Err(_) => match crate_name("pythia-rabbitmq") {
+                Ok(FoundCrate::Name(name)) => format!("::{name}::core"),
+                Ok(FoundCrate::Itself) | Err(_) => "::pythia_core".to_owned(),
+            },
         },
     };
     syn::parse_str(&path).expect("a crate path parses")

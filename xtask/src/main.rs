@@ -19,7 +19,7 @@ usage: cargo xtask <task>
 
 tasks:
   test [STEP...]   install the prerequisites, then run the steps (all by default):
-                     workspace  cargo test --workspace --no-fail-fast
+                     workspace  cargo test --workspace --no-fail-fast (RabbitMQ included)
                      otel       the trace-export tests (feature otel)
                      tansu      the broker-agnostic process tests on Tansu
                      kafka      the same on Apache Kafka in a container (testcontainers;
@@ -95,6 +95,8 @@ fn prepare(root: &Path) -> Result<PathBuf, String> {
     }
     let tansu = prereq::tansu(root)?;
     println!("{:<10} {}", "tansu", tansu.display());
+    prereq::rabbitmq()?;
+    println!("{:<10} {}", "rabbitmq", prereq::RABBITMQ_ADDRESS);
     if let Some(gap) = prereq::netns_gap() {
         println!("note: {gap}");
     }

@@ -5,8 +5,10 @@
 //! installed with `apt-get` in one go (as root, or through `sudo -n`); what
 //! cannot be installed is an error that names it and the tests that need it.
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// One thing the suite needs.
 #[derive(Debug, Clone, Copy)]
@@ -184,6 +186,20 @@ pub(crate) fn ensure() -> Result<(), String> {
             "this user cannot install packages (not root, and `sudo -n` is refused)",
         ));
     };
+    if !apt_install(&prefix, &packages) {
+        eprintln!("apt-get failed; checking what is still missing");
+    }
+    let still = missing();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(explain(&still, "apt-get did not install them"))
+    }
+}
+
+/// Runs `apt-get update` and installs `packages` through `prefix` (see
+/// [`installer`]); whether both succeeded.
+fn apt_install(prefix: &[&str], packages: &[&str]) -> bool {
     let apt = |args: &[&str]| {
         let mut command = Command::new(prefix.first().copied().unwrap_or("apt-get"));
         command.args(prefix.iter().skip(1));
@@ -200,16 +216,8 @@ pub(crate) fn ensure() -> Result<(), String> {
             .is_ok_and(|s| s.success())
     };
     let mut install = vec!["install", "-y", "--no-install-recommends"];
-    install.extend(&packages);
-    if !apt(&["update"]) || !apt(&install) {
-        eprintln!("apt-get failed; checking what is still missing");
-    }
-    let still = missing();
-    if still.is_empty() {
-        Ok(())
-    } else {
-        Err(explain(&still, "apt-get did not install them"))
-    }
+    install.extend(packages);
+    apt(&["update"]) && apt(&install)
 }
 
 fn explain(missing: &[(String, &str, &str)], why: &str) -> String {
@@ -225,6 +233,92 @@ fn explain(missing: &[(String, &str, &str)], why: &str) -> String {
         packages.join(" ")
     ));
     text
+}
+
+/// Where the RabbitMQ connector's tests find their broker.
+pub(crate) const RABBITMQ_ADDRESS: &str = "127.0.0.1:5672";
+
+/// How long a starting RabbitMQ may take to answer.
+const RABBITMQ_START: Duration = Duration::from_secs(90);
+
+/// Whether something accepts TCP connections at `address`.
+pub(crate) fn answers(address: &str) -> bool {
+    address
+        .parse()
+        .is_ok_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+}
+
+/// The `rabbitmq-server` script, on `PATH` or where Debian puts it.
+fn rabbitmq_server() -> Option<PathBuf> {
+    which("rabbitmq-server").or_else(|| {
+        [
+            "/usr/sbin/rabbitmq-server",
+            "/usr/lib/rabbitmq/bin/rabbitmq-server",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| is_executable(p))
+    })
+}
+
+/// Makes sure RabbitMQ answers on [`RABBITMQ_ADDRESS`] (pythia-rabbitmq's
+/// tests need it, and fail rather than skip without it): installs
+/// `rabbitmq-server` with apt if it is missing, starts its service (or the
+/// server detached, where no service manager runs) if it does not answer,
+/// and waits for it.
+pub(crate) fn rabbitmq() -> Result<(), String> {
+    if answers(RABBITMQ_ADDRESS) {
+        return Ok(());
+    }
+    let prefix = installer();
+    if rabbitmq_server().is_none() {
+        println!("installing: rabbitmq-server");
+        let Some(prefix) = &prefix else {
+            return Err(
+                "RabbitMQ is not installed and this user cannot install packages: \
+                 `apt-get install -y rabbitmq-server` (needed by pythia-rabbitmq's tests)"
+                    .into(),
+            );
+        };
+        if !apt_install(prefix, &["rabbitmq-server"]) {
+            eprintln!("apt-get failed to install rabbitmq-server");
+        }
+    }
+    let sudo: Vec<&str> = prefix.unwrap_or_default();
+    let run = |program: &str, args: &[&str]| {
+        let mut command = Command::new(sudo.first().copied().unwrap_or(program));
+        command.args(sudo.iter().skip(1));
+        if !sudo.is_empty() {
+            command.arg(program);
+        }
+        command
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    println!("starting RabbitMQ");
+    let started = run("service", &["rabbitmq-server", "start"])
+        || rabbitmq_server()
+            .is_some_and(|server| run(&server.display().to_string(), &["-detached"]));
+    let deadline = Instant::now() + RABBITMQ_START;
+    while Instant::now() < deadline {
+        if answers(RABBITMQ_ADDRESS) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(format!(
+        "RabbitMQ does not answer on {RABBITMQ_ADDRESS} ({}): start it with \
+         `service rabbitmq-server start` (or `rabbitmq-server -detached`); \
+         pythia-rabbitmq's tests need it",
+        if started {
+            "started, but silent"
+        } else {
+            "could not be started"
+        }
+    ))
 }
 
 /// Installs Tansu with `.ci/install-tansu` (which checks its hash) and
@@ -284,6 +378,16 @@ mod tests {
     fn which_finds_a_command_on_path_and_not_a_made_up_one() {
         assert!(which("sh").is_some());
         assert!(which("no-such-command-pythia").is_none());
+    }
+
+    #[test]
+    fn a_closed_port_does_not_answer_and_a_listening_one_does() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap().to_string();
+        assert!(answers(&open));
+        drop(listener);
+        assert!(!answers(&open));
+        assert!(!answers("not an address"));
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! Entry points: run a worker on a RabbitMQ queue from its configuration.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pythia_core::connector::{Health, Identity, Runtime};
+use pythia_core::events::{Events, WorkerEvent};
+use pythia_core::{RunSummary, Status, Worker};
+use tokio::sync::{broadcast, watch};
+
+use crate::builder::{Builder, Listener};
+use crate::config::Config;
+use crate::observe::Observer;
+use crate::sink::RabbitSink;
+use crate::source::RabbitSource;
+
+/// A worker set up on a RabbitMQ queue, not yet consuming: what
+/// [`Builder::build`] returns. It connects when the run starts, and again
+/// whenever the connection is lost.
+///
+/// ```no_run
+/// # async fn demo<W: pythia_core::Worker>(worker: W, config: pythia_rabbitmq::Config) -> Result<(), pythia_core::Error> {
+/// let instance = pythia_rabbitmq::RabbitWorker::builder(worker).config(config).build()?;
+/// let mut status = instance.status();
+/// let run = tokio::spawn(instance.run(std::future::pending()));
+/// status.wait_for(|s| !s.assigned.is_empty()).await.ok(); // consuming
+/// # Ok(()) }
+/// ```
+pub struct RabbitWorker<W: Worker> {
+    runtime: Runtime<W, RabbitSource, RabbitSink>,
+    sink: Arc<RabbitSink>,
+    observer: Option<Observer>,
+    stats: Arc<crate::source::Stats>,
+    unacked: Arc<dyn Fn() -> usize + Send + Sync>,
+    listeners: Option<(broadcast::Receiver<WorkerEvent>, Vec<Listener>)>,
+}
+
+impl<W: Worker> RabbitWorker<W> {
+    /// Starts setting up `worker`'s run on RabbitMQ: configuration, layers,
+    /// event callbacks; then [`Builder::build`].
+    pub fn builder(worker: W) -> Builder<W> {
+        Builder::new(worker)
+    }
+
+    /// Validates `config` and sets up the source, the sink and the endpoint.
+    ///
+    /// The connections are named `<worker name>-<instance>` (and
+    /// `…-publisher`, `…-monitor`), so `rabbitmqctl list_connections name`
+    /// tells the copies apart.
+    pub(crate) fn connect(worker: W, config: Config) -> Result<Self, pythia_core::Error> {
+        config.validate()?;
+        let name = config.name().to_owned();
+        let identity = Identity::new(&config.worker.instance_name());
+        let member = format!("{name}-{}", identity.instance());
+        let health = Health::new();
+        let source = RabbitSource::new(&config, &member, health.clone());
+        let (stats, in_flight) = source.stats();
+        let sink = Arc::new(RabbitSink::new(&config, &format!("{member}-publisher")));
+        let observer = Observer::new(&config, health)?;
+        let mut runtime = Runtime::with_shared(
+            config.worker.clone(),
+            &name,
+            Arc::new(worker),
+            source,
+            sink.clone(),
+        )
+        .with_identity(identity)
+        .with_events(Events::new());
+        if let Some(observer) = &observer {
+            runtime = runtime.with_metrics(observer.metrics.clone());
+        }
+        Ok(Self {
+            runtime,
+            sink,
+            observer,
+            stats,
+            unacked: Arc::new(move || in_flight.len()),
+            listeners: None,
+        })
+    }
+
+    /// Calls `listeners` with each event of the run (subscribed now, so
+    /// none is missed).
+    pub(crate) fn listen(&mut self, listeners: Vec<Listener>) {
+        self.listeners = Some((self.runtime.events().subscribe(), listeners));
+    }
+
+    /// The metrics this worker exports when `metrics.address` is set.
+    pub fn metrics(&self) -> Option<&pythia_core::Metrics> {
+        self.observer.as_ref().map(|o| &o.metrics)
+    }
+
+    /// Watches the phase and the assigned queue (assigned once consuming).
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.runtime.status()
+    }
+
+    /// The run's events. Subscribe before [`run`](Self::run) to see them all.
+    pub fn events(&self) -> &Events {
+        self.runtime.events()
+    }
+
+    /// Runs until `shutdown` resolves (or a message fails), then stops
+    /// consuming, lets the messages in flight finish, acknowledges them and
+    /// closes; deliveries not acknowledged go back to the queue.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<RunSummary, pythia_core::Error> {
+        let unacked = self.unacked.clone();
+        let _observing = self.observer.map(|observer| {
+            observer.start(self.runtime.status(), self.stats.clone(), move || unacked())
+        });
+        let listening = self
+            .listeners
+            .map(|(events, listeners)| tokio::spawn(call(events, listeners)));
+        let result = self.runtime.run(shutdown).await;
+        self.sink.close().await;
+        if let Some(listening) = listening {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), listening).await;
+        }
+        result
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains, acknowledges and closes.
+    ///
+    /// Installs a log subscriber on stderr (`RUST_LOG`, default `info`) if
+    /// none is set. A second signal during the drain exits at once (what was
+    /// not acknowledged is redelivered).
+    pub async fn run_until_signal(self) -> Result<RunSummary, pythia_core::Error> {
+        crate::init_tracing();
+        self.run(async {
+            pythia_core::shutdown::signal().await;
+            tokio::spawn(async {
+                pythia_core::shutdown::signal().await;
+                tracing::warn!("second signal: exiting without finishing the drain");
+                std::process::exit(130);
+            });
+        })
+        .await
+    }
+}
+
+/// Calls each listener with each event until the run's senders are gone.
+async fn call(mut events: broadcast::Receiver<WorkerEvent>, listeners: Vec<Listener>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => listeners.iter().for_each(|listen| listen(&event)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "event listeners fell behind; the oldest events were dropped"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
