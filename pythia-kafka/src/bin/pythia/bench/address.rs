@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -291,7 +292,15 @@ impl Plan<'_> {
 
     /// Runs one side in a process of its own and reads its report.
     fn run_side(&self, side: Side, group: &str, args: &Args) -> anyhow::Result<SideReport> {
-        let out = Command::new(std::env::current_exe().context("finding this program")?)
+        let mut command = Command::new(std::env::current_exe().context("finding this program")?);
+        // SAFETY: as for the broker: a side outlives no dead bench.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let out = command
             .args(["bench-side", "--side", side.name()])
             .args(["--brokers", self.broker.bootstrap()])
             .args(["--topic", &self.topic.name, "--output", self.output])
@@ -468,6 +477,15 @@ impl Broker {
         command.arg("broker");
         for (name, partitions) in topics {
             command.arg("--topic").arg(format!("{name}:{partitions}"));
+        }
+        // SAFETY: only async-signal-safe calls between fork and exec. The
+        // broker is stopped by `Drop`; should this process die first, the
+        // kernel stops it too, instead of leaving it behind.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
         }
         let mut child = command
             .env("RUST_LOG", "warn")
