@@ -11,7 +11,7 @@
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-pub use crate::endpoint::{Bound, Endpoint, Server};
+pub use crate::endpoint::{Bound, Endpoint, Limits, Server};
 pub use crate::events::Events;
 pub use crate::health::{Health, StallDetector};
 pub use crate::metrics::{PartitionLag, lag};

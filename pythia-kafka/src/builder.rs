@@ -1,5 +1,6 @@
 //! The one way to set up a worker's run on Kafka: a builder.
 
+use axum::Router;
 use pythia_core::Worker;
 use pythia_core::events::WorkerEvent;
 use pythia_core::layer::{Layer, LayerExt, Layered};
@@ -55,6 +56,7 @@ pub struct Builder<W> {
     worker: W,
     config: Option<Config>,
     listeners: Vec<Listener>,
+    routes: Router,
 }
 
 impl<W: Worker> Builder<W> {
@@ -63,6 +65,7 @@ impl<W: Worker> Builder<W> {
             worker,
             config: None,
             listeners: Vec::new(),
+            routes: Router::new(),
         }
     }
 
@@ -81,6 +84,7 @@ impl<W: Worker> Builder<W> {
             worker: self.worker.layer(layer),
             config: self.config,
             listeners: self.listeners,
+            routes: self.routes,
         }
     }
 
@@ -89,6 +93,26 @@ impl<W: Worker> Builder<W> {
     /// the oldest events once 1,024 are waiting).
     pub fn on_event(mut self, listener: impl Fn(&WorkerEvent) + Send + Sync + 'static) -> Self {
         self.listeners.push(Box::new(listener));
+        self
+    }
+
+    /// Serves the routes of `router` on the worker's endpoint, beside
+    /// `/metrics` and `/health/*` (when `metrics.address` is set).
+    ///
+    /// ```no_run
+    /// use axum::{Router, routing::get}; // axum 0.8
+    /// # use pythia_kafka::prelude::*;
+    /// # fn demo<W: pythia_kafka::Worker>(worker: W) -> Result<(), pythia_kafka::Error> {
+    /// let version = Router::new().route("/version", get(|| async { env!("CARGO_PKG_VERSION") }));
+    /// let worker = KafkaWorker::builder(worker).routes(version).build()?;
+    /// # drop(worker); Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// At [`Builder::build`], when a route is one the endpoint serves already.
+    pub fn routes(mut self, router: Router) -> Self {
+        self.routes = self.routes.merge(router);
         self
     }
 
@@ -101,7 +125,7 @@ impl<W: Worker> Builder<W> {
             Some(config) => config,
             None => Config::for_worker::<W>()?,
         };
-        let mut worker = KafkaWorker::connect(self.worker, config)?;
+        let mut worker = KafkaWorker::connect_with_routes(self.worker, config, self.routes)?;
         if !self.listeners.is_empty() {
             worker.listen(self.listeners);
         }
@@ -115,6 +139,6 @@ impl<W> std::fmt::Debug for Builder<W> {
             .field("worker", &std::any::type_name::<W>())
             .field("config", &self.config.is_some())
             .field("listeners", &self.listeners.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }

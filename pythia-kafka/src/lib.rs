@@ -66,7 +66,7 @@ pub use lag::{LagReader, lag_json};
 pub use log::{LogConfig, LogFormat, Telemetry, init_logs, init_telemetry};
 pub use otel::OtelConfig;
 pub use pipeline::{Pipeline, PipelineBuilder, StageSummary};
-pub use replay::{ReplayOptions, ReplaySummary, replay_dead_letters};
+pub use replay::{ReplayOptions, ReplaySummary, replay_dead_letters, replay_selected};
 pub use run::{EMBEDDED_FETCH_WAIT, KafkaWorker, WorkerExt};
 pub use sink::KafkaSink;
 pub use source::{KafkaAcker, KafkaSource};

@@ -157,6 +157,11 @@ fn install(config: &LogConfig, mut extra: Vec<Box<dyn Layer<Registry> + Send + S
     extra.insert(0, lines.with_filter(env_filter()).boxed());
     tracing_subscriber::registry()
         .with(extra)
+        // The same filter over the whole stack as well: with only per-layer
+        // filters, a librdkafka record the filter turns down (`log` records,
+        // asked `enabled` and never sent) left the next event of that
+        // thread dropped, such as the line logged after creating a client.
+        .with(env_filter())
         .try_init()
         .is_ok()
 }

@@ -1,5 +1,5 @@
-//! A worker's observability: its metrics, the `/metrics` and `/health/*`
-//! endpoint, and the lag monitor that keeps lag, readiness and liveness true.
+//! A worker's observability: its metrics, the `/metrics`, `/health/*` and
+//! `/status` endpoint, and the lag monitor that keeps lag, readiness and liveness true.
 //!
 //! The lag monitor is a thread of its own with its own broker clients (see
 //! [`crate::lag`]): every `metrics.lag_interval` it reads the lag of the
@@ -17,9 +17,11 @@
 //! readiness missed entirely).
 
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use pythia_core::connector::{Bound, Endpoint, Health, Server, StallDetector};
 use pythia_core::{Metrics, PartitionId, Status};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -44,6 +46,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct Observer {
     pub(crate) metrics: Metrics,
     health: Health,
+    /// The run's status once it starts, for `/status`.
+    status: StatusSlot,
     bound: Bound,
     config: Config,
 }
@@ -59,18 +63,32 @@ pub(crate) struct Running {
 
 impl Observer {
     /// Binds the endpoint now, so a bad or taken address fails at start.
-    pub(crate) fn new(config: &Config) -> Result<Option<Self>, KafkaError> {
+    /// `routes` are served beside `/metrics`, `/health/*` and `/status`;
+    /// `member` is the consumer's `client.id`.
+    pub(crate) fn new(
+        config: &Config,
+        member: &str,
+        routes: Router,
+    ) -> Result<Option<Self>, KafkaError> {
         let Some(address) = config.metrics.socket_address()? else {
             return Ok(None);
         };
         let metrics = Metrics::new();
         let health = Health::new();
+        let status = StatusSlot::default();
+        let about = About {
+            client_id: member.to_owned(),
+            group: config.kafka.group.clone().unwrap_or_default(),
+        };
         let bound = Endpoint::new(metrics.clone())
             .health(health.clone())
+            .merge(status_route(about, health.clone(), status.clone()))
+            .merge(routes)
             .bind(address, "metrics.address")?;
         Ok(Some(Self {
             metrics,
             health,
+            status,
             bound,
             config: config.clone(),
         }))
@@ -79,6 +97,7 @@ impl Observer {
     /// Starts serving and monitoring the run whose status is `status`.
     pub(crate) fn start(self, status: watch::Receiver<Status>) -> Result<Running, KafkaError> {
         self.health.watch(status.clone());
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
         let server = self.bound.spawn();
         let group = self.config.kafka.group.clone().unwrap_or_default();
         let reader = LagReader::new(&self.config.kafka, &group, REQUEST_TIMEOUT)?;
@@ -115,6 +134,63 @@ impl Observer {
             threads,
         })
     }
+}
+
+type StatusSlot = Arc<Mutex<Option<watch::Receiver<Status>>>>;
+
+/// Who the instance is, for `/status`.
+struct About {
+    client_id: String,
+    group: String,
+}
+
+/// `GET /status`: the instance's identity, assigned partitions, liveness and
+/// readiness with their reasons, as JSON (read by `pythia console`).
+fn status_route(about: About, health: Health, status: StatusSlot) -> Router {
+    use axum::{Json, routing::get};
+    let about = Arc::new(about);
+    Router::new().route(
+        "/status",
+        get(move || {
+            let (about, health, status) = (about.clone(), health.clone(), status.clone());
+            async move {
+                let status = status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|s| s.borrow().clone())
+                    .unwrap_or_default();
+                Json(status_json(&about, &status, health.live(), health.ready()))
+            }
+        }),
+    )
+}
+
+fn status_json(
+    about: &About,
+    status: &Status,
+    live: Result<(), String>,
+    ready: Result<String, String>,
+) -> serde_json::Value {
+    let assigned: Vec<serde_json::Value> = status
+        .assigned
+        .iter()
+        .map(|p| serde_json::json!({"topic": p.topic(), "partition": p.index()}))
+        .collect();
+    let (ready, ready_why) = match ready {
+        Ok(summary) => (true, summary),
+        Err(reason) => (false, reason),
+    };
+    serde_json::json!({
+        "client_id": about.client_id,
+        "group": about.group,
+        "phase": format!("{:?}", status.phase).to_lowercase(),
+        "assigned": assigned,
+        "live": live.is_ok(),
+        "live_reason": live.err(),
+        "ready": ready,
+        "ready_reason": ready_why,
+    })
 }
 
 fn spawn(
@@ -229,5 +305,34 @@ impl Monitor {
                 tracing::warn!(%error, "cannot read consumer lag");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_the_instance_its_partitions_and_why_it_is_not_ready() {
+        let about = About {
+            client_id: "billing-0".into(),
+            group: "billing".into(),
+        };
+        let mut status = Status::default();
+        status.phase = pythia_core::Phase::Running;
+        status.assigned = vec![PartitionId::new("orders", 1), PartitionId::new("orders", 3)];
+        let json = status_json(
+            &about,
+            &status,
+            Err("stalled: orders/1".into()),
+            Err("broker unreachable: timeout".into()),
+        );
+        assert_eq!(json["client_id"], "billing-0");
+        assert_eq!(json["phase"], "running");
+        assert_eq!(json["assigned"][1]["partition"], 3);
+        assert_eq!(json["live"], false);
+        assert_eq!(json["live_reason"], "stalled: orders/1");
+        assert_eq!(json["ready"], false);
+        assert_eq!(json["ready_reason"], "broker unreachable: timeout");
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use pythia_core::dead_letter::header;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -204,23 +204,46 @@ pub fn replay_dead_letters(
         if options.dry_run {
             continue;
         }
-        let mut headers = OwnedHeaders::new();
-        if let Some(hs) = message.headers() {
-            for h in hs.iter().filter(|h| !h.key.starts_with(header::PREFIX)) {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&target).headers(headers);
-        record.payload = message.payload();
-        record.key = message.key();
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(error, _)| KafkaError::Client(error))?;
+        let delivery = resend(&producer, &message, &target)?;
         deliveries.push((target, delivery));
     }
+    confirm(deliveries)?;
+    if !options.dry_run && !next.is_empty() {
+        let mut commit = TopicPartitionList::new();
+        for (partition, offset) in &next {
+            commit.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        consumer.commit(&commit, CommitMode::Sync)?;
+    }
+    Ok(summary)
+}
+
+/// Sends `message` (key, payload, and its headers but the `pythia.dlq.*`
+/// ones) to `target`; the returned future settles with the delivery.
+fn resend(
+    producer: &FutureProducer,
+    message: &impl rdkafka::Message,
+    target: &str,
+) -> Result<DeliveryFuture, KafkaError> {
+    let mut headers = OwnedHeaders::new();
+    if let Some(hs) = message.headers() {
+        for h in hs.iter().filter(|h| !h.key.starts_with(header::PREFIX)) {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(target).headers(headers);
+    record.payload = message.payload();
+    record.key = message.key();
+    producer
+        .send_result(record)
+        .map_err(|(error, _)| KafkaError::Client(error))
+}
+
+/// Waits for every delivery; the first failure is the error.
+fn confirm(deliveries: Vec<(String, DeliveryFuture)>) -> Result<(), KafkaError> {
     for (target, delivery) in deliveries {
         match futures::executor::block_on(delivery) {
             Ok(Ok(_)) => {}
@@ -236,12 +259,101 @@ pub fn replay_dead_letters(
             }
         }
     }
-    if !options.dry_run && !next.is_empty() {
-        let mut commit = TopicPartitionList::new();
-        for (partition, offset) in &next {
-            commit.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    Ok(())
+}
+
+/// Replays the chosen dead letters of `dead_letter_topic`, each named by
+/// `(partition, offset)`, to their original topics (or to `to`), and
+/// returns once every send is confirmed. No consumer group is involved:
+/// what `pythia dlq replay` will read next does not move. Reduced dead
+/// letters and those with no original topic (and no `to`) are skipped, as
+/// [`replay_dead_letters`] does.
+///
+/// ```no_run
+/// # fn demo(kafka: &pythia_kafka::KafkaConfig) -> Result<(), pythia_kafka::KafkaError> {
+/// use std::time::Duration;
+/// let summary = pythia_kafka::replay_selected(kafka, "orders.dlq", &[(0, 41)], None, Duration::from_secs(10))?;
+/// assert!(summary.total() + summary.skipped == 1);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// When a chosen dead letter does not exist or cannot be read within
+/// `timeout` (then nothing is sent), or a send fails.
+pub fn replay_selected(
+    kafka: &KafkaConfig,
+    dead_letter_topic: &str,
+    chosen: &[(i32, i64)],
+    to: Option<&str>,
+    timeout: Duration,
+) -> Result<ReplaySummary, KafkaError> {
+    let mut consumer_config: ClientConfig = kafka.base();
+    consumer_config
+        .set("group.id", "pythia-dlq-select")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = consumer_config.create()?;
+    let producer: FutureProducer = kafka.producer_client_config()?.create()?;
+    // Read every chosen dead letter before sending any, so a missing one
+    // fails the replay with nothing sent.
+    let mut messages = Vec::with_capacity(chosen.len());
+    for &(partition, offset) in chosen {
+        let missing = || {
+            KafkaError::Replay(format!(
+                "dead letter {dead_letter_topic}/{partition}@{offset} does not exist; nothing replayed"
+            ))
+        };
+        let (low, high) = consumer.fetch_watermarks(dead_letter_topic, partition, timeout)?;
+        if offset < low || offset >= high {
+            return Err(missing());
         }
-        consumer.commit(&commit, CommitMode::Sync)?;
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset(dead_letter_topic, partition, Offset::Offset(offset))?;
+        consumer.assign(&at)?;
+        let deadline = Instant::now() + timeout;
+        let message = loop {
+            if Instant::now() > deadline {
+                return Err(KafkaError::Replay(format!(
+                    "dead letter {dead_letter_topic}/{partition}@{offset} not read within {timeout:?}; nothing replayed"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) if m.partition() == partition && m.offset() == offset => {
+                    break m.detach();
+                }
+                Some(Ok(m)) if m.partition() == partition && m.offset() > offset => {
+                    return Err(missing());
+                }
+                Some(Err(error)) => return Err(error.into()),
+                _ => {}
+            }
+        };
+        messages.push(message);
     }
+    let _ = consumer.unassign();
+    let mut summary = ReplaySummary::default();
+    let mut deliveries = Vec::new();
+    for message in &messages {
+        let value = |name: &str| {
+            message.headers().and_then(|hs| {
+                hs.iter()
+                    .filter(|h| h.key == name)
+                    .last()
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        };
+        let target = to.map(str::to_owned).or_else(|| value(header::TOPIC));
+        match target {
+            Some(target) if value(header::TRUNCATED).is_none() => {
+                deliveries.push((target.clone(), resend(&producer, message, &target)?));
+                *summary.replayed.entry(target).or_default() += 1;
+            }
+            _ => summary.skipped += 1,
+        }
+    }
+    confirm(deliveries)?;
     Ok(summary)
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::Router;
 use pythia_core::connector::{Identity, Runtime};
 use pythia_core::events::{Events, WorkerEvent};
 use pythia_core::{RunSummary, Status, Worker};
@@ -167,7 +168,16 @@ impl<W: Worker> KafkaWorker<W> {
     /// --describe` tell the copies apart; the member id the group gives it
     /// is logged with each assignment and reachable as
     /// [`Context::member_id`](pythia_core::Context::member_id).
-    pub(crate) fn connect(worker: W, mut config: Config) -> Result<Self, pythia_core::Error> {
+    pub(crate) fn connect(worker: W, config: Config) -> Result<Self, pythia_core::Error> {
+        Self::connect_with_routes(worker, config, Router::new())
+    }
+
+    /// [`KafkaWorker::connect`], with `routes` merged into the endpoint.
+    pub(crate) fn connect_with_routes(
+        worker: W,
+        mut config: Config,
+        routes: Router,
+    ) -> Result<Self, pythia_core::Error> {
         config.validate()?;
         let telemetry = config.clone();
         let worker = Arc::new(worker);
@@ -175,7 +185,7 @@ impl<W: Worker> KafkaWorker<W> {
         let name = config.name().to_owned();
         let identity = Identity::new(&config.worker.instance_name());
         let member = format!("{name}-{}", identity.instance());
-        let observer = Observer::new(&config)?;
+        let observer = Observer::new(&config, &member, routes)?;
         let metrics = observer.as_ref().map(|o| o.metrics.clone());
         let sink = Arc::new(KafkaSink::new(&config.kafka)?);
         let source =

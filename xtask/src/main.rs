@@ -2,7 +2,7 @@
 //!
 //! `cargo xtask test` is the README's test command and what CI runs: it
 //! installs what the suite needs (Prometheus, iproute2, Tansu, the deploy
-//! checks' tools), then runs every step even when one fails, and ends with a
+//! checks' tools, Chromium and Playwright for the console's browser test), then runs every step even when one fails, and ends with a
 //! table of the steps and an exit code that is non-zero if any failed.
 
 #![forbid(unsafe_code)]
@@ -97,6 +97,11 @@ fn prepare(root: &Path) -> Result<PathBuf, String> {
     println!("{:<10} {}", "tansu", tansu.display());
     prereq::rabbitmq()?;
     println!("{:<10} {}", "rabbitmq", prereq::RABBITMQ_ADDRESS);
+    prereq::playwright(root)?;
+    println!(
+        "{:<10} tests/console/node_modules/playwright-core",
+        "playwright"
+    );
     if let Some(gap) = prereq::netns_gap() {
         println!("note: {gap}");
     }

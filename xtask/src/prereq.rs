@@ -75,7 +75,12 @@ pub(crate) const NEEDS: &[Need] = &[
     Need {
         command: "npm",
         package: "npm",
-        for_what: "installing the CRD schemas of deploy/check/package.json",
+        for_what: "installing the CRD schemas of deploy/check/package.json and playwright-core for tests/console",
+    },
+    Need {
+        command: "chromium",
+        package: "chromium",
+        for_what: "tests/console_browser.rs (the console in headless Chromium, driven by Playwright)",
     },
 ];
 
@@ -337,6 +342,28 @@ pub(crate) fn tansu(root: &Path) -> Result<PathBuf, String> {
     }
     let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     Ok(PathBuf::from(path))
+}
+
+/// Installs the npm package `playwright-core` (pinned by
+/// `tests/console/package-lock.json`) for the console's browser test.
+pub(crate) fn playwright(root: &Path) -> Result<(), String> {
+    let dir = root.join("tests/console");
+    let installed = dir.join("node_modules/playwright-core/package.json");
+    let out = Command::new("npm")
+        .current_dir(&dir)
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status();
+    match out {
+        Ok(status) if status.success() && installed.is_file() => Ok(()),
+        Ok(status) => Err(format!(
+            "`npm ci` in tests/console failed ({status}): the npm package `playwright-core` is needed by tests/console_browser.rs; install it with `cd tests/console && npm ci`"
+        )),
+        Err(e) => Err(format!(
+            "running npm in tests/console: {e}; the npm package `playwright-core` is needed by tests/console_browser.rs"
+        )),
+    }
 }
 
 /// Why the network-fault tests will skip here, if they will: they need root

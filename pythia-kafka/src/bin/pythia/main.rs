@@ -44,6 +44,9 @@ enum Command {
     /// Dead-letter topics.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Serve a web console: groups, instances, lag over time, dead letters
+    /// (replay with --allow-replay). Prints `serving=http://<addr>`.
+    Console(console::ConsoleArgs),
     /// Run worker processes in one group under a load and report throughput,
     /// latency, duplicates, losses and scaling efficiency.
     Loadtest(loadtest::Args),
@@ -64,9 +67,8 @@ enum DlqCommand {
     /// the cause is fixed. Reads up to the topic's end at the start, commits
     /// after every send is confirmed, and prints `replayed=<n> skipped=<n>`.
     Replay {
-        /// Bootstrap servers (host:port,...).
-        #[arg(long, env = "PYTHIA_KAFKA__BROKERS")]
-        brokers: String,
+        #[command(flatten)]
+        cluster: cluster::ClusterArgs,
         /// The dead-letter topic, e.g. orders.dlq.
         #[arg(long)]
         topic: String,
@@ -82,6 +84,9 @@ enum DlqCommand {
         /// Count what would be replayed, per target topic, and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Longest wait for the broker in each step.
+        #[arg(long, default_value = "30s", value_parser = lag::humantime_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -100,6 +105,8 @@ fn parse_topic(spec: &str) -> Result<(String, i32), String> {
     Ok((name.to_owned(), partitions))
 }
 
+mod cluster;
+mod console;
 mod lag;
 
 #[tokio::main(flavor = "current_thread")]
@@ -131,21 +138,23 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("embedded broker stopped");
         }
         Command::Lag(args) => lag::run(args).await?,
+        Command::Console(args) => console::run(args).await?,
         Command::Dlq(DlqCommand::Replay {
-            brokers,
+            cluster,
             topic,
             to,
             group,
             limit,
             dry_run,
+            timeout,
         }) => {
-            let mut kafka = pythia_kafka::KafkaConfig::default();
-            kafka.brokers = Some(brokers);
+            let kafka = cluster.kafka()?;
             let mut options = pythia_kafka::ReplayOptions::new(topic);
             options.to = to;
             options.group = group;
             options.limit = limit;
             options.dry_run = dry_run;
+            options.timeout = timeout;
             let summary = tokio::task::spawn_blocking(move || {
                 pythia_kafka::replay_dead_letters(&kafka, &options)
             })

@@ -1,21 +1,25 @@
 //! `pythia lag`: a group's lag read from the broker, printed once or exported.
 
+mod exporter;
+
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use pythia_core::Metrics;
 use pythia_core::connector::Endpoint;
 use pythia_core::metrics::PartitionLag;
-use pythia_kafka::{KafkaConfig, LagReader, lag_json};
+use pythia_kafka::{LagReader, lag_json};
+
+use crate::cluster::ClusterArgs;
+use exporter::Exporter;
 
 #[derive(clap::Args)]
 pub(crate) struct LagArgs {
-    /// Bootstrap servers, host:port[,host:port].
-    #[arg(long)]
-    brokers: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// The consumer group.
     #[arg(long)]
     group: String,
@@ -26,6 +30,8 @@ pub(crate) struct LagArgs {
     #[arg(long)]
     json: bool,
     /// Keep running as an exporter on ADDR (IP:PORT): /metrics and /lag.
+    /// When a read fails, or none succeeds for two intervals, the lag series
+    /// are dropped, pythia_lag_exporter_up is 0 and /lag answers 503.
     #[arg(long, value_name = "ADDR")]
     serve: Option<SocketAddr>,
     /// How often the exporter reads the lag.
@@ -36,23 +42,20 @@ pub(crate) struct LagArgs {
     timeout: Duration,
 }
 
-fn humantime_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn humantime_duration(text: &str) -> Result<Duration, String> {
     humantime_serde::re::humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration like 5s or 500ms: {e}"))
 }
 
 pub(crate) async fn run(args: LagArgs) -> anyhow::Result<()> {
-    let mut kafka = KafkaConfig::default();
-    kafka.brokers = Some(args.brokers.clone());
+    let kafka = args.cluster.kafka()?;
+    let brokers = ClusterArgs::brokers_of(&kafka).to_owned();
     let mut reader =
         LagReader::new(&kafka, &args.group, args.timeout).context("creating the broker clients")?;
-    let lags = reader.read(&args.topics, None).with_context(|| {
-        format!(
-            "reading the lag of group `{}` from {}",
-            args.group, args.brokers
-        )
-    })?;
     let Some(address) = args.serve else {
+        let lags = reader
+            .read(&args.topics, None)
+            .with_context(|| format!("reading the lag of group `{}` from {brokers}", args.group))?;
         let mut stdout = std::io::stdout().lock();
         if args.json {
             writeln!(stdout, "{}", lag_json(&args.group, &lags))?;
@@ -63,61 +66,52 @@ pub(crate) async fn run(args: LagArgs) -> anyhow::Result<()> {
     };
 
     let metrics = Metrics::new();
-    let latest = Arc::new(Mutex::new(lags));
-    publish(
-        &metrics,
-        &args.group,
-        &[],
-        &latest.lock().unwrap_or_else(|p| p.into_inner()),
-    );
-    let json = {
-        let (latest, group) = (latest.clone(), args.group.clone());
-        move || lag_json(&group, &latest.lock().unwrap_or_else(|p| p.into_inner())).to_string()
-    };
-    let bound = Endpoint::new(metrics.clone())
-        .json("/lag", json)
+    let exporter = Arc::new(Exporter::new(metrics.clone(), &args.group, args.interval)?);
+    // A first read before serving, so the first scrape has values; a broker
+    // that does not answer yet is not fatal: the exporter reports it.
+    let read = reader.read(&args.topics, None).map_err(|e| e.to_string());
+    exporter.record(read, Instant::now());
+    let bound = Endpoint::new(metrics)
+        .merge(exporter.clone().router())
         .bind(address, "--serve")?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "serving={}", bound.local_addr())?;
     stdout.flush()?;
     drop(stdout);
-    let _server = bound.spawn();
-    let (group, topics, interval) = (args.group.clone(), args.topics.clone(), args.interval);
-    let reading = tokio::task::spawn_blocking(move || {
-        loop {
-            std::thread::sleep(interval);
-            match reader.read(&topics, None) {
-                Ok(lags) => {
-                    let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
-                    publish(&metrics, &group, &latest, &lags);
-                    *latest = lags;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the lag; keeping the last values")
-                }
+    let server = bound.spawn();
+    let (topics, interval) = (args.topics.clone(), args.interval);
+    let reads = exporter.clone();
+    // Reads block (librdkafka calls): a thread of their own, not the
+    // runtime's blocking pool, which would hold the exit up until the
+    // endless loop returns.
+    let (ended, reading) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("pythia-lag-reader".into())
+        .spawn(move || {
+            let _ended = ended;
+            let mut last = Instant::now();
+            loop {
+                std::thread::sleep(interval.saturating_sub(last.elapsed()));
+                last = Instant::now();
+                let read = reader.read(&topics, None).map_err(|e| e.to_string());
+                reads.record(read, Instant::now());
             }
+        })
+        .context("starting the lag reader")?;
+    // Staleness moves on while a read hangs.
+    let ticking = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            exporter.refresh(Instant::now());
         }
-    });
+    };
     tokio::select! {
         () = pythia_core::shutdown::signal() => {}
         _ = reading => {}
+        () = ticking => {}
     }
+    server.shutdown().await;
     Ok(())
-}
-
-/// Sets the gauges of `now` and removes those of partitions that went away.
-fn publish(metrics: &Metrics, group: &str, before: &[PartitionLag], now: &[PartitionLag]) {
-    for old in before {
-        if !now
-            .iter()
-            .any(|p| p.topic == old.topic && p.partition == old.partition)
-        {
-            metrics.remove_partition(group, &old.topic, old.partition);
-        }
-    }
-    for lag in now {
-        metrics.set_partition_lag(group, lag);
-    }
 }
 
 fn print_table(out: &mut impl Write, group: &str, lags: &[PartitionLag]) -> std::io::Result<()> {
