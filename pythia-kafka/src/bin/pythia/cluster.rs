@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use pythia_kafka::{Config, ConfigLoader, KafkaConfig};
+use rdkafka::ClientConfig;
 
 /// The flags every cluster command shares.
 #[derive(clap::Args, Debug, Clone)]
@@ -58,9 +59,50 @@ impl ClusterArgs {
     }
 }
 
+/// The properties that reach `kafka`'s brokers — their addresses and the
+/// SASL/TLS settings — and none of Pythia's client defaults: what a plain
+/// rdkafka client of a benchmark or load test starts from.
+pub(crate) fn connection(kafka: &KafkaConfig) -> anyhow::Result<ClientConfig> {
+    let full = kafka.producer_client_config()?;
+    let mut connection = ClientConfig::new();
+    for (name, value) in full.config_map() {
+        if is_connection(name) {
+            connection.set(name, value);
+        }
+    }
+    Ok(connection)
+}
+
+fn is_connection(name: &str) -> bool {
+    name == "bootstrap.servers"
+        || ["security.", "sasl.", "ssl."]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_connection_and_security_properties_are_a_connection() {
+        for name in [
+            "bootstrap.servers",
+            "security.protocol",
+            "sasl.password",
+            "ssl.ca.location",
+        ] {
+            assert!(is_connection(name), "{name}");
+        }
+        for name in [
+            "linger.ms",
+            "enable.idempotence",
+            "compression.type",
+            "queued.max.messages.kbytes",
+        ] {
+            assert!(!is_connection(name), "{name}");
+        }
+    }
 
     fn args(brokers: Option<&str>) -> ClusterArgs {
         ClusterArgs {

@@ -118,7 +118,7 @@ pub(crate) fn run(args: SideArgs) -> anyhow::Result<()> {
     )
     .context("loading the configuration")?;
     let progress = Arc::new(Progress::new(args.messages));
-    let connection = connection(&config)?;
+    let connection = crate::cluster::connection(&config.kafka)?;
     let (consumer, producer) = match args.side {
         Side::Raw | Side::Fastest | Side::PipelineRaw => {
             let consumer = baseline::consumer_config(&connection, &args.group);
@@ -191,26 +191,6 @@ pub(crate) fn run(args: SideArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The connection properties of `config`: the brokers and their security
-/// settings, nothing of Pythia's own defaults.
-fn connection(config: &Config) -> anyhow::Result<ClientConfig> {
-    let full = config.kafka.producer_client_config()?;
-    let mut connection = ClientConfig::new();
-    for (name, value) in full.config_map() {
-        if is_connection(name) {
-            connection.set(name, value);
-        }
-    }
-    Ok(connection)
-}
-
-fn is_connection(name: &str) -> bool {
-    name == "bootstrap.servers"
-        || ["security.", "sasl.", "ssl."]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-}
-
 /// The properties as set, with secrets hidden.
 fn shown(config: &ClientConfig) -> BTreeMap<String, String> {
     config
@@ -237,26 +217,6 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_connection_and_security_properties_reach_the_baselines() {
-        for name in [
-            "bootstrap.servers",
-            "security.protocol",
-            "sasl.password",
-            "ssl.ca.location",
-        ] {
-            assert!(is_connection(name), "{name}");
-        }
-        for name in [
-            "linger.ms",
-            "enable.idempotence",
-            "compression.type",
-            "queued.min.messages",
-        ] {
-            assert!(!is_connection(name), "{name}");
-        }
-    }
 
     #[test]
     fn secrets_are_not_shown() {

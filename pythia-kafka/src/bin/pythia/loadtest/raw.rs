@@ -91,17 +91,7 @@ pub(crate) fn run(work: Work) -> anyhow::Result<()> {
 /// its raw `[kafka.consumer]` properties and group protocol; librdkafka's
 /// defaults for the rest but the fetch backoff (see `pythia bench`).
 fn client_config(config: &Config) -> anyhow::Result<ClientConfig> {
-    let full = config.kafka.consumer_client_config("loadtest-raw")?;
-    let mut client = ClientConfig::new();
-    for (name, value) in full.config_map() {
-        let connection = name == "bootstrap.servers"
-            || ["security.", "sasl.", "ssl."]
-                .iter()
-                .any(|p| name.starts_with(p));
-        if connection {
-            client.set(name, value);
-        }
-    }
+    let mut client = crate::cluster::connection(&config.kafka)?;
     client
         .set(
             "group.id",
