@@ -13,6 +13,10 @@ use crate::config::Config;
 /// The filter when `RUST_LOG` is not set.
 const DEFAULT_FILTER: &str = "info,librdkafka=warn,rdkafka=warn";
 
+/// Where the runtime makes each message's (debug-level) span, which trace
+/// export takes whatever the log filter says.
+const MESSAGE_SPANS: &str = "pythia_core::lane::span=debug";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,14 +158,24 @@ fn install(config: &LogConfig, mut extra: Vec<Box<dyn Layer<Registry> + Send + S
         LogFormat::Human => lines.with_ansi(std::io::stderr().is_terminal()).boxed(),
         LogFormat::Json => lines.json().with_current_span(true).boxed(),
     };
+    // The same filter over the whole stack as well: with only per-layer
+    // filters, a librdkafka record the filter turns down (`log` records,
+    // asked `enabled` and never sent) left the next event of that thread
+    // dropped, such as the line logged after creating a client. Trace export
+    // (the `extra` layers) takes each message's span whatever the level, so
+    // the stack lets those through too.
+    let mut global = env_filter();
+    if !extra.is_empty() {
+        global = global.add_directive(
+            MESSAGE_SPANS
+                .parse()
+                .expect("the message spans' directive parses"),
+        );
+    }
     extra.insert(0, lines.with_filter(env_filter()).boxed());
     tracing_subscriber::registry()
         .with(extra)
-        // The same filter over the whole stack as well: with only per-layer
-        // filters, a librdkafka record the filter turns down (`log` records,
-        // asked `enabled` and never sent) left the next event of that
-        // thread dropped, such as the line logged after creating a client.
-        .with(env_filter())
+        .with(global)
         .try_init()
         .is_ok()
 }
