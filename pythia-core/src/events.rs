@@ -19,6 +19,46 @@ use crate::message::PartitionId;
 /// Events a subscriber may lag behind before it misses the oldest.
 pub const EVENT_BUFFER: usize = 1024;
 
+/// A callback for each of a run's events, as a connector's builder takes it.
+pub type Listener = Box<dyn Fn(&WorkerEvent) + Send + Sync>;
+
+/// Calls each of `listeners` with each event `events` receives, until the
+/// run's senders are gone; a listener that falls behind is told how many
+/// events it missed, in a warning. Connectors spawn it beside a run.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::{Arc, Mutex};
+/// use pythia_core::events::{Events, Listener, WorkerEvent, call_listeners};
+/// let events = Events::new();
+/// let seen = Arc::new(Mutex::new(0));
+/// let count = seen.clone();
+/// let listener: Listener = Box::new(move |_| *count.lock().unwrap() += 1);
+/// let calling = tokio::spawn(call_listeners(events.subscribe(), vec![listener]));
+/// events.emit(|| WorkerEvent::Failed { error: "boom".into() });
+/// drop(events);
+/// calling.await.unwrap();
+/// assert_eq!(*seen.lock().unwrap(), 1);
+/// # });
+/// ```
+pub async fn call_listeners(
+    mut events: broadcast::Receiver<WorkerEvent>,
+    listeners: Vec<Listener>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(event) => listeners.iter().for_each(|listen| listen(&event)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "event listeners fell behind; the oldest events were dropped"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Something that happened to a worker.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -10,13 +10,14 @@ use pythia_core::{RunSummary, Status, Worker};
 use tokio::sync::{broadcast, watch};
 
 use crate::admin::DeadLetterTopics;
-use crate::builder::{Builder, Listener};
+use crate::builder::Builder;
 use crate::config::{Config, GroupProtocol};
 use crate::embedded::EmbeddedBroker;
 use crate::error::KafkaError;
 use crate::observe::Observer;
 use crate::sink::KafkaSink;
 use crate::source::KafkaSource;
+use pythia_core::events::{Listener, call_listeners};
 
 /// Consumer property set for the embedded broker unless given.
 ///
@@ -273,7 +274,7 @@ impl<W: Worker> KafkaWorker<W> {
             .map(|topics| tokio::spawn(topics.ensure()));
         let listening = self
             .listeners
-            .map(|(events, listeners)| tokio::spawn(call(events, listeners)));
+            .map(|(events, listeners)| tokio::spawn(call_listeners(events, listeners)));
         let result = self.runtime.run(shutdown).await;
         if let Some(creating) = creating {
             creating.abort();
@@ -307,21 +308,5 @@ impl<W: Worker> KafkaWorker<W> {
         // Sending the last spans blocks until the collector answers.
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         result
-    }
-}
-
-/// Calls each listener with each event until the run's senders are gone.
-async fn call(mut events: broadcast::Receiver<WorkerEvent>, listeners: Vec<Listener>) {
-    loop {
-        match events.recv().await {
-            Ok(event) => listeners.iter().for_each(|listen| listen(&event)),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "event listeners fell behind; the oldest events were dropped"
-                );
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
     }
 }

@@ -1,14 +1,11 @@
 //! The one way to set up a worker's run on RabbitMQ: a builder.
 
 use pythia_core::Worker;
-use pythia_core::events::WorkerEvent;
+use pythia_core::events::{Listener, WorkerEvent};
 use pythia_core::layer::{Layer, LayerExt, Layered};
 
 use crate::config::Config;
 use crate::run::RabbitWorker;
-
-/// A callback for each of a run's events.
-pub(crate) type Listener = Box<dyn Fn(&WorkerEvent) + Send + Sync>;
 
 /// Sets up a worker's run: its configuration, layers around `process`, and
 /// callbacks for its events. Start with [`RabbitWorker::builder`].

@@ -8,11 +8,12 @@ use pythia_core::events::{Events, WorkerEvent};
 use pythia_core::{RunSummary, Status, Worker};
 use tokio::sync::{broadcast, watch};
 
-use crate::builder::{Builder, Listener};
+use crate::builder::Builder;
 use crate::config::Config;
 use crate::observe::Observer;
 use crate::sink::RabbitSink;
 use crate::source::RabbitSource;
+use pythia_core::events::{Listener, call_listeners};
 
 /// A worker set up on a RabbitMQ queue, not yet consuming: what
 /// [`Builder::build`] returns. It connects when the run starts, and again
@@ -113,7 +114,7 @@ impl<W: Worker> RabbitWorker<W> {
         });
         let listening = self
             .listeners
-            .map(|(events, listeners)| tokio::spawn(call(events, listeners)));
+            .map(|(events, listeners)| tokio::spawn(call_listeners(events, listeners)));
         let result = self.runtime.run(shutdown).await;
         self.sink.close().await;
         if let Some(listening) = listening {
@@ -138,21 +139,5 @@ impl<W: Worker> RabbitWorker<W> {
             });
         })
         .await
-    }
-}
-
-/// Calls each listener with each event until the run's senders are gone.
-async fn call(mut events: broadcast::Receiver<WorkerEvent>, listeners: Vec<Listener>) {
-    loop {
-        match events.recv().await {
-            Ok(event) => listeners.iter().for_each(|listen| listen(&event)),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "event listeners fell behind; the oldest events were dropped"
-                );
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
     }
 }
