@@ -42,7 +42,7 @@ fn pythia_bin() -> PathBuf {
     if !bin.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "-p", "pythia-kafka", "--bin", "pythia"]);
+        build.args(["build", "-p", "pythia-cli", "--bin", "pythia"]);
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");
         }

@@ -223,7 +223,7 @@ fn pythia_bin() -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(&cargo);
         build
-            .args(["build", "--quiet", "-p", "pythia-kafka", "--bin", "pythia"])
+            .args(["build", "--quiet", "-p", "pythia-cli", "--bin", "pythia"])
             .arg("--target-dir")
             .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -234,7 +234,7 @@ fn pythia_bin() -> PathBuf {
         assert!(
             built && bin.is_file(),
             "the chaos suite needs the `pythia` CLI (package pythia-kafka) at {}; building it \
-             with `{} build -p pythia-kafka --bin pythia --target-dir {}` failed: run that \
+             with `{} build -p pythia-cli --bin pythia --target-dir {}` failed: run that \
              command and look at its errors",
             bin.display(),
             cargo.to_string_lossy(),

@@ -208,7 +208,7 @@ fn run_step(root: &Path, step: &str, env: &[(&str, std::ffi::OsString)]) -> Resu
                 "build",
                 "--release",
                 "-p",
-                "pythia-kafka",
+                "pythia-cli",
                 "--bin",
                 "pythia",
             ]);
