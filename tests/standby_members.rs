@@ -84,12 +84,17 @@ fn standby_members_are_ready_and_the_group_keeps_processing(
         "all 800 processed after a member died",
         || records().unique() == 800,
     );
-    let took_over = standing_by
-        .iter()
-        .any(|&i| !workers[i].assigned().is_empty());
-    assert!(
-        took_over,
-        "a standby member should hold a partition after w{holder} died"
+    // The group may first hand the dead member's partition to the other
+    // holder and balance it onto a standby in a later round: what matters
+    // is that a standby ends up holding one.
+    wait_until(
+        Duration::from_secs(60),
+        &format!("a standby member holds a partition after w{holder} died"),
+        || {
+            standing_by
+                .iter()
+                .any(|&i| !workers[i].assigned().is_empty())
+        },
     );
     for (i, a) in addresses.iter().enumerate() {
         if i != holder {
