@@ -5,7 +5,10 @@
 //! partition and does not enforce transaction isolation: a development and test
 //! broker, not a store.
 
+mod sasl;
+
 use std::ffi::{CStr, CString};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -41,6 +44,8 @@ pub enum EmbeddedError {
 pub struct EmbeddedBroker {
     cluster: *mut rdsys::rd_kafka_mock_cluster_t,
     bootstrap: String,
+    /// In front of the listener when SASL is required.
+    gate: Option<sasl::SaslGate>,
     // Owns the handle the mock cluster runs on; dropped after the cluster.
     _handle: BaseProducer,
 }
@@ -90,6 +95,7 @@ impl EmbeddedBroker {
         Ok(Self {
             cluster,
             bootstrap,
+            gate: None,
             _handle: handle,
         })
     }
@@ -183,6 +189,54 @@ impl EmbeddedBroker {
         Ok(())
     }
 
+    /// Requires SASL/PLAIN with this username and password from every client
+    /// given [`EmbeddedBroker::bootstrap_servers`] from now on: a gate on a
+    /// loopback port of its own answers the SASL handshake, refuses wrong
+    /// credentials and any request before authentication, and passes
+    /// authenticated connections through. The broker advertises the gate, so
+    /// every connection a client opens goes through it. For trying security
+    /// settings (`security.protocol = SASL_PLAINTEXT`, `sasl.mechanism =
+    /// PLAIN`) without a real cluster; there is no TLS.
+    ///
+    /// ```
+    /// use pythia_kafka::EmbeddedBroker;
+    /// let mut broker = EmbeddedBroker::start()?;
+    /// let before = broker.bootstrap_servers().to_string();
+    /// broker.require_sasl_plain("alice", "s3cret")?;
+    /// assert_ne!(broker.bootstrap_servers(), before);
+    /// # Ok::<(), pythia_kafka::EmbeddedError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`EmbeddedError::Start`] when the gate cannot listen, or when SASL is
+    /// already required.
+    pub fn require_sasl_plain(
+        &mut self,
+        username: &str,
+        password: &str,
+    ) -> Result<(), EmbeddedError> {
+        if self.gate.is_some() {
+            return Err(EmbeddedError::Start("SASL is already required".into()));
+        }
+        let upstream: SocketAddr = self
+            .bootstrap
+            .parse()
+            .map_err(|e| EmbeddedError::Start(format!("broker address {}: {e}", self.bootstrap)))?;
+        let credentials = sasl::Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+        };
+        let gate = sasl::SaslGate::start(upstream, credentials)
+            .map_err(|e| EmbeddedError::Start(format!("SASL gate: {e}")))?;
+        let address = gate.address();
+        self.advertise(&address.ip().to_string(), address.port())?;
+        self.bootstrap = address.to_string();
+        self.gate = Some(gate);
+        tracing::info!(bootstrap = %self.bootstrap, "embedded broker requires SASL/PLAIN");
+        Ok(())
+    }
+
     /// Makes the next `errors.len()` requests of Kafka API `api_key` (8 is
     /// OffsetCommit, 0 Produce, 1 Fetch) fail with these errors, in order:
     /// for tests of what a client does with a refusal.
@@ -240,5 +294,63 @@ impl std::fmt::Debug for EmbeddedBroker {
         f.debug_struct("EmbeddedBroker")
             .field("bootstrap", &self.bootstrap)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const REFUSED: Duration = Duration::from_secs(2);
+
+    fn client(bootstrap: &str, credentials: Option<(&str, &str)>) -> BaseConsumer {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap)
+            .set("log_level", "0");
+        if let Some((username, password)) = credentials {
+            config
+                .set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanism", "PLAIN")
+                .set("sasl.username", username)
+                .set("sasl.password", password);
+        }
+        config.create().unwrap()
+    }
+
+    #[test]
+    fn the_sasl_gate_lets_in_only_the_configured_user() {
+        let mut broker = EmbeddedBroker::with_topics([("orders", 3)]).unwrap();
+        let open = broker.bootstrap_servers().to_string();
+        broker.require_sasl_plain("alice", "s3cret").unwrap();
+        let gated = broker.bootstrap_servers().to_string();
+        assert_ne!(open, gated);
+
+        let alice = client(&gated, Some(("alice", "s3cret")));
+        let metadata = alice.fetch_metadata(Some("orders"), TIMEOUT).unwrap();
+        assert_eq!(metadata.topics()[0].partitions().len(), 3);
+        // Metadata points at the gate, so leader connections are gated too.
+        assert_eq!(
+            format!(
+                "{}:{}",
+                metadata.brokers()[0].host(),
+                metadata.brokers()[0].port()
+            ),
+            gated
+        );
+        let (_, high) = alice.fetch_watermarks("orders", 0, TIMEOUT).unwrap();
+        assert_eq!(high, 0);
+
+        let wrong = client(&gated, Some(("alice", "guess")));
+        assert!(wrong.fetch_metadata(Some("orders"), REFUSED).is_err());
+        let nobody = client(&gated, None);
+        assert!(nobody.fetch_metadata(Some("orders"), REFUSED).is_err());
+        assert!(
+            broker.require_sasl_plain("bob", "x").is_err(),
+            "required twice"
+        );
     }
 }
