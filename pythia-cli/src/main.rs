@@ -33,6 +33,11 @@ enum Command {
         /// A topic to create, as NAME:PARTITIONS (repeatable).
         #[arg(long = "topic", value_name = "NAME:PARTITIONS", value_parser = parse_topic)]
         topics: Vec<(String, i32)>,
+        /// Require SASL/PLAIN from clients, as this user; the password is read
+        /// from PYTHIA_BROKER_SASL_PASSWORD (never from the command line).
+        /// Clients then set security.protocol = "SASL_PLAINTEXT".
+        #[arg(long, value_name = "USER")]
+        sasl_plain_user: Option<String>,
     },
     /// Show a consumer group's lag per partition: committed offset, watermarks, lag.
     ///
@@ -60,6 +65,9 @@ enum Command {
     #[command(hide = true)]
     BenchSide(bench::SideArgs),
 }
+
+/// Where `pythia broker --sasl-plain-user` reads the password.
+const BROKER_SASL_PASSWORD: &str = "PYTHIA_BROKER_SASL_PASSWORD";
 
 #[derive(Subcommand)]
 enum DlqCommand {
@@ -114,8 +122,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     pythia_kafka::init_tracing();
     match cli.command {
-        Command::Broker { topics } => {
-            let broker = pythia_kafka::EmbeddedBroker::with_topics(
+        Command::Broker {
+            topics,
+            sasl_plain_user,
+        } => {
+            let mut broker = pythia_kafka::EmbeddedBroker::with_topics(
                 topics
                     .iter()
                     .map(|(name, partitions)| (name.as_str(), *partitions)),
@@ -124,10 +135,28 @@ async fn main() -> anyhow::Result<()> {
             for (name, partitions) in &topics {
                 tracing::info!(topic = %name, partitions, "topic created");
             }
+            if let Some(user) = &sasl_plain_user {
+                let password = std::env::var(BROKER_SASL_PASSWORD).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--sasl-plain-user needs the password in {BROKER_SASL_PASSWORD}: \
+                         export {BROKER_SASL_PASSWORD}=... before `pythia broker`"
+                    )
+                })?;
+                broker
+                    .require_sasl_plain(user, &password)
+                    .context("requiring SASL/PLAIN")?;
+            }
             let mut stdout = std::io::stdout().lock();
             writeln!(stdout, "bootstrap={}", broker.bootstrap_servers())?;
             stdout.flush()?;
             drop(stdout);
+            if let Some(user) = &sasl_plain_user {
+                tracing::info!(
+                    %user,
+                    "clients authenticate with PYTHIA_KAFKA__SECURITY__PROTOCOL=SASL_PLAINTEXT \
+                     PYTHIA_KAFKA__SECURITY__SASL_MECHANISM=PLAIN and this user's password"
+                );
+            }
             // Its classic rebalances wait session.timeout.ms - 1 s per phase.
             tracing::info!(
                 "workers reach this broker with PYTHIA_KAFKA__BROKERS={} PYTHIA_KAFKA__GROUP_PROTOCOL=consumer",

@@ -1,48 +1,15 @@
 //! `pythia broker` hosts an embedded broker that other processes use.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::{PYTHIA, Process};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-
-const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
-
-/// Kills the broker process if a test fails before stopping it.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn start(args: &[&str]) -> (Broker, String) {
-    let mut child = Command::new(PYTHIA)
-        .arg("broker")
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn pythia broker");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read bootstrap line");
-    let bootstrap = line
-        .trim()
-        .strip_prefix("bootstrap=")
-        .unwrap_or_else(|| panic!("first line is not bootstrap=...: {line:?}"))
-        .to_owned();
-    (Broker(child), bootstrap)
-}
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
@@ -57,7 +24,11 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
 
 #[test]
 fn broker_serves_other_processes_and_stops_on_sigterm() {
-    let (mut broker, bootstrap) = start(&["--topic", "orders:8", "--topic", "audit:1"]);
+    let (mut broker, bootstrap) = Process::start(
+        &["broker", "--topic", "orders:8", "--topic", "audit:1"],
+        &[],
+        "bootstrap=",
+    );
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -103,9 +74,8 @@ fn broker_serves_other_processes_and_stops_on_sigterm() {
 
     drop(consumer);
     drop(producer);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(broker.0.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut broker.0, Duration::from_secs(10));
+    broker.terminate();
+    let status = wait_exit(&mut broker.child, Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -118,4 +88,16 @@ fn bad_topic_spec_is_rejected_with_the_format() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("NAME:PARTITIONS"), "{stderr}");
+}
+
+#[test]
+fn sasl_without_its_password_names_the_variable() {
+    let output = Command::new(PYTHIA)
+        .args(["broker", "--sasl-plain-user", "ops"])
+        .env_remove("PYTHIA_BROKER_SASL_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PYTHIA_BROKER_SASL_PASSWORD"), "{stderr}");
 }

@@ -2,26 +2,17 @@
 //! as a table, as JSON, and as an exporter whose gauges match; and lag after
 //! retention never exceeds what is readable nor goes negative.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{PYTHIA, Process, http_get_ok as http_get};
 
 use pythia_kafka::EmbeddedBroker;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
-
-/// Kills the exporter if a test fails before stopping it.
-struct Exporter(Child);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize, size: usize) {
     let producer: BaseProducer = ClientConfig::new()
@@ -85,20 +76,6 @@ fn lag_json(bootstrap: &str, group: &str, topic: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
-fn http_get(address: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
 #[test]
 fn lag_of_a_group_without_consumers_as_table_json_and_exporter() {
     let broker = EmbeddedBroker::with_topics([("orders", 3)]).unwrap();
@@ -142,31 +119,23 @@ fn lag_of_a_group_without_consumers_as_table_json_and_exporter() {
         "topics discovered from the group's commits:\n{table}"
     );
 
-    let mut child = Command::new(PYTHIA)
-        .args(["lag", "--brokers", bootstrap, "--group", "billing"])
-        .args([
+    let (exporter, address) = Process::start(
+        &[
+            "lag",
+            "--brokers",
+            bootstrap,
+            "--group",
+            "billing",
             "--topic",
             "orders",
             "--serve",
             "127.0.0.1:0",
             "--interval",
             "200ms",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn pythia lag --serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let exporter = Exporter(child);
-    let address = line
-        .trim()
-        .strip_prefix("serving=")
-        .unwrap_or_else(|| panic!("first line is not serving=...: {line:?}"))
-        .to_owned();
+        ],
+        &[],
+        "serving=",
+    );
     let metrics = http_get(&address, "/metrics");
     for (partition, _, lag) in &lags {
         let series = format!(

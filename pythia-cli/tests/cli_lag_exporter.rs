@@ -2,59 +2,13 @@
 //! within two read intervals it reports `pythia_lag_exporter_up 0`, drops
 //! the lag series instead of repeating them, and answers `/lag` with 503.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Process, http_get};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
-
-/// A child process killed (and reaped) when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `pythia` with `args` and returns it with the value of the first
-/// stdout line, which must start with `prefix`.
-fn start(args: &[&str], prefix: &str) -> (Process, String) {
-    let mut child = Command::new(PYTHIA)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn pythia");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    let value = line
-        .trim()
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("first line is not {prefix}...: {line:?}"))
-        .to_owned();
-    (Process(child), value)
-}
-
-fn http_get(address: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response[9..12].parse().expect("status");
-    (code, response.split_once("\r\n\r\n").unwrap().1.to_owned())
-}
 
 fn value(metrics: &str, prefix: &str) -> Option<f64> {
     metrics
@@ -66,7 +20,7 @@ fn value(metrics: &str, prefix: &str) -> Option<f64> {
 
 #[test]
 fn a_stopped_broker_turns_the_exporter_down_within_two_intervals() {
-    let (broker, bootstrap) = start(&["broker", "--topic", "orders:2"], "bootstrap=");
+    let (broker, bootstrap) = Process::start(&["broker", "--topic", "orders:2"], &[], "bootstrap=");
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
@@ -85,7 +39,7 @@ fn a_stopped_broker_turns_the_exporter_down_within_two_intervals() {
     drop(producer);
 
     let interval = Duration::from_secs(1);
-    let (mut exporter, address) = start(
+    let (mut exporter, address) = Process::start(
         &[
             "lag",
             "--brokers",
@@ -101,6 +55,7 @@ fn a_stopped_broker_turns_the_exporter_down_within_two_intervals() {
             "--timeout",
             "1s",
         ],
+        &[],
         "serving=",
     );
     // Up, with the lag of both partitions.
@@ -157,11 +112,10 @@ fn a_stopped_broker_turns_the_exporter_down_within_two_intervals() {
     assert!(staleness >= 1.5, "staleness {staleness}:\n{metrics}");
 
     // SIGTERM stops it, even with a read hanging on the missing broker.
-    // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(exporter.0.id() as i32, libc::SIGTERM) };
+    exporter.terminate();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = exporter.0.try_wait().expect("wait") {
+        if let Some(status) = exporter.child.try_wait().expect("wait") {
             break status;
         }
         assert!(

@@ -1,0 +1,99 @@
+//! What the CLI tests share: `pythia` processes and plain HTTP GETs.
+
+// Each test file uses its own subset.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+
+pub(crate) const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
+
+/// A `pythia` process, killed and reaped when dropped. Its stderr is read
+/// while it runs (a full pipe would block it) and handed back by `stop`.
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    log: Option<JoinHandle<String>>,
+}
+
+impl Process {
+    /// Starts `pythia args` (`RUST_LOG=warn` unless `env` says otherwise) and
+    /// returns it with the rest of its first stdout line, which must start
+    /// with `prefix` (`bootstrap=`, `serving=`).
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)], prefix: &str) -> (Self, String) {
+        let mut child = Command::new(PYTHIA)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pythia");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = stderr.read_to_string(&mut log);
+            log
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        let mut process = Self {
+            child,
+            log: Some(log),
+        };
+        let Some(value) = line.trim().strip_prefix(prefix).map(str::to_owned) else {
+            let log = process.stop();
+            panic!(
+                "`pythia {}` printed {line:?}, not {prefix}...:\n{log}",
+                args.join(" ")
+            );
+        };
+        (process, value)
+    }
+
+    /// Sends SIGTERM.
+    pub(crate) fn terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Kills the process and returns what it wrote on stderr.
+    pub(crate) fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log
+            .take()
+            .and_then(|log| log.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on `address`: the status code and the body.
+pub(crate) fn http_get(address: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().expect("status");
+    (code, response.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+/// The body of `GET path`, which must answer 200.
+pub(crate) fn http_get_ok(address: &str, path: &str) -> String {
+    let (code, body) = http_get(address, path);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    body
+}
