@@ -442,6 +442,20 @@ def agreement(docs: list[dict], label: str) -> None:
         args = exporter["spec"]["template"]["spec"]["containers"][0]["args"]
         check(args[:1] == ["lag"] and "--serve" in args, f"{label}: the exporter runs `pythia lag --serve`")
         check(args[args.index("--group") + 1] == group, f"{label}: the exporter watches group {group}")
+        # The same listener and security as the workers: their pythia.toml,
+        # their Secret, no --brokers of its own.
+        shared = worker_config(docs, exporter, f"{label} (exporter)")
+        check(
+            shared is not None and shared.get("kafka") == kafka and "--brokers" not in args,
+            f"{label}: the exporter reads the workers' pythia.toml ([kafka] and [kafka.security]), no --brokers",
+        )
+        exporter_env = {e["name"]: e for e in exporter["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        for name in ("PYTHIA_KAFKA__SECURITY__SASL_USERNAME", "PYTHIA_KAFKA__SECURITY__SASL_PASSWORD"):
+            if name in env:
+                check(
+                    exporter_env.get(name, {}).get("valueFrom") == env[name].get("valueFrom"),
+                    f"{label}: the exporter takes {name} from the workers' Secret",
+                )
         service = find(docs, "Service", "pythia-lag-exporter")
         check(
             service is not None and service["spec"]["selector"].items() <= exporter["spec"]["template"]["metadata"]["labels"].items(),
