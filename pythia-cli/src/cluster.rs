@@ -53,6 +53,11 @@ impl ClusterArgs {
         Ok(config.kafka)
     }
 
+    /// The `--config` file, when given.
+    pub(crate) fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
     /// The brokers, for messages.
     pub(crate) fn brokers_of(kafka: &KafkaConfig) -> &str {
         kafka.brokers.as_deref().unwrap_or_default()

@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fleet;
 mod loadtest;
+mod probe;
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +60,10 @@ enum Command {
     /// Compare Pythia workers with raw rdkafka loops, each in a process of its
     /// own against one pre-loaded topic: msg/s, CPU per message, peak memory.
     Bench(bench::Args),
+    /// Run N instances of a worker binary on this host: restarts, status,
+    /// scaling by hand or on the group's lag (`fleet run|status|scale`).
+    #[command(subcommand)]
+    Fleet(fleet::Args),
     /// One instance of `pythia loadtest` (started by it).
     #[command(hide = true)]
     LoadtestWorker(loadtest::instance::Args),
@@ -193,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("replayed={} skipped={}", summary.total(), summary.skipped);
         }
+        Command::Fleet(args) => fleet::run(args).await?,
         Command::Loadtest(args) => on_own_runtime(move || loadtest::run(args)).await?,
         Command::Bench(args) => on_own_runtime(move || bench::run(args)).await?,
         Command::LoadtestWorker(args) => {

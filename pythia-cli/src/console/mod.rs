@@ -10,11 +10,11 @@
 //! (`--replay-token-file`), when set, must then come with each replay request.
 //!
 //! Files: `routes.rs` (the HTTP API and the page), `groups.rs`,
-//! `dead_letters.rs`, `instances.rs`, and `assets/`.
+//! `dead_letters.rs`, and `assets/`; instances are read by
+//! [`crate::probe`], shared with `pythia fleet status`.
 
 mod dead_letters;
 mod groups;
-mod instances;
 mod routes;
 
 use std::collections::HashMap;
@@ -41,7 +41,7 @@ pub(crate) struct ConsoleArgs {
     serve: SocketAddr,
     /// A worker instance's metrics.address (HOST:PORT), for its health and
     /// assigned partitions (repeatable).
-    #[arg(long = "instance", value_name = "HOST:PORT", value_parser = instances::address)]
+    #[arg(long = "instance", value_name = "HOST:PORT", value_parser = crate::probe::address)]
     instances: Vec<String>,
     /// A consumer group to show (repeatable), for brokers that describe a
     /// group asked by name but do not list it; listed groups and the

@@ -12,7 +12,7 @@ use axum::{Json, extract::Json as JsonBody};
 use pythia_kafka::{LagReader, lag_json};
 use serde::Deserialize;
 
-use super::{Console, Replay, dead_letters, groups, instances};
+use super::{Console, Replay, dead_letters, groups};
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/console.js");
@@ -88,7 +88,7 @@ async fn info(State(console): Shared) -> Json<serde_json::Value> {
 /// `/status` when the broker cannot list groups (librdkafka's mock cluster,
 /// say), or lists none.
 async fn groups(State(console): Shared) -> Response {
-    let statuses = instances::statuses(&console.instances, INSTANCE_TIMEOUT).await;
+    let statuses = crate::probe::statuses(&console.instances, INSTANCE_TIMEOUT).await;
     let mut named = console.groups.clone();
     named.extend(
         statuses
@@ -154,7 +154,7 @@ async fn lag(State(console): Shared, Query(query): Query<GroupQuery>) -> Respons
 }
 
 async fn instances(State(console): Shared) -> Json<serde_json::Value> {
-    let all = instances::statuses(&console.instances, INSTANCE_TIMEOUT).await;
+    let all = crate::probe::statuses(&console.instances, INSTANCE_TIMEOUT).await;
     Json(serde_json::Value::Array(all))
 }
 

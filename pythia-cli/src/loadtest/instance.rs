@@ -10,6 +10,9 @@
 //!   from the message's create time;
 //! - `bad <partition> <offset>` for a message that carries no id.
 //!
+//! With `kafka.output_topic` set (`PYTHIA_KAFKA__OUTPUT_TOPIC`), each message
+//! is also sent there unchanged, so a test can count outputs from outside.
+//!
 //! It stops (drains, commits, leaves the group) when its stdin closes, or on
 //! SIGTERM / SIGINT.
 
@@ -66,6 +69,8 @@ impl Reporter {
 
 struct LoadWorker {
     work: Work,
+    /// Send each message on to `kafka.output_topic`.
+    forward: bool,
     reporter: Arc<Reporter>,
 }
 
@@ -76,9 +81,13 @@ impl Worker for LoadWorker {
 
 impl Process for LoadWorker {
     type Input = Bytes;
-    type Output = ();
+    type Output = Bytes;
 
-    async fn process(&self, msg: Message<Bytes>, _: &Context) -> Result<Outputs<()>, ProcessError> {
+    async fn process(
+        &self,
+        msg: Message<Bytes>,
+        _: &Context,
+    ) -> Result<Outputs<Bytes>, ProcessError> {
         self.work.run().await;
         let payload = msg.payload();
         match payload.get(..8) {
@@ -92,7 +101,11 @@ impl Process for LoadWorker {
                 .reporter
                 .line(format_args!("bad {} {}\n", msg.partition(), msg.offset())),
         }
-        Ok(Outputs::none())
+        Ok(if self.forward {
+            Outputs::one(payload.clone())
+        } else {
+            Outputs::none()
+        })
     }
 }
 
@@ -120,6 +133,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let reporter = Arc::new(Reporter::default());
     let worker = LoadWorker {
         work: args.work,
+        forward: config.kafka.output_topic.is_some(),
         reporter: reporter.clone(),
     };
     let instance = KafkaWorker::builder(worker).config(config).build()?;

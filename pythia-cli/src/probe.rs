@@ -1,6 +1,6 @@
-//! The health of worker instances: their `/status` (identity, assigned
-//! partitions, live and ready with the reasons), read over HTTP from the
-//! addresses the console was given.
+//! Reading running worker instances over HTTP: their `/status` (identity,
+//! assigned partitions, live and ready with the reasons) and `/metrics`, for
+//! `pythia console` and `pythia fleet status`.
 
 use std::time::Duration;
 
@@ -48,10 +48,37 @@ fn unreachable_instance(address: &str, error: &str) -> serde_json::Value {
 }
 
 async fn status(address: &str) -> std::io::Result<serde_json::Value> {
+    let body = get(address, "/status").await?;
+    let mut json: serde_json::Value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
+    json["reachable"] = true.into();
+    Ok(json)
+}
+
+/// Messages the instance at `address` has processed so far: the sum of its
+/// `pythia_messages_total{outcome="ok"}` series on `/metrics`.
+pub(crate) async fn processed(address: &str, timeout: Duration) -> std::io::Result<f64> {
+    let body = tokio::time::timeout(timeout, get(address, "/metrics"))
+        .await
+        .map_err(|_| std::io::Error::other("no answer in time"))??;
+    Ok(processed_in(&body))
+}
+
+fn processed_in(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("pythia_messages_total{") && line.contains("outcome=\"ok\"")
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The body of `GET path` from `address`, when it answers 200.
+async fn get(address: &str, path: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(address).await?;
     stream
         .write_all(
-            format!("GET /status HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         )
         .await?;
@@ -63,13 +90,11 @@ async fn status(address: &str) -> std::io::Result<serde_json::Value> {
         .ok_or_else(|| std::io::Error::other("no HTTP answer"))?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(std::io::Error::other(format!(
-            "/status answered {}",
+            "{path} answered {}",
             head.lines().next().unwrap_or_default()
         )));
     }
-    let mut json: serde_json::Value = serde_json::from_str(body).map_err(std::io::Error::other)?;
-    json["reachable"] = true.into();
-    Ok(json)
+    Ok(body.to_owned())
 }
 
 #[cfg(test)]
@@ -86,6 +111,16 @@ mod tests {
                 .contains("HOST:PORT")
         );
         assert!(address("worker").is_err());
+    }
+
+    #[test]
+    fn processed_sums_the_ok_series_only() {
+        let metrics = "# TYPE pythia_messages_total counter\n\
+            pythia_messages_total{outcome=\"ok\",topic=\"a\",worker=\"w\"} 40\n\
+            pythia_messages_total{outcome=\"ok\",topic=\"b\",worker=\"w\"} 2\n\
+            pythia_messages_total{outcome=\"retried\",topic=\"a\",worker=\"w\"} 7\n\
+            pythia_in_flight_messages{worker=\"w\"} 3\n";
+        assert_eq!(processed_in(metrics), 42.0);
     }
 
     #[tokio::test]
