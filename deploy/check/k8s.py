@@ -42,6 +42,14 @@ later built in; `cargo xtask test deploy` installs them. What it checks:
    Grafana provisioning agree with the files.
 8. dashboard.json: valid JSON, every panel has a Prometheus query, unique ids,
    every template variable used is defined.
+9. deploy/k8s/rabbitmq: every overlay renders and validates as in 1-3; the
+   worker reads its pythia.toml from the ConfigMap and the URL from the
+   Secret (keys in rabbitmq/secret.example.yaml, no password in the
+   ConfigMap), probes on the health endpoints and the metrics port, grace
+   period above shutdown_timeout; KEDA's rabbitmq trigger and the HPA's
+   metric name the ConfigMap's queue, count over HTTP (ready and
+   unacknowledged), and both overlays carry the same bounds, target and
+   behaviour.
 """
 
 import argparse
@@ -125,14 +133,15 @@ def kustomizations() -> tuple[list[Path], list[Path]]:
 
 def render(kubectl: str, directory: Path) -> list[dict] | None:
     """`kubectl kustomize` of a directory, each resource tagged with its overlay."""
+    name = directory.relative_to(K8S).as_posix()
     result = subprocess.run(
         [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120,
     )
-    if not check(result.returncode == 0, f"{directory.name}: kubectl kustomize renders it" + (f": {result.stderr.strip()}" if result.returncode else "")):
+    if not check(result.returncode == 0, f"{name}: kubectl kustomize renders it" + (f": {result.stderr.strip()}" if result.returncode else "")):
         return None
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     for doc in docs:
-        doc["source"] = f"deploy/k8s/{directory.name}"
+        doc["source"] = f"deploy/k8s/{name}"
     return docs
 
 
@@ -194,6 +203,15 @@ KAFKA_AUTH_PARAMETERS = {
     "keyPassword", "keytab", "realm", "kerberosConfig", "kerberosServiceName",
     "kerberosDisableFAST", "oauthTokenEndpointUri", "scopes", "oauthExtensions",
 }
+# KEDA's rabbitmq scaler: trigger metadata and TriggerAuthentication parameters.
+RABBIT_TRIGGER_KEYS = {
+    "host", "hostFromEnv", "protocol", "queueName", "mode", "value", "activationValue",
+    "vhostName", "useRegex", "excludeUnacknowledged", "pageSize", "operation",
+    "timeout", "unsafeSsl", "usernameFromEnv", "passwordFromEnv",
+}
+RABBIT_AUTH_PARAMETERS = {"host", "username", "password", "tls", "ca", "cert", "key", "keyPassword"}
+TRIGGER_KEYS = {"kafka": KAFKA_TRIGGER_KEYS, "rabbitmq": RABBIT_TRIGGER_KEYS}
+AUTH_PARAMETERS = {"kafka": KAFKA_AUTH_PARAMETERS, "rabbitmq": RABBIT_AUTH_PARAMETERS}
 POD_METRICS_ENDPOINT_KEYS = {
     "port", "portNumber", "targetPort", "path", "scheme", "params", "interval",
     "scrapeTimeout", "honorLabels", "honorTimestamps", "relabelings",
@@ -231,12 +249,24 @@ def validate(docs: list[dict], label: str, crs: list[dict]) -> None:
         check(not unknown, f"{name}: spec keys are fields of the CRD (unknown: {sorted(unknown)})")
         if doc["kind"] == "ScaledObject":
             for trigger in spec.get("triggers", []):
-                if trigger.get("type") == "kafka":
-                    unknown = set(trigger.get("metadata", {})) - KAFKA_TRIGGER_KEYS
-                    check(not unknown, f"{name}: kafka trigger keys are the scaler's (unknown: {sorted(unknown)})")
+                kind = trigger.get("type")
+                if check(kind in TRIGGER_KEYS, f"{name}: a {kind} trigger, whose keys this check knows"):
+                    unknown = set(trigger.get("metadata", {})) - TRIGGER_KEYS[kind]
+                    check(not unknown, f"{name}: {kind} trigger keys are the scaler's (unknown: {sorted(unknown)})")
         if doc["kind"] == "TriggerAuthentication":
-            unknown = {r["parameter"] for r in spec.get("secretTargetRef", [])} - KAFKA_AUTH_PARAMETERS
-            check(not unknown, f"{name}: parameters are the Kafka scaler's (unknown: {sorted(unknown)})")
+            # The parameters of the scalers whose triggers use it.
+            users = {
+                trigger.get("type")
+                for scaled in docs if scaled["kind"] == "ScaledObject"
+                for trigger in scaled["spec"].get("triggers", [])
+                if trigger.get("authenticationRef", {}).get("name") == doc["metadata"]["name"]
+            }
+            allowed = set().union(*(AUTH_PARAMETERS.get(u, set()) for u in users))
+            unknown = {r["parameter"] for r in spec.get("secretTargetRef", [])} - allowed
+            check(
+                bool(users) and not unknown,
+                f"{name}: parameters are those of its scalers {sorted(users)} (unknown: {sorted(unknown)})",
+            )
         if doc["kind"] == "PodMonitor":
             for endpoint in spec.get("podMetricsEndpoints", []):
                 unknown = set(endpoint) - POD_METRICS_ENDPOINT_KEYS
@@ -802,6 +832,95 @@ def dashboard_checks() -> None:
             check(used <= variables | builtins, f"dashboard: {title!r} uses only defined variables ({sorted(used - variables - builtins)} undefined)")
 
 
+RABBIT = K8S / "rabbitmq"
+
+
+def rabbit_agreement(docs: list[dict], label: str) -> dict | None:
+    """The RabbitMQ worker's pieces agree; returns its [rabbitmq] settings."""
+    worker = find(docs, "Deployment", WORKER)
+    if not check(worker is not None, f"{label}: has the {WORKER} Deployment"):
+        return None
+    pod = worker["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+    config = worker_config(docs, worker, label)
+    if config is None:
+        return None
+    rabbit = config.get("rabbitmq", {})
+    check(bool(rabbit.get("queue")), f"{label}: pythia.toml names the queue")
+    check("url" not in rabbit, f"{label}: no broker URL (it holds the password) in the ConfigMap")
+    url = env.get("PYTHIA_RABBITMQ__URL", {}).get("valueFrom", {}).get("secretKeyRef")
+    example = {}
+    for doc in yaml.safe_load_all((RABBIT / "secret.example.yaml").read_text()):
+        if doc and doc.get("kind") == "Secret":
+            example.setdefault(doc["metadata"]["name"], set()).update(doc.get("stringData", {}))
+    check(
+        url is not None and url["key"] in example.get(url["name"], set()),
+        f"{label}: PYTHIA_RABBITMQ__URL comes from a Secret key listed in rabbitmq/secret.example.yaml",
+    )
+    for auth in (d for d in docs if d["kind"] == "TriggerAuthentication"):
+        for ref in auth["spec"].get("secretTargetRef", []):
+            check(
+                ref["key"] in example.get(ref["name"], set()),
+                f"{label}: KEDA parameter {ref['parameter']} reads a Secret key listed in rabbitmq/secret.example.yaml",
+            )
+    address = env.get("PYTHIA_METRICS__ADDRESS", {}).get("value", "")
+    port = next((p for p in container.get("ports", []) if p.get("name") == "metrics"), {})
+    check(address.endswith(f":{port.get('containerPort')}"), f"{label}: the metrics port is metrics.address's ({address})")
+    for probe, path in [("livenessProbe", "/health/live"), ("readinessProbe", "/health/ready")]:
+        get = container.get(probe, {}).get("httpGet", {})
+        check(get.get("path") == path and get.get("port") == "metrics", f"{label}: {probe} on {path}")
+    grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+    shutdown = duration_seconds(config.get("worker", {}).get("shutdown_timeout", "30s"))
+    check(grace > shutdown, f"{label}: grace period {grace}s above worker.shutdown_timeout {shutdown}s")
+    return rabbit
+
+
+def rabbit_scaling(rendered: dict[str, list[dict]], queue: str | None) -> None:
+    """KEDA and the HPA scale the RabbitMQ worker alike, on the worker's queue."""
+    keda = find(rendered.get("rabbitmq/autoscale-keda", []), "ScaledObject", WORKER)
+    hpa = find(rendered.get("rabbitmq/autoscale-hpa", []), "HorizontalPodAutoscaler", WORKER)
+    if not check(keda is not None and hpa is not None, "rabbitmq: the KEDA and HPA overlays scale the worker"):
+        return
+    trigger = keda["spec"]["triggers"][0]
+    meta = trigger["metadata"]
+    check(trigger["type"] == "rabbitmq" and meta.get("queueName") == queue, f"rabbitmq: KEDA watches queue {queue}")
+    check(
+        meta.get("protocol") == "http" and meta.get("mode") == "QueueLength",
+        "rabbitmq: KEDA counts over the management API (ready and unacknowledged), not AMQP (ready only)",
+    )
+    external = hpa["spec"]["metrics"][0]["external"]
+    check(external["metric"].get("selector", {}).get("matchLabels", {}).get("queue") == queue, f"rabbitmq: the HPA watches queue {queue}")
+    check(str(external["target"]["averageValue"]) == str(meta.get("value")), "rabbitmq: KEDA and the HPA have the same target per replica")
+    check(
+        (keda["spec"]["minReplicaCount"], keda["spec"]["maxReplicaCount"]) == (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]),
+        "rabbitmq: KEDA and the HPA have the same bounds",
+    )
+    check(
+        keda["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["spec"]["behavior"],
+        "rabbitmq: KEDA and the HPA have the same behaviour",
+    )
+
+
+def rabbit_checks(kubectl: str, crs: list[dict]) -> None:
+    directories = sorted(f.parent for f in RABBIT.glob("*/kustomization.yaml"))
+    check({d.name for d in directories} >= {"base", "autoscale-hpa", "autoscale-keda"}, "deploy/k8s/rabbitmq has every overlay")
+    rendered: dict[str, list[dict]] = {}
+    queue = None
+    for directory in directories:
+        docs = render(kubectl, directory)
+        if docs is None:
+            continue
+        label = directory.relative_to(K8S).as_posix()
+        rendered[label] = docs
+        print(f"== {label}: {len(docs)} resources")
+        validate(docs, label, crs)
+        rabbit = rabbit_agreement(docs, label)
+        if rabbit is not None:
+            queue = rabbit.get("queue")
+    rabbit_scaling(rendered, queue)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crd-json", type=Path, help="write the custom resources here for crds.mjs")
@@ -831,6 +950,7 @@ def main() -> int:
         agreement(docs, label)
         if label != "base":
             monitoring(docs, label)
+    rabbit_checks(kubectl, crs)
     print("== layout")
     layout(rendered, components)
     autoscaling(rendered)
