@@ -10,9 +10,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod broker;
+mod depth;
 mod fleet;
 mod loadtest;
 mod probe;
+mod rabbit;
 
 #[derive(Parser)]
 #[command(
@@ -64,12 +67,26 @@ enum Command {
     /// scaling by hand or on the group's lag (`fleet run|status|scale`).
     #[command(subcommand)]
     Fleet(fleet::Args),
+    /// Show RabbitMQ queues' depth: messages ready and consumers — the
+    /// queue counterpart of `pythia lag`.
+    ///
+    /// Read over AMQP (a passive queue.declare), as the workers' own
+    /// pythia_queue_messages_ready gauge is: delivered but unacknowledged
+    /// messages are not counted there; the workers export those as
+    /// pythia_queue_unacked_messages.
+    Depth(depth::DepthArgs),
     /// One instance of `pythia loadtest` (started by it).
     #[command(hide = true)]
     LoadtestWorker(loadtest::instance::Args),
+    /// One instance of `pythia loadtest --broker rabbitmq` (started by it).
+    #[command(hide = true)]
+    LoadtestRabbitWorker(loadtest::rabbit_instance::Args),
     /// One side of a `pythia bench` round (started by it).
     #[command(hide = true)]
     BenchSide(bench::SideArgs),
+    /// One side of a `pythia bench --broker rabbitmq` round (started by it).
+    #[command(hide = true)]
+    BenchRabbitSide(bench::RabbitSideArgs),
 }
 
 /// Where `pythia broker --sasl-plain-user` reads the password.
@@ -173,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("embedded broker stopped");
         }
         Command::Lag(args) => lag::run(args).await?,
+        Command::Depth(args) => depth::run(args).await?,
         Command::Console(args) => console::run(args).await?,
         Command::Dlq(DlqCommand::Replay {
             cluster,
@@ -206,6 +224,12 @@ async fn main() -> anyhow::Result<()> {
             on_own_runtime(move || loadtest::instance::run(args)).await?
         }
         Command::BenchSide(args) => on_own_runtime(move || bench::run_side(args)).await?,
+        Command::LoadtestRabbitWorker(args) => {
+            on_own_runtime(move || loadtest::rabbit_instance::run(args)).await?
+        }
+        Command::BenchRabbitSide(args) => {
+            on_own_runtime(move || bench::run_rabbit_side(args)).await?
+        }
     }
     Ok(())
 }

@@ -190,7 +190,7 @@ impl Plan<'_> {
             format_args!(
                 "by address ({}): pre-loaded {} messages of {} B (lz4) on {} partitions of {} in {:.1} s",
                 self.broker.describe(),
-                args.messages,
+                args.messages(),
                 args.message_size,
                 self.topic.partitions,
                 self.topic.name,
@@ -236,7 +236,7 @@ impl Plan<'_> {
             LoadPlan {
                 topic: self.topic.name.clone(),
                 partitions: self.topic.partitions,
-                messages: args.messages,
+                messages: args.messages(),
                 message_size: args.message_size as usize,
                 pace: Pace::Flat,
                 warm_up: false,
@@ -258,10 +258,10 @@ impl Plan<'_> {
             }
             total += high - start;
         }
-        if total as u64 != args.messages {
+        if total as u64 != args.messages() {
             bail!(
                 "the input topic gained {total} messages, not {}: does something else write to it?",
-                args.messages
+                args.messages()
             );
         }
         Ok(())
@@ -304,7 +304,7 @@ impl Plan<'_> {
             .args(["bench-side", "--side", side.name()])
             .args(["--brokers", self.broker.bootstrap()])
             .args(["--topic", &self.topic.name, "--output", self.output])
-            .args(["--group", group, "--messages", &args.messages.to_string()])
+            .args(["--group", group, "--messages", &args.messages().to_string()])
             .args(["--partitions", &self.topic.partitions.to_string()])
             .env(
                 "RUST_LOG",
@@ -384,7 +384,7 @@ fn summarize(
     AddressReport {
         brokers: broker.bootstrap().to_owned(),
         broker: broker.describe(),
-        messages: args.messages,
+        messages: args.messages(),
         message_size: args.message_size,
         partitions,
         runs: reports

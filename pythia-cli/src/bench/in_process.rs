@@ -93,7 +93,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Report> {
         args,
         format_args!(
             "in process: pre-loaded {} messages of {} B on {} partitions in {:.1} s",
-            args.messages,
+            args.messages(),
             args.message_size,
             args.partitions,
             started.elapsed().as_secs_f64()
@@ -119,7 +119,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Report> {
                 continue;
             }
             let group = format!("bench-{round}-{variant:?}");
-            let measured = runtime.block_on(measure(variant, &config, &group, args.messages))?;
+            let measured = runtime.block_on(measure(variant, &config, &group, args.messages()))?;
             say(
                 args,
                 format_args!(
@@ -167,7 +167,7 @@ fn preload(config: &Config, args: &Args) -> anyhow::Result<()> {
         Plan {
             topic: INPUT.to_owned(),
             partitions: args.partitions,
-            messages: args.messages,
+            messages: args.messages(),
             message_size: args.message_size as usize,
             pace: Pace::Flat,
             warm_up: false,
@@ -188,10 +188,10 @@ fn preload(config: &Config, args: &Args) -> anyhow::Result<()> {
         }
         total += high;
     }
-    if total as u64 != args.messages {
+    if total as u64 != args.messages() {
         bail!(
             "the input topic holds {total} messages, not {}",
-            args.messages
+            args.messages()
         );
     }
     Ok(())

@@ -13,6 +13,9 @@ mod alloc;
 mod baseline;
 mod in_process;
 mod progress;
+mod rabbit;
+mod rabbit_raw;
+pub(crate) mod rabbit_side;
 mod raw;
 pub(crate) mod side;
 mod usage;
@@ -23,7 +26,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub(crate) use rabbit_side::{RabbitSideArgs, run as run_rabbit_side};
 pub(crate) use side::{SideArgs, run as run_side};
+
+use crate::broker::BrokerKind;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
@@ -36,13 +42,20 @@ Examples:
   pythia bench --partitions 32 --rounds 5 --json
   pythia bench --brokers kafka-1:9092           # a real cluster (creates and deletes its topics)
   pythia bench --brokers 127.0.0.1:9092 --topic bench   # existing topics bench and bench.out
-  pythia bench --in-process                     # adds the in-process table")]
+  pythia bench --in-process                     # adds the in-process table
+  pythia bench --broker rabbitmq --messages 200000 --rounds 3 --prefetch 100
+  PYTHIA_RABBITMQ__URL=amqp://user:password@rabbit:5672/%2f pythia bench --broker rabbitmq")]
 pub(crate) struct Args {
-    /// Messages pre-loaded and read by every run. The embedded broker keeps
-    /// about 5 MiB per partition (after lz4): raise --partitions with the
-    /// count or the size.
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
-    messages: u64,
+    /// The broker: kafka, or rabbitmq (a pass-through worker against a raw
+    /// lapin consumer on pre-loaded queues).
+    #[arg(long, value_enum, default_value_t)]
+    broker: BrokerKind,
+    /// Messages pre-loaded and read by every run (default 1000000 on Kafka,
+    /// 200000 on RabbitMQ, where each run pre-loads a queue of its own). The
+    /// embedded broker keeps about 5 MiB per partition (after lz4): raise
+    /// --partitions with the count or the size.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1000..))]
+    messages: Option<u64>,
     /// Bytes per message.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(8..=100_000))]
     message_size: u64,
@@ -73,6 +86,14 @@ pub(crate) struct Args {
     /// The in-process workers' worker.partition_buffer (default: the worker default).
     #[arg(long, requires = "in_process", value_parser = clap::value_parser!(u64).range(1..))]
     partition_buffer: Option<u64>,
+    /// With --broker rabbitmq: the broker, amqp://user:password@host:5672/%2f
+    /// (default: PYTHIA_RABBITMQ__URL, else 127.0.0.1:5672 as guest). Prefer
+    /// the variable for a password: `ps` shows arguments.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --broker rabbitmq: basic.qos prefetch of both sides.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    prefetch: u16,
     /// Print one JSON object on stdout and nothing else.
     #[arg(long)]
     json: bool,
@@ -90,9 +111,67 @@ struct Report {
     in_process: Option<in_process::Report>,
 }
 
+impl Args {
+    /// Messages per run: as given, else the broker's default.
+    fn messages(&self) -> u64 {
+        self.messages.unwrap_or(match self.broker {
+            BrokerKind::Kafka => 1_000_000,
+            BrokerKind::Rabbitmq => 200_000,
+        })
+    }
+
+    /// A Kafka-only flag given with --broker rabbitmq, or a RabbitMQ-only one
+    /// given with Kafka.
+    fn misplaced_flag(&self) -> Option<&'static str> {
+        let kafka_only = [
+            (self.brokers.is_some(), "--brokers"),
+            (self.topic.is_some(), "--topic"),
+            (self.in_process, "--in-process"),
+            (self.partitions != 8, "--partitions"),
+            (!self.only.is_empty(), "--only"),
+        ];
+        let rabbit_only = [
+            (self.url.is_some(), "--url"),
+            (self.prefetch != 10, "--prefetch"),
+        ];
+        let wrong = match self.broker {
+            BrokerKind::Kafka => &rabbit_only[..],
+            BrokerKind::Rabbitmq => &kafka_only[..],
+        };
+        wrong
+            .iter()
+            .find(|(given, _)| *given)
+            .map(|(_, flag)| *flag)
+    }
+}
+
 /// Runs `pythia bench`.
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(flag) = args.misplaced_flag() {
+        let broker = match args.broker {
+            BrokerKind::Kafka => "rabbitmq",
+            BrokerKind::Rabbitmq => "kafka",
+        };
+        anyhow::bail!(
+            "{flag} applies to --broker {broker} only: leave it out, or add --broker {broker}"
+        );
+    }
     let started = Instant::now();
+    if args.broker == BrokerKind::Rabbitmq {
+        let report = rabbit::run(&args)?;
+        let mut stdout = std::io::stdout().lock();
+        if args.json {
+            writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+        } else {
+            write!(stdout, "{}", rabbit::human(&report))?;
+            writeln!(
+                stdout,
+                "total time {:.1} s",
+                started.elapsed().as_secs_f64()
+            )?;
+        }
+        return Ok(());
+    }
     let address = address::run(&args)?;
     let in_process = args
         .in_process

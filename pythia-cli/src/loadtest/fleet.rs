@@ -37,7 +37,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn new(messages: u64, instances: usize) -> Self {
+    pub(crate) fn new(messages: u64, instances: usize) -> Self {
         Self {
             seen: vec![0; messages as usize],
             unique: 0,
@@ -61,6 +61,29 @@ impl Tally {
         self.assigned_at.resize(n, None);
     }
 
+    /// Instance `instance` processed message `id`, `latency_us` after it was
+    /// created.
+    pub(crate) fn record(&mut self, instance: usize, id: u64, latency_us: u64) {
+        self.grow(instance);
+        self.processed += 1;
+        self.per_instance[instance] += 1;
+        self.first_at[instance].get_or_insert_with(Instant::now);
+        self.latencies_us.push(latency_us);
+        match usize::try_from(id)
+            .ok()
+            .and_then(|id| self.seen.get_mut(id))
+        {
+            Some(count) => {
+                if *count == 0 {
+                    self.unique += 1;
+                    self.last_unique_at = Some(Instant::now());
+                }
+                *count = count.saturating_add(1);
+            }
+            None => self.bad += 1,
+        }
+    }
+
     /// Applies one report line of instance `instance`.
     fn apply(&mut self, instance: usize, line: &str) {
         let mut words = line.split_ascii_whitespace();
@@ -72,26 +95,14 @@ impl Tally {
                 }
             }
             (Some("done"), Some(id), Some(_)) if id.parse() == Ok(super::load::WARM_UP_ID) => {}
-            (Some("done"), Some(id), Some(latency)) => {
-                self.processed += 1;
-                self.per_instance[instance] += 1;
-                self.first_at[instance].get_or_insert_with(Instant::now);
-                self.latencies_us.push(latency.parse().unwrap_or_default());
-                match id
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|id| self.seen.get_mut(id))
-                {
-                    Some(count) => {
-                        if *count == 0 {
-                            self.unique += 1;
-                            self.last_unique_at = Some(Instant::now());
-                        }
-                        *count = count.saturating_add(1);
-                    }
-                    None => self.bad += 1,
+            (Some("done"), Some(id), Some(latency)) => match id.parse::<u64>() {
+                Ok(id) => self.record(instance, id, latency.parse().unwrap_or_default()),
+                Err(_) => {
+                    self.processed += 1;
+                    self.per_instance[instance] += 1;
+                    self.bad += 1;
                 }
-            }
+            },
             (Some("bad"), _, _) => {
                 self.processed += 1;
                 self.per_instance[instance] += 1;

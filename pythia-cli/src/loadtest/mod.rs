@@ -12,6 +12,8 @@ pub(crate) mod instance;
 mod latency;
 pub(crate) mod load;
 pub(crate) mod plot;
+mod rabbit;
+pub(crate) mod rabbit_instance;
 mod raw;
 pub(crate) mod report;
 pub(crate) mod work;
@@ -33,6 +35,8 @@ use plot::Sample;
 use report::{InstanceShare, Latency, RunReport, ScaleReport};
 use work::Work;
 
+use crate::broker::BrokerKind;
+
 /// Options of `pythia loadtest`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -42,8 +46,21 @@ Examples:
   pythia loadtest --rate 5000 --duration 20s --plot load.svg
   pythia loadtest --brokers kafka-1:9092 --instances 3 --json
   pythia loadtest --latency --messages 300000 --duration 10s
-  pythia loadtest --handoff --rate 20000 --duration 20s")]
+  pythia loadtest --handoff --rate 20000 --duration 20s
+  pythia loadtest --broker rabbitmq --work io:5ms --prefetch 10 --scale 1,2 --json")]
 pub(crate) struct Args {
+    /// The broker: kafka, or rabbitmq (instances share one work queue; the
+    /// counts come from the records they write to an output queue).
+    #[arg(long, value_enum, default_value_t)]
+    broker: BrokerKind,
+    /// With --broker rabbitmq: the broker, amqp://user:password@host:5672/%2f
+    /// (default: PYTHIA_RABBITMQ__URL, else 127.0.0.1:5672 as guest). Prefer
+    /// the variable for a password: `ps` shows arguments.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --broker rabbitmq: each instance's basic.qos prefetch.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    prefetch: u16,
     /// Worker processes in the group.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "scale")]
     instances: u32,
@@ -113,6 +130,14 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs `pythia loadtest`.
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    if args.broker == BrokerKind::Rabbitmq {
+        return rabbit::run(&args);
+    }
+    if args.url.is_some() || args.prefetch != 10 {
+        bail!(
+            "--url and --prefetch apply to --broker rabbitmq only: leave them out, or add --broker rabbitmq"
+        );
+    }
     if let Some(path) = &args.plot
         && path.extension().is_none_or(|e| e != "svg")
     {
