@@ -1,7 +1,10 @@
-//! A cut connection: the worker's readiness turns false, then it reconnects
-//! by itself and finishes the queue; nothing is lost (what was not
-//! acknowledged when the connection dropped is delivered again), and the
-//! queue's series say so.
+//! A cut connection, and the broker itself restarted: the worker's readiness
+//! turns false, then it reconnects by itself and finishes the queue; nothing
+//! is lost (what was not acknowledged when the connection dropped is
+//! delivered again; the durable queues and persistent messages outlive a
+//! restart), and the queue's series say so.
+//!
+//! The two tests disturb the shared broker, so they take turns.
 
 mod common;
 
@@ -13,6 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Broker, Workers, count_ids, ids, unique};
+
+/// One test at a time: each cuts what the other relies on.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The response to `GET path` from the worker's endpoint, or `None` if
 /// nothing answers.
@@ -133,6 +139,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_turns_readiness_false_then_the_worker_resumes_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     const JOBS: u64 = 5_000;
     let mut broker = Broker::connect().await;
     let input = unique("cut");
@@ -213,6 +220,114 @@ async fn a_cut_connection_turns_readiness_false_then_the_worker_resumes_and_lose
     assert!(
         redelivered >= 1.0,
         "what the worker held at the cut came back redelivered"
+    );
+    workers.stop_all();
+}
+
+/// Runs `rabbitmqctl <args>`, which must succeed.
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (the tests need the broker's own tools)");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stops the broker application; starts it again when dropped, so a failing
+/// test never leaves the machine's broker down.
+struct Stopped;
+
+impl Stopped {
+    fn broker() -> Self {
+        rabbitmqctl(&["stop_app"]);
+        Self
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        rabbitmqctl(&["start_app"]);
+        rabbitmqctl(&["await_startup"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_turns_readiness_false_then_the_worker_resumes_and_loses_nothing() {
+    const JOBS: u64 = 3_000;
+    let _serial = SERIAL.lock().await;
+    let mut before = Broker::connect().await;
+    let input = unique("restart");
+    let output = format!("{input}.out");
+    before.queue(&input).await;
+    before.queue(&output).await;
+    let port = free_port();
+    let mut workers = Workers::default();
+    let worker = workers.spawn(&[
+        ("PYTHIA_RABBITMQ__QUEUE", input.clone()),
+        ("PYTHIA_RABBITMQ__OUTPUT", output.clone()),
+        ("PYTHIA_RABBITMQ__RECONNECT_MIN", "500ms".into()),
+        ("PYTHIA_METRICS__ADDRESS", format!("127.0.0.1:{port}")),
+        ("TEST_OUTPUT", "1".into()),
+        ("TEST_DELAY_MS", "3".into()),
+    ]);
+    before
+        .wait_for_consumers(&input, 1, Duration::from_secs(30))
+        .await;
+    assert!(
+        wait_ready(port, true, Duration::from_secs(10)),
+        "ready once consuming:\n{}",
+        workers.log(worker)
+    );
+    before.publish(&input, ids(JOBS)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let stopped = Stopped::broker();
+    let away = Instant::now();
+    assert!(
+        wait_ready(port, false, Duration::from_secs(20)),
+        "not ready while the broker is down:\n{}",
+        workers.log(worker)
+    );
+    // Away for longer than a few reconnect attempts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(stopped);
+    println!("broker away for {:?}", away.elapsed());
+    assert!(
+        wait_ready(port, true, Duration::from_secs(60)),
+        "ready again once the broker is back:\n{}",
+        workers.log(worker)
+    );
+
+    // The old connection died with the broker: a new one reads the results
+    // (and deletes the queues at the end).
+    let mut after = Broker::connect().await;
+    after.own(&input);
+    after.own(&output);
+    after.own(&format!("{input}.dlq"));
+    let taken = after
+        .take(
+            &output,
+            JOBS as usize,
+            Duration::from_secs(3),
+            Duration::from_secs(120),
+        )
+        .await;
+    let (distinct, duplicates) = count_ids(&taken);
+    println!("{JOBS} jobs across a broker restart: {distinct} done, {duplicates} duplicates");
+    assert_eq!(
+        distinct,
+        JOBS as usize,
+        "jobs lost:\n{}",
+        workers.log(worker)
+    );
+    assert_eq!(
+        after.depth(&input).await,
+        (0, 1),
+        "drained, and consuming again"
     );
     workers.stop_all();
 }
