@@ -3,25 +3,12 @@
 //! the report has their figures and the ratio. Speed is not asserted: this
 //! is a benchmark, and test machines are noisy.
 
+mod common;
+
 use std::process::Command;
 
+use common::{PYTHIA, require_rabbitmq};
 use serde_json::Value;
-
-const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
-
-/// Whether RabbitMQ answers on 127.0.0.1:5672; says why a test skips if not.
-fn rabbit_answers(test: &str) -> bool {
-    let address = "127.0.0.1:5672".parse().expect("address");
-    match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(error) => {
-            eprintln!(
-                "SKIPPED {test}: RabbitMQ does not answer on 127.0.0.1:5672 ({error}); start it with `service rabbitmq-server start`"
-            );
-            false
-        }
-    }
-}
 
 fn f(v: &Value, key: &str) -> f64 {
     v[key]
@@ -31,9 +18,7 @@ fn f(v: &Value, key: &str) -> f64 {
 
 #[test]
 fn bench_json_has_both_sides_every_run_and_the_ratio() {
-    if !rabbit_answers("bench_json_has_both_sides_every_run_and_the_ratio") {
-        return;
-    }
+    require_rabbitmq();
     let output = Command::new(PYTHIA)
         .args(["bench", "--broker", "rabbitmq", "--json"])
         .args(["--messages", "3000", "--rounds", "2", "--prefetch", "20"])

@@ -2,28 +2,15 @@
 //! them over AMQP, `unacked` said to be unknown rather than 0, and errors
 //! that name the fix without showing a password.
 
+mod common;
+
 use std::process::Command;
 
+use common::{PYTHIA, require_rabbitmq};
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
-
-const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
-
-/// Whether RabbitMQ answers on 127.0.0.1:5672; says why a test skips if not.
-fn rabbit_answers(test: &str) -> bool {
-    let address = "127.0.0.1:5672".parse().expect("address");
-    match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(error) => {
-            eprintln!(
-                "SKIPPED {test}: RabbitMQ does not answer on 127.0.0.1:5672 ({error}); start it with `service rabbitmq-server start`"
-            );
-            false
-        }
-    }
-}
 
 fn depth(args: &[&str]) -> std::process::Output {
     Command::new(PYTHIA)
@@ -36,9 +23,7 @@ fn depth(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn depth_reports_ready_and_consumers_and_leaves_unacked_unknown() {
-    if !rabbit_answers("depth_reports_ready_and_consumers_and_leaves_unacked_unknown") {
-        return;
-    }
+    require_rabbitmq();
     let queue = format!("pythia-cli-depth-{}", std::process::id());
     let connection =
         Connection::connect("amqp://127.0.0.1:5672/%2f", ConnectionProperties::default())
@@ -116,9 +101,7 @@ async fn depth_reports_ready_and_consumers_and_leaves_unacked_unknown() {
 
 #[test]
 fn a_missing_queue_is_named_with_the_flag() {
-    if !rabbit_answers("a_missing_queue_is_named_with_the_flag") {
-        return;
-    }
+    require_rabbitmq();
     let output = depth(&["--queue", "pythia-cli-depth-no-such-queue"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -131,9 +114,7 @@ fn a_missing_queue_is_named_with_the_flag() {
 
 #[test]
 fn a_wrong_password_is_never_printed() {
-    if !rabbit_answers("a_wrong_password_is_never_printed") {
-        return;
-    }
+    require_rabbitmq();
     let output = depth(&[
         "--queue",
         "jobs",

@@ -2,25 +2,12 @@
 //! two worker processes share one queue with prefetch, and what they wrote
 //! to the output queue adds up — nothing lost, nothing twice, both busy.
 
+mod common;
+
 use std::process::Command;
 
+use common::{PYTHIA, require_rabbitmq};
 use serde_json::Value;
-
-const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
-
-/// Whether RabbitMQ answers on 127.0.0.1:5672; says why a test skips if not.
-fn rabbit_answers(test: &str) -> bool {
-    let address = "127.0.0.1:5672".parse().expect("address");
-    match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(error) => {
-            eprintln!(
-                "SKIPPED {test}: RabbitMQ does not answer on 127.0.0.1:5672 ({error}); start it with `service rabbitmq-server start`"
-            );
-            false
-        }
-    }
-}
 
 fn u(v: &Value, key: &str) -> u64 {
     v[key]
@@ -30,9 +17,7 @@ fn u(v: &Value, key: &str) -> u64 {
 
 #[test]
 fn two_instances_split_the_queue_with_nothing_lost_or_repeated() {
-    if !rabbit_answers("two_instances_split_the_queue_with_nothing_lost_or_repeated") {
-        return;
-    }
+    require_rabbitmq();
     let messages = 2000;
     let output = Command::new(PYTHIA)
         .args(["loadtest", "--broker", "rabbitmq", "--json"])

@@ -97,3 +97,17 @@ pub(crate) fn http_get_ok(address: &str, path: &str) -> String {
     assert_eq!(code, 200, "GET {path}: {body}");
     body
 }
+
+/// Panics with what to do unless RabbitMQ answers on 127.0.0.1:5672: the
+/// RabbitMQ tests need it, and `cargo xtask test` starts it.
+pub(crate) fn require_rabbitmq() {
+    let address = "127.0.0.1:5672".parse().expect("address");
+    if let Err(error) =
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))
+    {
+        panic!(
+            "RabbitMQ does not answer on 127.0.0.1:5672 ({error}): these tests need it; start it \
+             with `service rabbitmq-server start` (or `cargo xtask prerequisites`)"
+        );
+    }
+}
