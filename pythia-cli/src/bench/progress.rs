@@ -1,8 +1,11 @@
 //! The clock of one benchmark run: messages done, first and last.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use pythia_kafka::core::PartitionId;
+use pythia_kafka::core::connector::{Acker, Source, SourceEvent};
 
 use tokio::sync::Notify;
 
@@ -22,6 +25,58 @@ pub(crate) struct Progress {
     finished: Notify,
     /// The process's resource use when the last message was done.
     usage: OnceLock<Usage>,
+}
+
+/// A worker's source (Kafka or RabbitMQ), with every acknowledgement
+/// counted: a message is done when the worker acknowledges it.
+pub(crate) struct Counted<S> {
+    pub(crate) inner: S,
+    pub(crate) progress: Arc<Progress>,
+}
+
+#[derive(Clone)]
+pub(crate) struct CountedAcker<A> {
+    inner: A,
+    progress: Arc<Progress>,
+}
+
+impl<A: Acker> Acker for CountedAcker<A> {
+    fn ack(&self, partition: &PartitionId, offset: i64) {
+        self.inner.ack(partition, offset);
+        self.progress.tick();
+    }
+
+    fn ack_many(&self, partition: &PartitionId, offsets: &[i64]) {
+        self.inner.ack_many(partition, offsets);
+        self.progress.tick_many(offsets.len() as u64);
+    }
+}
+
+impl<S: Source> Source for Counted<S> {
+    type Acker = CountedAcker<S::Acker>;
+
+    fn acker(&self) -> Self::Acker {
+        CountedAcker {
+            inner: self.inner.acker(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    async fn next(&mut self) -> Option<SourceEvent> {
+        self.inner.next().await
+    }
+
+    fn pause(&mut self, partitions: &[PartitionId]) {
+        self.inner.pause(partitions);
+    }
+
+    fn resume(&mut self, partitions: &[PartitionId]) {
+        self.inner.resume(partitions);
+    }
+
+    async fn close(self, timeout: Duration) -> Result<(), pythia_kafka::core::Error> {
+        self.inner.close(timeout).await
+    }
 }
 
 /// What one run measured.

@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use pythia_kafka::core::PartitionId;
-use pythia_kafka::core::connector::{Acker, Health, Runtime, Source, SourceEvent};
+use pythia_kafka::core::connector::{Health, Runtime};
 use pythia_kafka::core::{ConfigLoader, WorkerSpec};
-use pythia_rabbitmq::{RabbitAcker, RabbitSink, RabbitSource};
+use pythia_rabbitmq::{RabbitSink, RabbitSource};
 use serde::{Deserialize, Serialize};
 
-use super::progress::Progress;
+use super::progress::{Counted, Progress};
 use super::usage::Usage;
 use super::{rabbit_raw, round3, workers};
 
@@ -184,57 +183,6 @@ async fn pythia(config: &pythia_rabbitmq::Config, progress: Arc<Progress>) -> an
         bail!("the pythia worker did not finish within {SIDE_TIMEOUT:?}");
     }
     Ok(())
-}
-
-/// The RabbitMQ source, with every acknowledgement counted.
-struct Counted {
-    inner: RabbitSource,
-    progress: Arc<Progress>,
-}
-
-#[derive(Clone)]
-struct CountedAcker {
-    inner: RabbitAcker,
-    progress: Arc<Progress>,
-}
-
-impl Acker for CountedAcker {
-    fn ack(&self, partition: &PartitionId, offset: i64) {
-        self.inner.ack(partition, offset);
-        self.progress.tick();
-    }
-
-    fn ack_many(&self, partition: &PartitionId, offsets: &[i64]) {
-        self.inner.ack_many(partition, offsets);
-        self.progress.tick_many(offsets.len() as u64);
-    }
-}
-
-impl Source for Counted {
-    type Acker = CountedAcker;
-
-    fn acker(&self) -> CountedAcker {
-        CountedAcker {
-            inner: self.inner.acker(),
-            progress: self.progress.clone(),
-        }
-    }
-
-    async fn next(&mut self) -> Option<SourceEvent> {
-        self.inner.next().await
-    }
-
-    fn pause(&mut self, partitions: &[PartitionId]) {
-        self.inner.pause(partitions);
-    }
-
-    fn resume(&mut self, partitions: &[PartitionId]) {
-        self.inner.resume(partitions);
-    }
-
-    async fn close(self, timeout: Duration) -> Result<(), pythia_kafka::core::Error> {
-        self.inner.close(timeout).await
-    }
 }
 
 #[cfg(test)]

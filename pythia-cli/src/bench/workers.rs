@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use pythia_kafka::core::PartitionId;
-use pythia_kafka::core::connector::{Acker, Runtime, Source, SourceEvent};
+use pythia_kafka::core::connector::Runtime;
 use pythia_kafka::{
-    Config, Context, KafkaAcker, KafkaSink, KafkaSource, Message, Outputs, Process, ProcessError,
-    Raw, Worker,
+    Config, Context, KafkaSink, KafkaSource, Message, Outputs, Process, ProcessError, Raw, Worker,
 };
 
-use super::progress::Progress;
+use super::progress::{Counted, Progress};
 
 /// Does nothing with each message.
 pub(crate) struct PassThrough;
@@ -50,57 +48,6 @@ impl Process for Forward {
         _: &Context,
     ) -> Result<Outputs<Bytes>, ProcessError> {
         Ok(Outputs::one(msg.into_payload()))
-    }
-}
-
-/// The Kafka source, with every acknowledgement counted.
-struct Counted {
-    inner: KafkaSource,
-    progress: Arc<Progress>,
-}
-
-#[derive(Clone)]
-struct CountedAcker {
-    inner: KafkaAcker,
-    progress: Arc<Progress>,
-}
-
-impl Acker for CountedAcker {
-    fn ack(&self, partition: &PartitionId, offset: i64) {
-        self.inner.ack(partition, offset);
-        self.progress.tick();
-    }
-
-    fn ack_many(&self, partition: &PartitionId, offsets: &[i64]) {
-        self.inner.ack_many(partition, offsets);
-        self.progress.tick_many(offsets.len() as u64);
-    }
-}
-
-impl Source for Counted {
-    type Acker = CountedAcker;
-
-    fn acker(&self) -> CountedAcker {
-        CountedAcker {
-            inner: self.inner.acker(),
-            progress: self.progress.clone(),
-        }
-    }
-
-    async fn next(&mut self) -> Option<SourceEvent> {
-        self.inner.next().await
-    }
-
-    fn pause(&mut self, partitions: &[PartitionId]) {
-        self.inner.pause(partitions);
-    }
-
-    fn resume(&mut self, partitions: &[PartitionId]) {
-        self.inner.resume(partitions);
-    }
-
-    async fn close(self, timeout: Duration) -> Result<(), pythia_kafka::core::Error> {
-        self.inner.close(timeout).await
     }
 }
 
