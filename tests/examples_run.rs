@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pythia_tests::{run_example, summary_value};
+use pythia_tests::{example_bin, run_example, scratch, spawn_example, summary_value};
 
 const LIMIT: Duration = Duration::from_secs(180);
 
@@ -152,4 +152,112 @@ fn rabbitmq_jobs_writes_each_job_once_across_two_instances() {
         shares.iter().all(|n| *n > 0),
         "both instances worked: {line}"
     );
+}
+
+/// `rabbitmq_jobs <args>` with `env`, to its end; its stdout.
+fn jobs_command(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(example_bin("rabbitmq_jobs"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run rabbitmq_jobs");
+    assert!(
+        out.status.success(),
+        "rabbitmq_jobs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Consumers of `queue`, from the broker's own tool (0 while it is missing).
+fn consumers(queue: &str) -> i64 {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "name",
+            "consumers",
+            "-q",
+            "--no-table-headers",
+        ])
+        .output()
+        .expect("rabbitmqctl runs (the tests need the broker's own tools)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some(queue)).then(|| words.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn rabbitmq_jobs_as_processes_share_the_queue_and_write_each_job_once() {
+    // The compose layout: two worker processes, a one-shot enqueue, a report
+    // from Redis; a queue and a Redis namespace of its own, deleted at the end.
+    let queue = format!("pythia-example-jobq-{}", std::process::id());
+    let namespace = format!("pythia-example:jobs-processes:{}", std::process::id());
+    let env = [
+        ("PYTHIA_RABBITMQ__QUEUE", queue.as_str()),
+        ("JOBS_NAMESPACE", namespace.as_str()),
+    ];
+    let dir = scratch("rabbitmq_jobs_processes");
+    let mut workers: Vec<_> = (0..2)
+        .map(|i| spawn_example(&dir, &format!("w{i}"), "rabbitmq_jobs", &["worker"], &env))
+        .collect();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while consumers(&queue) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "two workers consuming {queue}:\n{}\n{}",
+                workers[0].log_text(),
+                workers[1].log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let enqueued = jobs_command(&["enqueue", "1000"], &env);
+        assert_eq!(
+            summary_value(&enqueued, "enqueued"),
+            Some(1010),
+            "{enqueued}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let report = loop {
+            let report = jobs_command(&["report"], &env);
+            if summary_value(&report, "processed") == Some(1010) {
+                break report;
+            }
+            assert!(std::time::Instant::now() < deadline, "{report}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        // Every 100th job went in twice: written once, counted a duplicate.
+        assert_eq!(summary_value(&report, "documents"), Some(1000), "{report}");
+        assert_eq!(summary_value(&report, "duplicates"), Some(10), "{report}");
+        let mut shares = Vec::new();
+        for (i, worker) in workers.iter_mut().enumerate() {
+            worker.terminate();
+            assert!(
+                worker.wait(Duration::from_secs(30)).success(),
+                "{}",
+                worker.log_text()
+            );
+            let out = std::fs::read_to_string(dir.join(format!("w{i}.out"))).unwrap_or_default();
+            shares.push(summary_value(&out, "processed").unwrap_or_else(|| panic!("w{i}: {out}")));
+        }
+        assert_eq!(shares.iter().sum::<i64>(), 1010, "{shares:?}");
+        assert!(
+            shares.iter().all(|&n| n > 0),
+            "both workers worked: {shares:?}"
+        );
+    }));
+    let _ = jobs_command(&["clear"], &env);
+    for name in [queue.clone(), format!("{queue}.dlq")] {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_queue", &name])
+            .output();
+    }
+    if let Err(panic) = run {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -36,8 +36,9 @@ later built in; `cargo xtask test deploy` installs them. What it checks:
    no aggregation without `by`), and alerts_test.yml has, for every alert,
    a case where it fires and one where it stays quiet; every alert has a
    summary and a runbook.
-7. docker-compose.yml: structure, a scalable worker service (no
-   container_name, no published ports), published ports bound to 127.0.0.1,
+7. docker-compose.yml: structure, scalable worker services (Kafka's, and
+   the RabbitMQ job workers of profile `rabbitmq`; no container_name, no
+   published ports), published ports bound to 127.0.0.1,
    a Grafana password that must be set, mounted files exist, Prometheus and
    Grafana provisioning agree with the files.
 8. dashboard.json: valid JSON, every panel has a Prometheus query, unique ids,
@@ -784,6 +785,35 @@ def compose_checks() -> None:
     check(exporter["entrypoint"] == ["pythia"] and exporter["command"][0] == "lag" and "--serve" in exporter["command"], "compose: the lag exporter runs `pythia lag --serve`")
     group = worker["environment"]["PYTHIA_KAFKA__GROUP"]
     check(exporter["command"][exporter["command"].index("--group") + 1] == group, f"compose: the exporter watches group {group}")
+
+    # Profile rabbitmq: the job workers scale too, on the queue the enqueue
+    # one-shot fills, with the broker's password in one place.
+    jobs = services["jobs-worker"]
+    check(
+        "container_name" not in jobs and "ports" not in jobs and jobs.get("profiles") == ["rabbitmq"],
+        "compose: jobs-worker scales (no container_name, no published ports), in profile rabbitmq",
+    )
+    check(
+        jobs["depends_on"]["rabbitmq"]["condition"] == "service_healthy",
+        "compose: job workers start once RabbitMQ answers its health check",
+    )
+    shutdown = duration_seconds(jobs["environment"].get("PYTHIA_WORKER__SHUTDOWN_TIMEOUT", "30s"))
+    check(duration_seconds(jobs.get("stop_grace_period", "10s")) > shutdown, "compose: jobs-worker stop_grace_period > worker.shutdown_timeout")
+    enqueue = services["jobs-enqueue"]
+    check(
+        jobs["environment"]["PYTHIA_RABBITMQ__QUEUE"] == enqueue["environment"]["PYTHIA_RABBITMQ__QUEUE"]
+        and jobs["environment"]["JOBS_NAMESPACE"] == enqueue["environment"]["JOBS_NAMESPACE"],
+        "compose: the enqueue one-shot fills the workers' queue and reports their namespace",
+    )
+    password = services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"]
+    check(
+        f"pythia:{password}@rabbitmq:5672" in jobs["environment"]["PYTHIA_RABBITMQ__URL"],
+        "compose: the job workers log in with RabbitMQ's configured user and password",
+    )
+    check(
+        all(not p.endswith(":5672") for p in services["rabbitmq"].get("ports", [])),
+        "compose: AMQP is not published (only the management UI, on loopback)",
+    )
 
     prometheus = yaml.safe_load((directory / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}

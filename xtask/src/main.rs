@@ -97,6 +97,8 @@ fn prepare(root: &Path) -> Result<PathBuf, String> {
     println!("{:<10} {}", "tansu", tansu.display());
     prereq::rabbitmq()?;
     println!("{:<10} {}", "rabbitmq", prereq::RABBITMQ_ADDRESS);
+    prereq::redis()?;
+    println!("{:<10} {}", "redis", prereq::REDIS_ADDRESS);
     prereq::playwright(root)?;
     println!(
         "{:<10} tests/console/node_modules/playwright-core",

@@ -243,8 +243,8 @@ fn explain(missing: &[(String, &str, &str)], why: &str) -> String {
 /// Where the RabbitMQ connector's tests find their broker.
 pub(crate) const RABBITMQ_ADDRESS: &str = "127.0.0.1:5672";
 
-/// How long a starting RabbitMQ may take to answer.
-const RABBITMQ_START: Duration = Duration::from_secs(90);
+/// Where the RabbitMQ jobs example keeps its documents.
+pub(crate) const REDIS_ADDRESS: &str = "127.0.0.1:6379";
 
 /// Whether something accepts TCP connections at `address`.
 pub(crate) fn answers(address: &str) -> bool {
@@ -253,77 +253,144 @@ pub(crate) fn answers(address: &str) -> bool {
         .is_ok_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
 }
 
-/// The `rabbitmq-server` script, on `PATH` or where Debian puts it.
-fn rabbitmq_server() -> Option<PathBuf> {
-    which("rabbitmq-server").or_else(|| {
-        [
-            "/usr/sbin/rabbitmq-server",
-            "/usr/lib/rabbitmq/bin/rabbitmq-server",
-        ]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| is_executable(p))
-    })
+/// A server the suite needs running on this machine.
+struct Service {
+    /// What it is called in messages.
+    name: &'static str,
+    address: &'static str,
+    /// The Debian package that brings it.
+    package: &'static str,
+    /// Its server program, on `PATH` or at one of these paths.
+    program: &'static str,
+    paths: &'static [&'static str],
+    /// Starts it where no service manager runs.
+    detached: &'static [&'static str],
+    /// How long it may take to answer once started.
+    start: Duration,
+    /// Who needs it, for messages.
+    needed_by: &'static str,
 }
 
-/// Makes sure RabbitMQ answers on [`RABBITMQ_ADDRESS`] (pythia-rabbitmq's
-/// tests need it, and fail rather than skip without it): installs
-/// `rabbitmq-server` with apt if it is missing, starts its service (or the
-/// server detached, where no service manager runs) if it does not answer,
-/// and waits for it.
-pub(crate) fn rabbitmq() -> Result<(), String> {
-    if answers(RABBITMQ_ADDRESS) {
-        return Ok(());
+impl Service {
+    fn program(&self) -> Option<PathBuf> {
+        which(self.program).or_else(|| {
+            self.paths
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| is_executable(p))
+        })
     }
-    let prefix = installer();
-    if rabbitmq_server().is_none() {
-        println!("installing: rabbitmq-server");
-        let Some(prefix) = &prefix else {
-            return Err(
-                "RabbitMQ is not installed and this user cannot install packages: \
-                 `apt-get install -y rabbitmq-server` (needed by pythia-rabbitmq's tests)"
-                    .into(),
-            );
-        };
-        if !apt_install(prefix, &["rabbitmq-server"]) {
-            eprintln!("apt-get failed to install rabbitmq-server");
-        }
-    }
-    let sudo: Vec<&str> = prefix.unwrap_or_default();
-    let run = |program: &str, args: &[&str]| {
-        let mut command = Command::new(sudo.first().copied().unwrap_or(program));
-        command.args(sudo.iter().skip(1));
-        if !sudo.is_empty() {
-            command.arg(program);
-        }
-        command
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    println!("starting RabbitMQ");
-    let started = run("service", &["rabbitmq-server", "start"])
-        || rabbitmq_server()
-            .is_some_and(|server| run(&server.display().to_string(), &["-detached"]));
-    let deadline = Instant::now() + RABBITMQ_START;
-    while Instant::now() < deadline {
-        if answers(RABBITMQ_ADDRESS) {
+
+    /// Makes sure it answers on its address: installs the package with apt
+    /// if the program is missing, starts its service (or the program
+    /// detached, where no service manager runs) if it does not answer, and
+    /// waits for it.
+    fn ensure(&self) -> Result<(), String> {
+        if answers(self.address) {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Err(format!(
-        "RabbitMQ does not answer on {RABBITMQ_ADDRESS} ({}): start it with \
-         `service rabbitmq-server start` (or `rabbitmq-server -detached`); \
-         pythia-rabbitmq's tests need it",
-        if started {
-            "started, but silent"
-        } else {
-            "could not be started"
+        let prefix = installer();
+        if self.program().is_none() {
+            println!("installing: {}", self.package);
+            let Some(prefix) = &prefix else {
+                return Err(format!(
+                    "{} is not installed and this user cannot install packages: \
+                     `apt-get install -y {}` (needed by {})",
+                    self.name, self.package, self.needed_by
+                ));
+            };
+            if !apt_install(prefix, &[self.package]) {
+                eprintln!("apt-get failed to install {}", self.package);
+            }
         }
-    ))
+        let sudo: Vec<&str> = prefix.unwrap_or_default();
+        let run = |program: &str, args: &[&str]| {
+            let mut command = Command::new(sudo.first().copied().unwrap_or(program));
+            command.args(sudo.iter().skip(1));
+            if !sudo.is_empty() {
+                command.arg(program);
+            }
+            command
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        println!("starting {}", self.name);
+        let started = run("service", &[self.package, "start"])
+            || self
+                .program()
+                .is_some_and(|server| run(&server.display().to_string(), self.detached));
+        let deadline = Instant::now() + self.start;
+        while Instant::now() < deadline {
+            if answers(self.address) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Err(format!(
+            "{} does not answer on {} ({}): start it with `service {} start` (or `{} {}`); \
+             {} need it",
+            self.name,
+            self.address,
+            if started {
+                "started, but silent"
+            } else {
+                "could not be started"
+            },
+            self.package,
+            self.program,
+            self.detached.join(" "),
+            self.needed_by,
+        ))
+    }
+}
+
+/// Makes sure RabbitMQ answers on [`RABBITMQ_ADDRESS`]: pythia-rabbitmq's
+/// tests need it, and fail rather than skip without it.
+pub(crate) fn rabbitmq() -> Result<(), String> {
+    Service {
+        name: "RabbitMQ",
+        address: RABBITMQ_ADDRESS,
+        package: "rabbitmq-server",
+        program: "rabbitmq-server",
+        paths: &[
+            "/usr/sbin/rabbitmq-server",
+            "/usr/lib/rabbitmq/bin/rabbitmq-server",
+        ],
+        detached: &["-detached"],
+        start: Duration::from_secs(90),
+        needed_by: "pythia-rabbitmq's tests",
+    }
+    .ensure()
+}
+
+/// Makes sure Redis answers on [`REDIS_ADDRESS`]: the RabbitMQ jobs example
+/// writes its documents there, and its tests need it.
+pub(crate) fn redis() -> Result<(), String> {
+    Service {
+        name: "Redis",
+        address: REDIS_ADDRESS,
+        package: "redis-server",
+        program: "redis-server",
+        paths: &["/usr/bin/redis-server"],
+        detached: &[
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        start: Duration::from_secs(30),
+        needed_by: "the rabbitmq_jobs example's tests",
+    }
+    .ensure()
 }
 
 /// Installs Tansu with `.ci/install-tansu` (which checks its hash) and
