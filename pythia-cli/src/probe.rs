@@ -54,16 +54,31 @@ async fn status(address: &str) -> std::io::Result<serde_json::Value> {
     Ok(json)
 }
 
-/// Messages the instance at `address` has processed so far: the sum of its
-/// `pythia_messages_total{outcome="ok"}` series on `/metrics`.
-pub(crate) async fn processed(address: &str, timeout: Duration) -> std::io::Result<f64> {
-    let body = tokio::time::timeout(timeout, get(address, "/metrics"))
+/// The instance's `/metrics` (Prometheus text).
+pub(crate) async fn metrics(address: &str, timeout: Duration) -> std::io::Result<String> {
+    tokio::time::timeout(timeout, get(address, "/metrics"))
         .await
-        .map_err(|_| std::io::Error::other("no answer in time"))??;
-    Ok(processed_in(&body))
+        .map_err(|_| std::io::Error::other("no answer in time"))?
 }
 
-fn processed_in(metrics: &str) -> f64 {
+/// Deliveries of `queue` an instance holds unacknowledged: its
+/// `pythia_queue_unacked_messages{queue="<queue>"}` series on `/metrics`
+/// (`None` when it exports none, e.g. not a RabbitMQ worker).
+pub(crate) fn unacked_in(metrics: &str, queue: &str) -> Option<u64> {
+    let label = format!("queue=\"{queue}\"");
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("pythia_queue_unacked_messages{") && line.contains(label.as_str())
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .map(|n| n.max(0.0) as u64)
+        .reduce(|a, b| a + b)
+}
+
+/// Messages an instance has processed so far: the sum of its
+/// `pythia_messages_total{outcome="ok"}` series in `metrics`.
+pub(crate) fn processed_in(metrics: &str) -> f64 {
     metrics
         .lines()
         .filter(|line| {
@@ -121,6 +136,15 @@ mod tests {
             pythia_messages_total{outcome=\"retried\",topic=\"a\",worker=\"w\"} 7\n\
             pythia_in_flight_messages{worker=\"w\"} 3\n";
         assert_eq!(processed_in(metrics), 42.0);
+    }
+
+    #[test]
+    fn unacked_reads_the_queue_series_of_that_queue_only() {
+        let metrics = "pythia_queue_unacked_messages{group=\"w\",queue=\"jobs\"} 7\n\
+            pythia_queue_unacked_messages{group=\"w\",queue=\"jobs.other\"} 5\n\
+            pythia_queue_messages_ready{group=\"w\",queue=\"jobs\"} 120\n";
+        assert_eq!(unacked_in(metrics, "jobs"), Some(7));
+        assert_eq!(unacked_in(metrics, "none"), None);
     }
 
     #[tokio::test]

@@ -1,11 +1,14 @@
 //! `pythia fleet`: run N instances of a worker binary on one host, restart
 //! those that crash, show their status, and scale them by hand
-//! (`fleet scale N`) or on the group's lag with the policy of the KEDA/HPA
-//! manifests in `deploy/`. Beyond one host, run the workers on Kubernetes.
+//! (`fleet scale N`) or on a Kafka group's lag or a RabbitMQ queue's backlog
+//! with the policy of the KEDA/HPA manifests in `deploy/`. Beyond one host,
+//! run the workers on Kubernetes.
 //!
-//! Files: `supervise.rs` (the child processes), `policy.rs` (when to scale),
-//! `control.rs` (the control socket), `status.rs` (what `status` shows).
+//! Files: `supervise.rs` (the child processes), `backlog.rs` (what it scales
+//! on), `policy.rs` (when to scale), `control.rs` (the control socket),
+//! `status.rs` (what `status` shows).
 
+mod backlog;
 mod control;
 mod policy;
 mod status;
@@ -17,14 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use pythia_core::metrics::PartitionLag;
 use pythia_kafka::LagReader;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::cluster::ClusterArgs;
 use crate::lag::humantime_duration;
-use policy::{Observation, Policy, Scaler};
+use crate::rabbit;
+use backlog::{GroupLag, QueueBacklog, Signal};
+use policy::{Policy, Scaler};
 use supervise::{Launch, Supervisor};
 
 /// The default control socket, in the current directory.
@@ -65,11 +69,12 @@ pub(crate) struct RunArgs {
     /// Instances to start with; default: --min, else 1.
     #[arg(long)]
     instances: Option<usize>,
-    /// Scale on lag, down to this many instances (needs --max).
+    /// Scale on the lag (--group/--topic) or the queue's backlog (--queue),
+    /// down to this many instances (needs --max).
     #[arg(long, requires = "max")]
     min: Option<usize>,
-    /// Scale on lag, up to this many instances (needs --min); never more than
-    /// the partitions that have lag.
+    /// Scale up to this many instances (needs --min); on Kafka never more
+    /// than the partitions that have lag.
     #[arg(long, requires = "min")]
     max: Option<usize>,
     /// The consumer group; default: `kafka.group` of the configuration.
@@ -80,9 +85,21 @@ pub(crate) struct RunArgs {
     /// instances get them as PYTHIA_KAFKA__TOPICS.
     #[arg(long = "topic", value_name = "TOPIC")]
     topics: Vec<String>,
-    /// Messages of lag each instance is expected to work off (KEDA's
-    /// lagThreshold, the HPA's AverageValue).
-    #[arg(long, default_value_t = 1000)]
+    /// A RabbitMQ queue: scale on its backlog, ready + unacknowledged
+    /// messages, instead of a Kafka group's lag. The instances get it as
+    /// PYTHIA_RABBITMQ__QUEUE.
+    #[arg(long)]
+    queue: Option<String>,
+    /// With --queue: the broker, amqp://user:password@host:5672/%2f
+    /// (default: PYTHIA_RABBITMQ__URL, else 127.0.0.1:5672 as guest); the
+    /// instances get it as PYTHIA_RABBITMQ__URL. Prefer the variable for a
+    /// password: `ps` shows arguments.
+    #[arg(long, requires = "queue")]
+    url: Option<String>,
+    /// Messages each instance is expected to work off: of lag on Kafka
+    /// (KEDA's lagThreshold, the HPA's AverageValue), of backlog (ready +
+    /// unacked) on a queue.
+    #[arg(long, visible_alias = "backlog-per-instance", default_value_t = 1000)]
     lag_per_instance: u64,
     /// How often the lag is read and scaling decided; at most one change per period.
     #[arg(long, default_value = "15s", value_parser = humantime_duration)]
@@ -153,29 +170,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// What the fleet reads the lag of.
-struct Watch {
-    group: String,
-    topics: Vec<String>,
-    reader: Arc<Mutex<LagReader>>,
-}
-
-impl Watch {
-    async fn read(&self) -> Result<Vec<PartitionLag>, String> {
-        let (reader, topics) = (self.reader.clone(), self.topics.clone());
-        let group = self.group.clone();
-        tokio::task::spawn_blocking(move || {
-            reader
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .read(&topics, None)
-                .map_err(|e| format!("reading the lag of group `{group}`: {e}"))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the lag reader panicked: {e}")))
-    }
-}
-
 async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
     let policy = match (args.min, args.max) {
         (Some(min), Some(max)) => {
@@ -183,12 +177,12 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
                 bail!("--min {min} is above --max {max}; give --min <= --max");
             }
             if args.lag_per_instance == 0 {
-                bail!("--lag-per-instance must be 1 or more, e.g. 1000");
+                bail!("--lag-per-instance (--backlog-per-instance) must be 1 or more, e.g. 1000");
             }
             Some(Policy {
                 min,
                 max,
-                lag_per_instance: args.lag_per_instance,
+                per_instance: args.lag_per_instance,
                 up_window: args.scale_up_window,
                 down_window: args.scale_down_window,
                 period: args.period,
@@ -211,7 +205,7 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
             p.max
         );
     }
-    let (watch, env) = watch(&args, policy.is_some())?;
+    let (signal, env) = signal(&args, policy.is_some())?;
     let mut command = args.command.into_iter();
     let program = command
         .next()
@@ -232,7 +226,12 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
     let (requests, mut incoming) = mpsc::channel(16);
     let _control = control::Control::bind(&args.control, requests).await?;
     supervisor.scale_to(instances)?;
-    tracing::info!(instances, control = %args.control.display(), "fleet started");
+    let on = match &signal {
+        Some(Signal::Lag(group)) => format!("group `{}`", group.group),
+        Some(Signal::Queue(queue)) => format!("queue `{}`", queue.queue),
+        None => "-".to_owned(),
+    };
+    tracing::info!(instances, %on, control = %args.control.display(), "fleet started");
 
     let origin = Instant::now();
     let mut tick = tokio::time::interval(TICK);
@@ -250,15 +249,13 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             _ = period.tick(), if scaler.is_some() => {
-                let (Some(scaler), Some(watch)) = (scaler.as_mut(), watch.as_ref()) else { continue };
-                let seen = match watch.read().await {
-                    Ok(lags) => Some(Observation {
-                        lag: lags.iter().map(|p| p.lag).sum(),
-                        partitions: lags.len(),
-                        lagging: lags.iter().filter(|p| p.lag > 0).count(),
-                    }),
+                let (Some(scaler), Some(signal)) = (scaler.as_mut(), signal.as_ref()) else { continue };
+                let addresses: Vec<String> =
+                    supervisor.instances().into_iter().map(|i| i.metrics).collect();
+                let seen = match signal.observe(&addresses).await {
+                    Ok(seen) => Some(seen),
                     Err(error) => {
-                        tracing::warn!(%error, "the lag cannot be read: keeping the count");
+                        tracing::warn!(%error, "the backlog cannot be read: keeping the count");
                         None
                     }
                 };
@@ -278,24 +275,24 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
                     Some("scale") => scale(&mut supervisor, scaler.as_ref().map(Scaler::policy), &request.body),
                     Some("status") => {
                         let snapshot = supervisor.instances();
-                        let fleet = json!({
-                            "group": watch.as_ref().map(|w| w.group.clone()),
-                            "target": supervisor.count(),
-                            "autoscale": scaler.as_ref().map(|s| {
-                                let p = s.policy();
-                                json!({"min": p.min, "max": p.max, "lag_per_instance": p.lag_per_instance})
-                            }),
-                        });
-                        // Probing takes a second: answered off the loop.
-                        let lags = watch
+                        let on_queue = matches!(signal, Some(Signal::Queue(_)));
+                        let mut fleet = signal
                             .as_ref()
-                            .map(|w| (w.reader.clone(), w.topics.clone(), w.group.clone()));
+                            .map_or_else(|| json!({"group": null}), Signal::describe);
+                        fleet["target"] = supervisor.count().into();
+                        fleet["autoscale"] = scaler.as_ref().map(|s| {
+                            let p = s.policy();
+                            let per = if on_queue { "backlog_per_instance" } else { "lag_per_instance" };
+                            json!({"min": p.min, "max": p.max, per: p.per_instance})
+                        }).into();
+                        // Probing takes a second: answered off the loop.
+                        let signal = signal.clone();
                         tokio::spawn(async move {
-                            let lags = match lags {
-                                Some((reader, topics, group)) => Watch { group, topics, reader }.read().await,
-                                None => Err("no brokers or no group: give `fleet run` --brokers and --group".to_owned()),
+                            let reading = match signal {
+                                Some(signal) => signal.read().await,
+                                None => Err("no brokers or no group: give `fleet run` --brokers and --group, or --queue".to_owned()),
                             };
-                            let _ = request.reply.send(status::build(&snapshot, fleet, lags).await);
+                            let _ = request.reply.send(status::build(&snapshot, fleet, reading).await);
                         });
                         continue;
                     }
@@ -307,6 +304,9 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
     };
     tracing::info!("stopping every instance (SIGTERM: drain, commit, leave)");
     let failed = supervisor.shutdown().await;
+    if let Some(Signal::Queue(queue)) = &signal {
+        queue.close().await;
+    }
     outcome?;
     if failed > 0 {
         bail!("{failed} instance(s) did not stop cleanly; their logs are above");
@@ -324,7 +324,7 @@ fn scale(supervisor: &mut Supervisor, policy: Option<&Policy>, body: &Value) -> 
         && !(p.min..=p.max).contains(&n)
     {
         return json!({"error": format!(
-            "{n} is outside this fleet's --min {} --max {}: it scales on lag within them",
+            "{n} is outside this fleet's --min {} --max {}: it scales on its backlog within them",
             p.min, p.max
         )});
     }
@@ -339,24 +339,43 @@ fn scale(supervisor: &mut Supervisor, policy: Option<&Policy>, body: &Value) -> 
 /// Variables for every instance.
 type Env = Vec<(String, String)>;
 
-/// The group and topics whose lag the fleet reads, and the variables that
-/// hand the flags' group, topics, config file and brokers to the instances. Without
-/// brokers there is no lag: an error when scaling on it, else only a warning.
-fn watch(args: &RunArgs, scaling: bool) -> anyhow::Result<(Option<Watch>, Env)> {
+/// What the fleet scales on — a queue's backlog with `--queue`, else the
+/// group's lag — and the variables that hand the flags' queue, URL, group,
+/// topics, config file and brokers to the instances. Without brokers there is
+/// no lag: an error when scaling on it, else only a warning.
+fn signal(args: &RunArgs, scaling: bool) -> anyhow::Result<(Option<Signal>, Env)> {
     let mut env = Vec::new();
+    if let Some(file) = args.cluster.config_file() {
+        env.push(("PYTHIA_CONFIG".to_owned(), file.display().to_string()));
+    }
+    if let Some(queue) = &args.queue {
+        if args.group.is_some() || !args.topics.is_empty() {
+            bail!(
+                "--queue (a RabbitMQ queue's backlog) and --group/--topic (a Kafka group's lag) both given: a fleet scales on one of them; drop either"
+            );
+        }
+        let url = rabbit::url(args.url.as_deref())?;
+        env.push(("PYTHIA_RABBITMQ__QUEUE".to_owned(), queue.clone()));
+        if args.url.is_some() {
+            env.push((rabbit::URL_VARIABLE.to_owned(), url.expose().to_owned()));
+        }
+        return Ok((
+            Some(Signal::Queue(QueueBacklog::new(queue.clone(), url))),
+            env,
+        ));
+    }
     if let Some(group) = &args.group {
         env.push(("PYTHIA_KAFKA__GROUP".to_owned(), group.clone()));
     }
     if !args.topics.is_empty() {
         env.push(("PYTHIA_KAFKA__TOPICS".to_owned(), args.topics.join(",")));
     }
-    if let Some(file) = args.cluster.config_file() {
-        env.push(("PYTHIA_CONFIG".to_owned(), file.display().to_string()));
-    }
     let kafka = match args.cluster.kafka() {
         Ok(kafka) => kafka,
         Err(error) if scaling => {
-            return Err(error.context("scaling on lag (--min/--max) reads the group's lag"));
+            return Err(error.context(
+                "scaling (--min/--max) reads the group's lag (--group/--topic and the brokers) or, with --queue, a RabbitMQ queue's backlog; give one of them",
+            ));
         }
         Err(error) => {
             tracing::warn!("no lag in `fleet status`: {error:#}");
@@ -369,7 +388,7 @@ fn watch(args: &RunArgs, scaling: bool) -> anyhow::Result<(Option<Watch>, Env)> 
     let Some(group) = args.group.clone().or_else(|| kafka.group.clone()) else {
         if scaling {
             bail!(
-                "scaling on lag needs the group: give --group, or set kafka.group / PYTHIA_KAFKA__GROUP"
+                "scaling (--min/--max) needs a signal: --group (or kafka.group / PYTHIA_KAFKA__GROUP) and --topic for a Kafka group's lag, or --queue for a RabbitMQ queue's backlog"
             );
         }
         return Ok((None, env));
@@ -387,11 +406,11 @@ fn watch(args: &RunArgs, scaling: bool) -> anyhow::Result<(Option<Watch>, Env)> 
     let reader = LagReader::new(&kafka, &group, Duration::from_secs(10))
         .context("creating the lag reader's broker clients")?;
     Ok((
-        Some(Watch {
+        Some(Signal::Lag(GroupLag {
             group,
             topics,
             reader: Arc::new(Mutex::new(reader)),
-        }),
+        })),
         env,
     ))
 }

@@ -1,14 +1,20 @@
-//! When a fleet scales: a pure function of the lag, the instance count and the
-//! recent recommendations, with the semantics of the KEDA and HPA manifests in
-//! `deploy/k8s/autoscale-{keda,hpa}`, so a laptop run does what the cluster
-//! would do with the same numbers.
+//! When a fleet scales: a pure function of the backlog (a Kafka group's lag or
+//! a RabbitMQ queue's ready + unacknowledged messages), the instance count and
+//! the recent recommendations, with the semantics of the KEDA and HPA
+//! manifests in `deploy/k8s/autoscale-{keda,hpa}`, so a laptop run does what
+//! the cluster would do with the same numbers.
 //!
-//! - **Desired count**: `ceil(lag / lag_per_instance)` (KEDA's kafka scaler
+//! - **Desired count**: `ceil(backlog / per_instance)` (KEDA's kafka scaler
 //!   `lagThreshold`, the HPA's `AverageValue` target), left at the current
-//!   count within the HPA's 10 % tolerance, then bounded by `min`, `max` and
-//!   the partitions that have lag (KEDA's `allowIdleConsumers: "false"` and
-//!   `limitToPartitionsWithLag: "true"`: more members than lagging partitions
-//!   would not work the backlog faster).
+//!   count within the HPA's 10 % tolerance, then bounded by `min`, `max` and,
+//!   on Kafka, the partitions that have lag (KEDA's `allowIdleConsumers:
+//!   "false"` and `limitToPartitionsWithLag: "true"`: more members than
+//!   lagging partitions would not work the backlog faster). A queue
+//!   dispatches fairly to any number of consumers: only `max` caps it.
+//! - **A queue's backlog counts the unacknowledged messages**: ready alone
+//!   (all KEDA's `rabbitmq` scaler sees over AMQP) drops to 0 while the
+//!   workers still hold their prefetch, and scaling in then stops busy
+//!   workers (kedacore/keda#638).
 //! - **Stabilization**: up to the lowest count recommended over the
 //!   scale-up window, down to the highest over the scale-down window (HPA
 //!   `stabilizationWindowSeconds`).
@@ -28,10 +34,10 @@ const TOLERANCE: f64 = 0.1;
 pub(crate) struct Policy {
     /// Fewest instances.
     pub(crate) min: usize,
-    /// Most instances (the partition count caps it too).
+    /// Most instances (on Kafka the lagging partitions cap it too).
     pub(crate) max: usize,
-    /// Messages of lag each instance is expected to work off.
-    pub(crate) lag_per_instance: u64,
+    /// Messages of backlog each instance is expected to work off.
+    pub(crate) per_instance: u64,
     /// Scale up only to the lowest count recommended over this window.
     pub(crate) up_window: Duration,
     /// Scale down only to the highest count recommended over this window.
@@ -46,13 +52,42 @@ pub(crate) struct Policy {
 
 /// What the fleet saw in one period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Observation {
-    /// The group's total lag over the watched topics.
-    pub(crate) lag: i64,
-    /// The partitions of the watched topics.
-    pub(crate) partitions: usize,
-    /// Those of them with lag.
-    pub(crate) lagging: usize,
+pub(crate) enum Observation {
+    /// A Kafka group's lag.
+    Lag {
+        /// The group's total lag over the watched topics.
+        lag: i64,
+        /// The partitions of the watched topics.
+        partitions: usize,
+        /// Those of them with lag.
+        lagging: usize,
+    },
+    /// A RabbitMQ queue.
+    Queue {
+        /// Messages ready in the queue (a passive `queue.declare`).
+        ready: u64,
+        /// Messages delivered and not yet acknowledged: the sum of the
+        /// instances' `pythia_queue_unacked_messages`.
+        unacked: u64,
+    },
+}
+
+impl Observation {
+    /// The messages still to work off: the lag, or ready + unacked.
+    pub(crate) fn backlog(&self) -> i64 {
+        match *self {
+            Self::Lag { lag, .. } => lag.max(0),
+            Self::Queue { ready, unacked } => ready.saturating_add(unacked) as i64,
+        }
+    }
+
+    /// The most instances that can share the work, beside `--max`.
+    fn cap(&self) -> usize {
+        match *self {
+            Self::Lag { lagging, .. } => lagging,
+            Self::Queue { .. } => usize::MAX,
+        }
+    }
 }
 
 /// One decision, with the numbers behind it (logged as they are).
@@ -69,17 +104,15 @@ pub(crate) struct Decision {
 /// Why a decision is what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reason {
-    /// The lag could not be read: keep the count (as the HPA does).
-    NoLag,
+    /// The backlog could not be read: keep the count (as the HPA does).
+    Unread,
     /// The count was outside `--min`/`--max`.
     Bounds { min: usize, max: usize },
-    /// The lag asked for `desired`; stabilization and the step rate gave the target.
-    Lag {
-        lag: i64,
-        lag_per_instance: u64,
-        partitions: usize,
-        lagging: usize,
-        /// `ceil(lag / lag_per_instance)`, after tolerance and bounds.
+    /// The backlog asked for `desired`; stabilization and the step rate gave the target.
+    Backlog {
+        seen: Observation,
+        per_instance: u64,
+        /// `ceil(backlog / per_instance)`, after tolerance and bounds.
         desired: usize,
         /// After the stabilization windows.
         stabilized: usize,
@@ -92,24 +125,33 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (current, target) = (self.current, self.target);
         match &self.reason {
-            Reason::NoLag => write!(f, "hold at {current}: the lag could not be read"),
+            Reason::Unread => write!(f, "hold at {current}: the backlog could not be read"),
             Reason::Bounds { min, max } => {
                 write!(f, "{current} -> {target}: outside --min {min} --max {max}")
             }
-            Reason::Lag {
-                lag,
-                lag_per_instance,
-                partitions,
-                lagging,
+            Reason::Backlog {
+                seen,
+                per_instance,
                 desired,
                 stabilized,
                 waiting,
             } => {
-                write!(
-                    f,
-                    "{current} -> {target}: lag {lag} over {current} instance(s) = {} per instance (target {lag_per_instance}), desired {desired} ({lagging} of {partitions} partitions lagging), stabilized {stabilized}",
-                    lag / current.max(1) as i64,
-                )?;
+                let each = seen.backlog() / current.max(1) as i64;
+                match seen {
+                    Observation::Lag {
+                        lag,
+                        partitions,
+                        lagging,
+                    } => write!(
+                        f,
+                        "{current} -> {target}: lag {lag} over {current} instance(s) = {each} per instance (target {per_instance}), desired {desired} ({lagging} of {partitions} partitions lagging), stabilized {stabilized}",
+                    )?,
+                    Observation::Queue { ready, unacked } => write!(
+                        f,
+                        "{current} -> {target}: backlog {} (ready {ready} + unacked {unacked}) over {current} instance(s) = {each} per instance (target {per_instance}), desired {desired}, stabilized {stabilized}",
+                        seen.backlog(),
+                    )?,
+                }
                 if *waiting {
                     write!(f, ", waiting: one change per period")?;
                 }
@@ -165,7 +207,7 @@ impl Scaler {
             return Decision {
                 current,
                 target: current,
-                reason: Reason::NoLag,
+                reason: Reason::Unread,
             };
         };
         let desired = desired(p, current, seen);
@@ -211,11 +253,9 @@ impl Scaler {
         Decision {
             current,
             target,
-            reason: Reason::Lag {
-                lag: seen.lag,
-                lag_per_instance: p.lag_per_instance,
-                partitions: seen.partitions,
-                lagging: seen.lagging,
+            reason: Reason::Backlog {
+                seen,
+                per_instance: p.per_instance,
                 desired,
                 stabilized,
                 waiting,
@@ -224,18 +264,19 @@ impl Scaler {
     }
 }
 
-/// `ceil(lag / lag_per_instance)`, the current count within tolerance,
-/// bounded by `min`, `max` and the lagging partitions (never below `min`).
+/// `ceil(backlog / per_instance)`, the current count within tolerance,
+/// bounded by `min`, `max` and the lagging partitions on Kafka (never below
+/// `min`).
 fn desired(p: &Policy, current: usize, seen: Observation) -> usize {
-    let per = p.lag_per_instance.max(1) as f64;
-    let lag = seen.lag.max(0) as f64;
-    let ratio = lag / (per * current.max(1) as f64);
+    let per = p.per_instance.max(1) as f64;
+    let backlog = seen.backlog() as f64;
+    let ratio = backlog / (per * current.max(1) as f64);
     let raw = if current > 0 && (ratio - 1.0).abs() <= TOLERANCE {
         current
     } else {
-        (lag / per).ceil() as usize
+        (backlog / per).ceil() as usize
     };
-    raw.min(p.max).min(seen.lagging).max(p.min)
+    raw.min(p.max).min(seen.cap()).max(p.min)
 }
 
 /// The most instances one step up reaches: `current` grown by `percent` %,
@@ -265,7 +306,7 @@ mod tests {
         Policy {
             min: 1,
             max: 4,
-            lag_per_instance: 1000,
+            per_instance: 1000,
             up_window: Duration::ZERO,
             down_window: Duration::from_secs(3),
             period: Duration::from_secs(1),
@@ -283,7 +324,7 @@ mod tests {
             .iter()
             .map(|&(second, lag)| {
                 // Lag spread over all 8 partitions.
-                let seen = lag.map(|lag| Observation {
+                let seen = lag.map(|lag| Observation::Lag {
                     lag,
                     partitions: 8,
                     lagging: if lag > 0 { 8 } else { 0 },
@@ -410,9 +451,96 @@ mod tests {
     }
 
     #[test]
+    fn queue_backlog_series_to_counts() {
+        // (name, policy, instances at the start, (second, ready, unacked) series, counts after each)
+        type Case<'a> = (&'a str, Policy, usize, &'a [(u64, u64, u64)], &'a [usize]);
+        let cases: &[Case<'_>] = &[
+            (
+                "busy instances are not scaled in while ready is 0: unacked is backlog",
+                policy(),
+                3,
+                // Ready alone (KEDA's AMQP mode) would say 0 and go to 1.
+                &[(0, 0, 3000), (1, 0, 2900), (5, 0, 3100), (10, 0, 3000)],
+                &[3, 3, 3, 3],
+            ),
+            (
+                "a queue has no partitions to cap the count: only max does",
+                Policy {
+                    max: 20,
+                    ..policy()
+                },
+                4,
+                &[(0, 100_000, 40), (1, 100_000, 80), (2, 100_000, 160)],
+                &[8, 16, 20],
+            ),
+            (
+                "a burst: up to max, drained, down in halving steps after the window",
+                policy(),
+                1,
+                &[
+                    (0, 9000, 10),
+                    (1, 6000, 20),
+                    (2, 1500, 40),
+                    (3, 0, 0),
+                    (6, 0, 0),
+                    (7, 0, 0),
+                    (8, 0, 0),
+                ],
+                &[2, 4, 4, 4, 2, 1, 1],
+            ),
+            (
+                "the last messages in progress keep one instance per threshold",
+                Policy {
+                    down_window: Duration::ZERO,
+                    ..policy()
+                },
+                4,
+                &[(0, 0, 1500), (1, 0, 1500), (2, 0, 900)],
+                &[2, 2, 1],
+            ),
+        ];
+        for (name, policy, start, series, expected) in cases {
+            let mut scaler = Scaler::new(policy.clone());
+            let mut current = *start;
+            let counts: Vec<usize> = series
+                .iter()
+                .map(|&(second, ready, unacked)| {
+                    let seen = Observation::Queue { ready, unacked };
+                    let decision = scaler.decide(Duration::from_secs(second), current, Some(seen));
+                    current = decision.target;
+                    current
+                })
+                .collect();
+            assert_eq!(counts, *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn queue_decisions_say_ready_and_unacked() {
+        let mut scaler = Scaler::new(policy());
+        let seen = Observation::Queue {
+            ready: 2500,
+            unacked: 500,
+        };
+        let decision = scaler.decide(Duration::ZERO, 1, Some(seen));
+        assert_eq!(decision.target, 2);
+        let text = decision.to_string();
+        for part in [
+            "1 -> 2",
+            "backlog 3000 (ready 2500 + unacked 500)",
+            "3000 per instance",
+            "target 1000",
+            "desired 3",
+        ] {
+            assert!(text.contains(part), "`{part}` in {text}");
+        }
+        assert!(!text.contains("partitions"), "{text}");
+    }
+
+    #[test]
     fn a_backlog_on_one_hot_partition_gets_one_instance() {
         let mut scaler = Scaler::new(policy());
-        let seen = Some(Observation {
+        let seen = Some(Observation::Lag {
             lag: 50_000,
             partitions: 8,
             lagging: 1,
@@ -426,7 +554,7 @@ mod tests {
     #[test]
     fn decisions_say_the_numbers_that_caused_them() {
         let mut scaler = Scaler::new(policy());
-        let seen = Some(Observation {
+        let seen = Some(Observation::Lag {
             lag: 9000,
             partitions: 4,
             lagging: 4,
