@@ -339,6 +339,9 @@ fn scale(supervisor: &mut Supervisor, policy: Option<&Policy>, body: &Value) -> 
 /// Variables for every instance.
 type Env = Vec<(String, String)>;
 
+/// How often a worker refreshes its queue gauges, unacked included.
+const LAG_INTERVAL: &str = "PYTHIA_METRICS__LAG_INTERVAL";
+
 /// What the fleet scales on — a queue's backlog with `--queue`, else the
 /// group's lag — and the variables that hand the flags' queue, URL, group,
 /// topics, config file and brokers to the instances. Without brokers there is
@@ -356,6 +359,16 @@ fn signal(args: &RunArgs, scaling: bool) -> anyhow::Result<(Option<Signal>, Env)
         }
         let url = rabbit::url(args.url.as_deref())?;
         env.push(("PYTHIA_RABBITMQ__QUEUE".to_owned(), queue.clone()));
+        // The instances' unacked gauge is part of the backlog: refresh it
+        // twice a period (their default is every 5 s), unless set already.
+        if std::env::var_os(LAG_INTERVAL).is_none() {
+            let interval =
+                (args.period / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+            env.push((
+                LAG_INTERVAL.to_owned(),
+                humantime::format_duration(interval).to_string(),
+            ));
+        }
         if args.url.is_some() {
             env.push((rabbit::URL_VARIABLE.to_owned(), url.expose().to_owned()));
         }
