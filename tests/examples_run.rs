@@ -113,6 +113,34 @@ fn cpu_heavy_processes_every_image_on_the_pool() {
 }
 
 #[test]
+fn rabbitmq_to_kafka_produces_every_job_and_dead_letters_the_malformed_one_to_kafka() {
+    // Its own queue on the machine's RabbitMQ, deleted afterwards; Kafka is
+    // the example's embedded broker.
+    let queue = format!("pythia-example-to-kafka-{}", std::process::id());
+    let run = std::panic::catch_unwind(|| {
+        run_example(
+            "rabbitmq_to_kafka",
+            &[("PYTHIA_RABBITMQ__QUEUE", &queue)],
+            LIMIT,
+        )
+    });
+    let _ = std::process::Command::new("rabbitmqctl")
+        .args(["delete_queue", &queue])
+        .output();
+    let stdout = run.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("enqueued="))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    // 1,000 jobs and one that is not JSON, dead-lettered to Kafka.
+    assert_eq!(value(line, "enqueued"), 1_001, "{line}");
+    assert_eq!(value(line, "processed"), 1_000, "{line}");
+    assert_eq!(value(line, "results"), 1_000, "{line}");
+    assert_eq!(value(line, "dead_letters"), 1, "{line}");
+}
+
+#[test]
 fn rabbitmq_jobs_writes_each_job_once_across_two_instances() {
     // Its own queue on the machine's RabbitMQ (the example fails, naming
     // the broker, when RabbitMQ does not answer); deleted afterwards.

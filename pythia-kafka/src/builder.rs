@@ -2,11 +2,14 @@
 
 use axum::Router;
 use pythia_core::Worker;
+use pythia_core::connector::Sink;
 use pythia_core::events::{Listener, WorkerEvent};
 use pythia_core::layer::{Layer, LayerExt, Layered};
 
-use crate::config::Config;
+use crate::config::{Config, KafkaConfig};
+use crate::error::KafkaError;
 use crate::run::KafkaWorker;
+use crate::sink::KafkaSink;
 
 /// Sets up a worker's run: its configuration, layers around `process`, and
 /// callbacks for its events. Start with [`KafkaWorker::builder`].
@@ -48,12 +51,31 @@ use crate::run::KafkaWorker;
 ///
 /// `Audit.run()` ([`WorkerExt::run`](crate::WorkerExt::run)) is the short
 /// form of `KafkaWorker::builder(Audit).build()?.run_until_signal()`.
+///
+/// `K` is the sink of outputs and dead letters: the Kafka producer of the
+/// configuration unless [`Builder::sink`] gives another.
 #[must_use = "a builder does nothing until built and run"]
-pub struct Builder<W> {
+pub struct Builder<W, K = KafkaSink> {
     worker: W,
     config: Option<Config>,
     listeners: Vec<Listener>,
     routes: Router,
+    sink: SinkSetup<K>,
+}
+
+/// Where a run's sink comes from.
+pub(crate) enum SinkSetup<K> {
+    /// The Kafka producer, made from `[kafka]` when the run is set up.
+    Producer(fn(&KafkaConfig) -> Result<K, KafkaError>),
+    /// Given by the caller, who keeps it.
+    Given(K),
+}
+
+impl SinkSetup<KafkaSink> {
+    /// The worker's own Kafka producer.
+    pub(crate) fn producer() -> Self {
+        Self::Producer(KafkaSink::new)
+    }
 }
 
 impl<W: Worker> Builder<W> {
@@ -63,9 +85,12 @@ impl<W: Worker> Builder<W> {
             config: None,
             listeners: Vec::new(),
             routes: Router::new(),
+            sink: SinkSetup::producer(),
         }
     }
+}
 
+impl<W: Worker, K: Sink> Builder<W, K> {
     /// Runs with `config` instead of loading the worker's own
     /// ([`Config::for_worker`]: its declared defaults, `pythia.toml`,
     /// `PYTHIA_*` variables).
@@ -76,12 +101,69 @@ impl<W: Worker> Builder<W> {
 
     /// Wraps the worker's `process` in `layer`; the layer added last runs
     /// first (see [`pythia_core::layer`]).
-    pub fn layer<L: Layer<W>>(self, layer: L) -> Builder<Layered<W, L>> {
+    pub fn layer<L: Layer<W>>(self, layer: L) -> Builder<Layered<W, L>, K> {
         Builder {
             worker: self.worker.layer(layer),
             config: self.config,
             listeners: self.listeners,
             routes: self.routes,
+            sink: self.sink,
+        }
+    }
+
+    /// Sends outputs and dead letters to `sink` instead of producing them to
+    /// Kafka: a worker that consumes topics and publishes to RabbitMQ, say,
+    /// with its `process` unchanged.
+    ///
+    /// An offset is still committed only when its message's outputs are
+    /// confirmed, now by `sink` (for RabbitMQ: publisher confirms). Dead
+    /// letters go through `sink` too, addressed to `worker.dead_letter.topic`
+    /// with `{topic}` standing for the input topic (`orders.dlq` for
+    /// `orders`): a RabbitMQ sink publishes them with that routing key, so
+    /// the queue `orders.dlq` must exist. No Kafka dead-letter topic is
+    /// created then. The run does not close `sink`.
+    ///
+    /// ```no_run
+    /// use pythia_kafka::prelude::*;
+    /// use pythia_kafka::core::connector::{Receipt, Sink};
+    /// use pythia_kafka::core::Record;
+    ///
+    /// /// Prints each output and confirms it at once.
+    /// struct Stdout;
+    ///
+    /// impl Sink for Stdout {
+    ///     async fn send(&self, record: Record, receipt: Receipt) {
+    ///         println!("{:?}: {:?}", record.topic, record.payload);
+    ///         receipt.settle(Ok(()));
+    ///     }
+    /// }
+    ///
+    /// #[derive(Worker)]
+    /// #[pythia(topic = "orders", output = "orders.seen", codec = "utf8")]
+    /// struct Echo;
+    ///
+    /// impl Process for Echo {
+    ///     type Input = String;
+    ///     type Output = String;
+    ///     async fn process(&self, msg: Message<String>, _: &Context) -> Result<Outputs<String>, ProcessError> {
+    ///         Ok(Outputs::one(msg.into_payload()))
+    ///     }
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), pythia_kafka::Error> {
+    ///     // A RabbitMQ publisher: pythia_rabbitmq::RabbitSink::new(&rabbit_config, "orders-publisher")
+    ///     KafkaWorker::builder(Echo).sink(Stdout).build()?.run_until_signal().await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn sink<S: Sink>(self, sink: S) -> Builder<W, S> {
+        Builder {
+            worker: self.worker,
+            config: self.config,
+            listeners: self.listeners,
+            routes: self.routes,
+            sink: SinkSetup::Given(sink),
         }
     }
 
@@ -117,12 +199,13 @@ impl<W: Worker> Builder<W> {
     /// embedded broker if `kafka.brokers = "embedded"`, connects and
     /// subscribes. The run starts with [`KafkaWorker::run`] or
     /// [`KafkaWorker::run_until_signal`].
-    pub fn build(self) -> Result<KafkaWorker<W>, pythia_core::Error> {
+    pub fn build(self) -> Result<KafkaWorker<W, K>, pythia_core::Error> {
         let config = match self.config {
             Some(config) => config,
             None => Config::for_worker::<W>()?,
         };
-        let mut worker = KafkaWorker::connect_with_routes(self.worker, config, self.routes)?;
+        let mut worker =
+            KafkaWorker::connect_with_routes(self.worker, config, self.routes, self.sink)?;
         if !self.listeners.is_empty() {
             worker.listen(self.listeners);
         }
@@ -130,10 +213,11 @@ impl<W: Worker> Builder<W> {
     }
 }
 
-impl<W> std::fmt::Debug for Builder<W> {
+impl<W, K> std::fmt::Debug for Builder<W, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
             .field("worker", &std::any::type_name::<W>())
+            .field("sink", &std::any::type_name::<K>())
             .field("config", &self.config.is_some())
             .field("listeners", &self.listeners.len())
             .finish_non_exhaustive()

@@ -4,13 +4,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use pythia_core::connector::{Identity, Runtime};
+use pythia_core::connector::{Identity, Runtime, Sink};
 use pythia_core::events::{Events, WorkerEvent};
 use pythia_core::{RunSummary, Status, Worker};
 use tokio::sync::{broadcast, watch};
 
 use crate::admin::DeadLetterTopics;
-use crate::builder::Builder;
+use crate::builder::{Builder, SinkSetup};
 use crate::config::{Config, GroupProtocol};
 use crate::embedded::EmbeddedBroker;
 use crate::error::KafkaError;
@@ -141,14 +141,19 @@ impl<W: Worker> WorkerExt for W {}
 /// status.wait_for(|s| !s.assigned.is_empty()).await.ok();
 /// # Ok(()) }
 /// ```
-pub struct KafkaWorker<W: Worker> {
-    runtime: Runtime<W, KafkaSource, KafkaSink>,
+///
+/// `K` is where outputs and dead letters go: by default the Kafka producer
+/// of the configuration ([`KafkaSink`]); any other [`Sink`], such as a
+/// RabbitMQ publisher, with [`Builder::sink`].
+pub struct KafkaWorker<W: Worker, K: Sink = KafkaSink> {
+    runtime: Runtime<W, KafkaSource, K>,
     /// What `run_until_signal` sets logs and trace export up from.
     telemetry: Config,
     /// Event callbacks, and their receiver subscribed before the run.
     listeners: Option<(broadcast::Receiver<WorkerEvent>, Vec<Listener>)>,
     observer: Option<Observer>,
-    /// Created at the start of the run when the brokers are reached by address.
+    /// Created at the start of the run when the brokers are reached by
+    /// address and dead letters go to Kafka.
     dead_letter_topics: Option<DeadLetterTopics>,
     // Lives as long as the run when `kafka.brokers = "embedded"`.
     _broker: Option<EmbeddedBroker>,
@@ -170,14 +175,18 @@ impl<W: Worker> KafkaWorker<W> {
     /// is logged with each assignment and reachable as
     /// [`Context::member_id`](pythia_core::Context::member_id).
     pub(crate) fn connect(worker: W, config: Config) -> Result<Self, pythia_core::Error> {
-        Self::connect_with_routes(worker, config, Router::new())
+        KafkaWorker::connect_with_routes(worker, config, Router::new(), SinkSetup::producer())
     }
+}
 
-    /// [`KafkaWorker::connect`], with `routes` merged into the endpoint.
+impl<W: Worker, K: Sink> KafkaWorker<W, K> {
+    /// [`KafkaWorker::connect`], with `routes` merged into the endpoint and
+    /// the sink of `sink`.
     pub(crate) fn connect_with_routes(
         worker: W,
         mut config: Config,
         routes: Router,
+        sink: SinkSetup<K>,
     ) -> Result<Self, pythia_core::Error> {
         config.validate()?;
         let telemetry = config.clone();
@@ -188,15 +197,21 @@ impl<W: Worker> KafkaWorker<W> {
         let member = format!("{name}-{}", identity.instance());
         let observer = Observer::new(&config, &member, routes)?;
         let metrics = observer.as_ref().map(|o| o.metrics.clone());
-        let sink = Arc::new(KafkaSink::new(&config.kafka)?);
+        let (sink, to_kafka) = match sink {
+            SinkSetup::Producer(make) => (make(&config.kafka)?, true),
+            SinkSetup::Given(sink) => (sink, false),
+        };
         let source =
             KafkaSource::with_metrics(&config, &member, metrics.clone(), Some(identity.clone()))?;
-        let dead_letter_topics = DeadLetterTopics::new(&config.kafka, &config.worker.dead_letter);
+        let dead_letter_topics = to_kafka
+            .then(|| DeadLetterTopics::new(&config.kafka, &config.worker.dead_letter))
+            .flatten();
         let events = Events::new();
         source.tracker().report_to(events.clone());
-        let mut runtime = Runtime::with_shared(config.worker, &name, worker, source, sink)
-            .with_identity(identity)
-            .with_events(events);
+        let mut runtime =
+            Runtime::with_shared(config.worker, &name, worker, source, Arc::new(sink))
+                .with_identity(identity)
+                .with_events(events);
         if let Some(metrics) = metrics {
             runtime = runtime.with_metrics(metrics);
         }

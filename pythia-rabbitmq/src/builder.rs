@@ -1,11 +1,13 @@
 //! The one way to set up a worker's run on RabbitMQ: a builder.
 
 use pythia_core::Worker;
+use pythia_core::connector::Sink;
 use pythia_core::events::{Listener, WorkerEvent};
 use pythia_core::layer::{Layer, LayerExt, Layered};
 
 use crate::config::Config;
 use crate::run::RabbitWorker;
+use crate::sink::RabbitSink;
 
 /// Sets up a worker's run: its configuration, layers around `process`, and
 /// callbacks for its events. Start with [`RabbitWorker::builder`].
@@ -35,11 +37,25 @@ use crate::run::RabbitWorker;
 ///     Ok(())
 /// }
 /// ```
+///
+/// `K` is the sink of outputs and dead letters: the RabbitMQ publisher of the
+/// configuration unless [`Builder::sink`] gives another.
 #[must_use = "a builder does nothing until built and run"]
-pub struct Builder<W> {
+pub struct Builder<W, K = RabbitSink> {
     worker: W,
     config: Option<Config>,
     listeners: Vec<Listener>,
+    sink: SinkSetup<K>,
+}
+
+/// Where a run's sink comes from.
+pub(crate) enum SinkSetup<K> {
+    /// Made from the configuration when the run is set up, with the
+    /// connection name; the publisher it returns is closed at the end of the
+    /// run.
+    Publisher(fn(&Config, &str) -> (K, Option<RabbitSink>)),
+    /// Given by the caller, who keeps it.
+    Given(K),
 }
 
 impl<W: Worker> Builder<W> {
@@ -48,9 +64,15 @@ impl<W: Worker> Builder<W> {
             worker,
             config: None,
             listeners: Vec::new(),
+            sink: SinkSetup::Publisher(|config, name| {
+                let sink = RabbitSink::new(config, name);
+                (sink.clone(), Some(sink))
+            }),
         }
     }
+}
 
+impl<W: Worker, K: Sink> Builder<W, K> {
     /// Runs with `config` instead of loading the worker's own
     /// ([`Config::for_worker`]: its declared defaults, `pythia.toml`,
     /// `PYTHIA_*` variables).
@@ -61,11 +83,62 @@ impl<W: Worker> Builder<W> {
 
     /// Wraps the worker's `process` in `layer`; the layer added last runs
     /// first (see [`pythia_core::layer`]).
-    pub fn layer<L: Layer<W>>(self, layer: L) -> Builder<Layered<W, L>> {
+    pub fn layer<L: Layer<W>>(self, layer: L) -> Builder<Layered<W, L>, K> {
         Builder {
             worker: self.worker.layer(layer),
             config: self.config,
             listeners: self.listeners,
+            sink: self.sink,
+        }
+    }
+
+    /// Sends outputs and dead letters to `sink` instead of publishing them to
+    /// RabbitMQ: a worker that consumes a queue and produces to Kafka, say,
+    /// with its `process` unchanged.
+    ///
+    /// A delivery is still acknowledged only when its outputs are confirmed,
+    /// now by `sink` (for Kafka: the producer's delivery report). Dead
+    /// letters go through `sink` too: the runtime addresses each to
+    /// `worker.dead_letter.topic` with `{topic}` standing for the queue, so
+    /// with a Kafka sink the dead letters of queue `jobs` land on the Kafka
+    /// topic `jobs.dlq`. The run does not close `sink`.
+    ///
+    /// ```no_run
+    /// use pythia_rabbitmq::prelude::*;
+    ///
+    /// #[derive(Worker)]
+    /// #[pythia(topic = "jobs", output = "jobs.done", codec = "utf8")]
+    /// struct Jobs;
+    ///
+    /// impl Process for Jobs {
+    ///     type Input = String;
+    ///     type Output = String;
+    ///     async fn process(&self, msg: Message<String>, _: &Context) -> Result<Outputs<String>, ProcessError> {
+    ///         Ok(Outputs::one(msg.payload().to_uppercase()))
+    ///     }
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     // [kafka] and [rabbitmq] in one pythia.toml (or PYTHIA_KAFKA__* and
+    ///     // PYTHIA_RABBITMQ__* variables): each connector reads its own.
+    ///     let kafka: pythia_kafka::Config = pythia_kafka::Config::loader_for::<Jobs>().load()?;
+    ///     kafka.kafka.validate_clients()?; // a producer needs no group or topics
+    ///     let sink = pythia_kafka::KafkaSink::new(&kafka.kafka)?; // outputs to Kafka `jobs.done`
+    ///     RabbitWorker::builder(Jobs) // consumes the RabbitMQ queue `jobs`
+    ///         .sink(sink)
+    ///         .build()?
+    ///         .run_until_signal()
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn sink<S: Sink>(self, sink: S) -> Builder<W, S> {
+        Builder {
+            worker: self.worker,
+            config: self.config,
+            listeners: self.listeners,
+            sink: SinkSetup::Given(sink),
         }
     }
 
@@ -83,12 +156,12 @@ impl<W: Worker> Builder<W> {
     ///
     /// A configuration error naming the key, or a metrics address that
     /// cannot be bound.
-    pub fn build(self) -> Result<RabbitWorker<W>, pythia_core::Error> {
+    pub fn build(self) -> Result<RabbitWorker<W, K>, pythia_core::Error> {
         let config = match self.config {
             Some(config) => config,
             None => Config::for_worker::<W>()?,
         };
-        let mut worker = RabbitWorker::connect(self.worker, config)?;
+        let mut worker = RabbitWorker::connect(self.worker, config, self.sink)?;
         if !self.listeners.is_empty() {
             worker.listen(self.listeners);
         }
@@ -96,10 +169,11 @@ impl<W: Worker> Builder<W> {
     }
 }
 
-impl<W> std::fmt::Debug for Builder<W> {
+impl<W, K> std::fmt::Debug for Builder<W, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
             .field("worker", &std::any::type_name::<W>())
+            .field("sink", &std::any::type_name::<K>())
             .field("config", &self.config)
             .field("listeners", &self.listeners.len())
             .finish()

@@ -38,6 +38,13 @@
 //! (see [`RabbitConfig`]). A binary that runs either picks the builder from
 //! its own setting.
 //!
+//! Outputs need not go back to RabbitMQ: [`Builder::sink`] takes any sink,
+//! such as `pythia_kafka::KafkaSink`, for a worker that consumes a queue and
+//! produces to Kafka; dead letters then go through that sink too (the Kafka
+//! topic `jobs.dlq` for queue `jobs`). A `pythia.toml` may hold both
+//! `[rabbitmq]` and `[kafka]`: each connector reads its own section and
+//! lets the other's be.
+//!
 //! # The queue in the runtime
 //!
 //! A queue has no partitions: the source reports the queue as one partition

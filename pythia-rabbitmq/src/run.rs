@@ -3,12 +3,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use pythia_core::connector::{Health, Identity, Runtime};
+use pythia_core::connector::{Health, Identity, Runtime, Sink};
 use pythia_core::events::{Events, WorkerEvent};
 use pythia_core::{RunSummary, Status, Worker};
 use tokio::sync::{broadcast, watch};
 
-use crate::builder::Builder;
+use crate::builder::{Builder, SinkSetup};
 use crate::config::Config;
 use crate::observe::Observer;
 use crate::sink::RabbitSink;
@@ -27,9 +27,15 @@ use pythia_core::events::{Listener, call_listeners};
 /// status.wait_for(|s| !s.assigned.is_empty()).await.ok(); // consuming
 /// # Ok(()) }
 /// ```
-pub struct RabbitWorker<W: Worker> {
-    runtime: Runtime<W, RabbitSource, RabbitSink>,
-    sink: Arc<RabbitSink>,
+///
+/// `K` is where outputs and dead letters go: by default the RabbitMQ
+/// publisher of the configuration ([`RabbitSink`]); any other [`Sink`], such
+/// as a Kafka producer, with [`Builder::sink`].
+pub struct RabbitWorker<W: Worker, K: Sink = RabbitSink> {
+    runtime: Runtime<W, RabbitSource, K>,
+    /// The publisher the run made, closed at its end; `None` for a sink
+    /// given to the builder, which stays its owner's.
+    publisher: Option<RabbitSink>,
     observer: Option<Observer>,
     stats: Arc<crate::source::Stats>,
     unacked: Arc<dyn Fn() -> usize + Send + Sync>,
@@ -38,32 +44,46 @@ pub struct RabbitWorker<W: Worker> {
 
 impl<W: Worker> RabbitWorker<W> {
     /// Starts setting up `worker`'s run on RabbitMQ: configuration, layers,
-    /// event callbacks; then [`Builder::build`].
+    /// event callbacks, the sink; then [`Builder::build`].
     pub fn builder(worker: W) -> Builder<W> {
         Builder::new(worker)
     }
+}
 
+impl<W: Worker, K: Sink> RabbitWorker<W, K> {
     /// Validates `config` and sets up the source, the sink and the endpoint.
     ///
     /// The connections are named `<worker name>-<instance>` (and
     /// `…-publisher`, `…-monitor`), so `rabbitmqctl list_connections name`
     /// tells the copies apart.
-    pub(crate) fn connect(worker: W, config: Config) -> Result<Self, pythia_core::Error> {
+    pub(crate) fn connect(
+        worker: W,
+        config: Config,
+        sink: SinkSetup<K>,
+    ) -> Result<Self, pythia_core::Error> {
         config.validate()?;
         let name = config.name().to_owned();
         let identity = Identity::new(&config.worker.instance_name());
         let member = format!("{name}-{}", identity.instance());
         let health = Health::new();
-        let source = RabbitSource::new(&config, &member, health.clone());
+        let mut source = RabbitSource::new(&config, &member, health.clone());
         let (stats, in_flight) = source.stats();
-        let sink = Arc::new(RabbitSink::new(&config, &format!("{member}-publisher")));
+        let (sink, publisher) = match sink {
+            SinkSetup::Publisher(make) => make(&config, &format!("{member}-publisher")),
+            SinkSetup::Given(sink) => {
+                // Its outputs and dead letters go elsewhere: the queues of
+                // the configuration's routes are not the source's to declare.
+                source = source.without_output_queues();
+                (sink, None)
+            }
+        };
         let observer = Observer::new(&config, health)?;
         let mut runtime = Runtime::with_shared(
             config.worker.clone(),
             &name,
             Arc::new(worker),
             source,
-            sink.clone(),
+            Arc::new(sink),
         )
         .with_identity(identity)
         .with_events(Events::new());
@@ -72,7 +92,7 @@ impl<W: Worker> RabbitWorker<W> {
         }
         Ok(Self {
             runtime,
-            sink,
+            publisher,
             observer,
             stats,
             unacked: Arc::new(move || in_flight.len()),
@@ -104,6 +124,11 @@ impl<W: Worker> RabbitWorker<W> {
     /// Runs until `shutdown` resolves (or a message fails), then stops
     /// consuming, lets the messages in flight finish, acknowledges them and
     /// closes; deliveries not acknowledged go back to the queue.
+    ///
+    /// A message is acknowledged only once its outputs are confirmed by the
+    /// sink, whichever it is, so nothing acknowledged is still on its way
+    /// when this returns. The RabbitMQ publisher the run made is closed; a
+    /// sink given with [`Builder::sink`] is left to its owner.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -116,7 +141,9 @@ impl<W: Worker> RabbitWorker<W> {
             .listeners
             .map(|(events, listeners)| tokio::spawn(call_listeners(events, listeners)));
         let result = self.runtime.run(shutdown).await;
-        self.sink.close().await;
+        if let Some(publisher) = &self.publisher {
+            publisher.close().await;
+        }
         if let Some(listening) = listening {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), listening).await;
         }

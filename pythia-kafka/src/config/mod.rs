@@ -36,6 +36,11 @@ const BROKERS_HINT: &str = "set PYTHIA_KAFKA__BROKERS=host:9092[,host2:9092] or 
 
 /// Everything a Kafka worker is configured with: `[worker]` and `[kafka]`.
 ///
+/// Any other top-level key is an error naming it, except `[rabbitmq]`: a
+/// worker between the two brokers keeps both sections in one `pythia.toml`
+/// (and both `PYTHIA_KAFKA__*` and `PYTHIA_RABBITMQ__*` variables), and the
+/// RabbitMQ connector reads and checks its own.
+///
 /// ```
 /// use pythia_kafka::Config;
 /// use pythia_core::ConfigLoader;
@@ -73,6 +78,9 @@ pub struct Config {
     /// Where message spans are exported (feature `otel`).
     #[serde(default)]
     pub otel: OtelConfig,
+    /// `[rabbitmq]`, left to the RabbitMQ connector.
+    #[serde(default, rename = "rabbitmq")]
+    _rabbitmq: serde::de::IgnoredAny,
 }
 
 impl Config {
@@ -368,6 +376,47 @@ mod tests {
         extra: &[(&'static str, &'static str)],
     ) -> Vec<(&'static str, &'static str)> {
         OK.iter().chain(extra).copied().collect()
+    }
+
+    #[test]
+    fn the_rabbitmq_section_is_left_to_its_connector_and_typos_are_named() {
+        let config = load(&with(&[
+            (
+                "PYTHIA_RABBITMQ__URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ),
+            ("PYTHIA_RABBITMQ__QUEUE", "jobs"),
+            // Not checked here: the RabbitMQ connector's to refuse.
+            ("PYTHIA_RABBITMQ__PREFETCH", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(config.kafka.topics, ["a", "b"]);
+        let file = |toml: &str| {
+            let path = std::env::temp_dir().join(format!(
+                "pythia-kafka-mixed-{}-{}.toml",
+                std::process::id(),
+                toml.len()
+            ));
+            std::fs::write(&path, toml).unwrap();
+            let loaded =
+                Config::from_loader(ConfigLoader::new().file(&path).env(OK.iter().copied()));
+            std::fs::remove_file(&path).unwrap();
+            loaded
+        };
+        file("[rabbitmq]\nqueue = \"jobs\"\nprefetch = 20\n[rabbitmq.sinks]\naudit = \"audit\"\n")
+            .unwrap();
+        let err = file("[kafak]\nbrokers = \"b:1\"\n").unwrap_err();
+        assert_eq!(err.key(), "kafak", "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("kafka") && text.contains("rabbitmq"),
+            "{text}"
+        );
+        let err = load(&with(&[("PYTHIA_RABITMQ__QUEUE", "jobs")])).unwrap_err();
+        assert_eq!(err.key(), "rabitmq", "{err}");
+        // Within [kafka], unknown keys are still refused.
+        let err = load(&with(&[("PYTHIA_KAFKA__QUEUE", "jobs")])).unwrap_err();
+        assert_eq!(err.key(), "kafka.queue", "{err}");
     }
 
     #[test]

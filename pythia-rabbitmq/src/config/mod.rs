@@ -20,6 +20,11 @@ use serde::Deserialize;
 /// Everything a RabbitMQ worker is configured with: `[worker]`, `[rabbitmq]`,
 /// `[metrics]` and `[health]`.
 ///
+/// Any other top-level key is an error naming it, except `[kafka]`: a worker
+/// between the two brokers keeps both sections in one `pythia.toml` (and
+/// both `PYTHIA_RABBITMQ__*` and `PYTHIA_KAFKA__*` variables), and the Kafka
+/// connector reads and checks its own.
+///
 /// ```
 /// use pythia_core::ConfigLoader;
 /// use pythia_rabbitmq::Config;
@@ -50,6 +55,9 @@ pub struct Config {
     /// When the worker counts as stuck.
     #[serde(default)]
     pub health: HealthConfig,
+    /// `[kafka]`, left to the Kafka connector.
+    #[serde(default, rename = "kafka")]
+    _kafka: serde::de::IgnoredAny,
 }
 
 impl Config {
@@ -402,6 +410,47 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.key(), "rabbitmq.prefech");
         assert!(err.to_string().contains("prefetch"), "{err}");
+    }
+
+    #[test]
+    fn the_kafka_section_is_left_to_its_connector_and_typos_are_named() {
+        let config = load(&[
+            ("PYTHIA_RABBITMQ__QUEUE", "jobs"),
+            ("PYTHIA_KAFKA__BROKERS", "embedded"),
+            ("PYTHIA_KAFKA__OUTPUT_TOPIC", "jobs.done"),
+            // Not checked here: the Kafka connector's to refuse.
+            ("PYTHIA_KAFKA__EMBEDDED_PARTITIONS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(config.rabbitmq.queue.as_deref(), Some("jobs"));
+        let dir =
+            std::env::temp_dir().join(format!("pythia-rabbitmq-mixed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |toml: &str| {
+            let path = dir.join("pythia.toml");
+            std::fs::write(&path, toml).unwrap();
+            Config::from_loader(ConfigLoader::new().file(&path).env::<&str, &str>([]))
+        };
+        let config = file(
+            "[rabbitmq]\nqueue = \"jobs\"\n[kafka]\nbrokers = \"k:9092\"\noutput_topic = \"jobs.done\"\n[kafka.producer]\n\"linger.ms\" = 10\n",
+        )
+        .unwrap();
+        assert_eq!(config.rabbitmq.queue.as_deref(), Some("jobs"));
+        let err =
+            file("[rabbitmq]\nqueue = \"jobs\"\n[kafak]\nbrokers = \"k:9092\"\n").unwrap_err();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(err.key(), "kafak", "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("rabbitmq") && text.contains("kafka"),
+            "{text}"
+        );
+        let err = load(&[
+            ("PYTHIA_RABBITMQ__QUEUE", "jobs"),
+            ("PYTHIA_KAFAK__BROKERS", "k:9092"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key(), "kafak", "{err}");
     }
 
     #[test]

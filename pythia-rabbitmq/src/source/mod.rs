@@ -101,6 +101,15 @@ impl RabbitSource {
         }
     }
 
+    /// Declares no output or dead-letter queue: for a worker whose outputs
+    /// go to a sink other than its configuration's RabbitMQ publisher.
+    pub(crate) fn without_output_queues(mut self) -> Self {
+        if let Some(start) = &mut self.start {
+            start.other_queues.clear();
+        }
+        self
+    }
+
     /// The queue, as the partition the runtime sees.
     pub fn queue(&self) -> &PartitionId {
         &self.queue

@@ -125,6 +125,21 @@ impl Broker {
         (found.message_count(), found.consumer_count())
     }
 
+    /// Whether `queue` exists (a passive declare, on a channel of its own).
+    pub async fn exists(&self, queue: &str) -> bool {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let found = channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .is_ok();
+        let _ = channel.close(200, "".into()).await;
+        found
+    }
+
     /// Waits until `queue` has `consumers` consumers.
     pub async fn wait_for_consumers(&self, queue: &str, consumers: u32, within: Duration) {
         let end = Instant::now() + within;
