@@ -58,6 +58,12 @@ pub struct Config {
     /// `[kafka]`, left to the Kafka connector.
     #[serde(default, rename = "kafka")]
     _kafka: serde::de::IgnoredAny,
+    /// `[log]` and `[otel]`, the Kafka connector's log and trace export
+    /// settings, in the `pythia.toml` of a worker that uses both.
+    #[serde(default, rename = "log")]
+    _log: serde::de::IgnoredAny,
+    #[serde(default, rename = "otel")]
+    _otel: serde::de::IgnoredAny,
 }
 
 impl Config {
@@ -432,7 +438,7 @@ mod tests {
             Config::from_loader(ConfigLoader::new().file(&path).env::<&str, &str>([]))
         };
         let config = file(
-            "[rabbitmq]\nqueue = \"jobs\"\n[kafka]\nbrokers = \"k:9092\"\noutput_topic = \"jobs.done\"\n[kafka.producer]\n\"linger.ms\" = 10\n",
+            "[rabbitmq]\nqueue = \"jobs\"\n[kafka]\nbrokers = \"k:9092\"\noutput_topic = \"jobs.done\"\n[kafka.producer]\n\"linger.ms\" = 10\n[log]\nformat = \"json\"\n[otel]\nendpoint = \"http://collector:4318\"\n",
         )
         .unwrap();
         assert_eq!(config.rabbitmq.queue.as_deref(), Some("jobs"));
