@@ -3,48 +3,21 @@
 //! outside: the outputs topic read by a fresh consumer, the group's commits
 //! through `pythia lag`.
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{PYTHIA, Stoppable as Process};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 use serde_json::Value;
 
-const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
-
 /// One test at a time: each runs several worker processes on a 2-core runner.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A child process stopped by SIGTERM (then killed) when the test ends.
-struct Process(Child);
-
-impl Process {
-    fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY: the pid of our own unreaped child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.terminate(Duration::from_secs(20));
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 fn broker(topics: &[&str]) -> (Process, String) {
     use std::io::{BufRead, BufReader};

@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{PYTHIA, require_rabbitmq};
+use common::{PYTHIA, Stoppable as Process, require_rabbitmq};
 use futures::StreamExt as _;
 use lapin::options::{
     BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -19,34 +19,6 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// A child process stopped by SIGTERM (then killed) when the test ends.
-struct Process(Child);
-
-impl Process {
-    fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY: the pid of our own unreaped child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.terminate(Duration::from_secs(20));
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// The test's queues, deleted when it ends, passed or not.
 struct Queues {

@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 pub(crate) const PYTHIA: &str = env!("CARGO_BIN_EXE_pythia");
 
@@ -74,6 +75,36 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process stopped by SIGTERM, then killed, when the test ends: a
+/// fleet forwards the signal to its instances and waits for their drain.
+pub(crate) struct Stoppable(pub(crate) Child);
+
+impl Stoppable {
+    /// Sends SIGTERM and waits up to `timeout` for the exit.
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on the pid of our own unreaped child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Stoppable {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.terminate(Duration::from_secs(20));
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
