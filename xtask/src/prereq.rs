@@ -263,8 +263,12 @@ struct Service {
     /// Its server program, on `PATH` or at one of these paths.
     program: &'static str,
     paths: &'static [&'static str],
-    /// Starts it where no service manager runs.
+    /// Starts it where no service manager runs (and, without `service`,
+    /// always).
     detached: &'static [&'static str],
+    /// Whether `service <package> start` may start it: not for Redis, whose
+    /// Debian service saves snapshots and refuses writes when it cannot.
+    service: bool,
     /// How long it may take to answer once started.
     start: Duration,
     /// Who needs it, for messages.
@@ -318,7 +322,7 @@ impl Service {
                 .is_ok_and(|s| s.success())
         };
         println!("starting {}", self.name);
-        let started = run("service", &[self.package, "start"])
+        let started = (self.service && run("service", &[self.package, "start"]))
             || self
                 .program()
                 .is_some_and(|server| run(&server.display().to_string(), self.detached));
@@ -360,6 +364,7 @@ pub(crate) fn rabbitmq() -> Result<(), String> {
             "/usr/lib/rabbitmq/bin/rabbitmq-server",
         ],
         detached: &["-detached"],
+        service: true,
         start: Duration::from_secs(90),
         needed_by: "pythia-rabbitmq's tests",
     }
@@ -387,6 +392,7 @@ pub(crate) fn redis() -> Result<(), String> {
             "--appendonly",
             "no",
         ],
+        service: false,
         start: Duration::from_secs(30),
         needed_by: "the rabbitmq_jobs example's tests",
     }
