@@ -99,6 +99,8 @@ fn prepare(root: &Path) -> Result<PathBuf, String> {
     println!("{:<10} {}", "rabbitmq", prereq::RABBITMQ_ADDRESS);
     prereq::redis()?;
     println!("{:<10} {}", "redis", prereq::REDIS_ADDRESS);
+    prereq::nats()?;
+    println!("{:<10} {}", "nats", prereq::NATS_ADDRESS);
     prereq::playwright(root)?;
     println!(
         "{:<10} tests/console/node_modules/playwright-core",

@@ -243,8 +243,12 @@ fn explain(missing: &[(String, &str, &str)], why: &str) -> String {
 /// Where the RabbitMQ connector's tests find their broker.
 pub(crate) const RABBITMQ_ADDRESS: &str = "127.0.0.1:5672";
 
-/// Where the RabbitMQ jobs example keeps its documents.
+/// Where the RabbitMQ jobs example keeps its documents, and where
+/// pythia-redis's tests find their server.
 pub(crate) const REDIS_ADDRESS: &str = "127.0.0.1:6379";
+
+/// Where pythia-nats's tests find NATS with JetStream.
+pub(crate) const NATS_ADDRESS: &str = "127.0.0.1:4222";
 
 /// Whether something accepts TCP connections at `address`.
 pub(crate) fn answers(address: &str) -> bool {
@@ -266,6 +270,9 @@ struct Service {
     /// Starts it where no service manager runs (and, without `service`,
     /// always).
     detached: &'static [&'static str],
+    /// Whether the program stays in the foreground with `detached`: then it
+    /// is spawned in a session of its own and not waited for.
+    foreground: bool,
     /// Whether `service <package> start` may start it: not for Redis, whose
     /// Debian service saves snapshots and refuses writes when it cannot.
     service: bool,
@@ -323,9 +330,14 @@ impl Service {
         };
         println!("starting {}", self.name);
         let started = (self.service && run("service", &[self.package, "start"]))
-            || self
-                .program()
-                .is_some_and(|server| run(&server.display().to_string(), self.detached));
+            || self.program().is_some_and(|server| {
+                let server = server.display().to_string();
+                if self.foreground {
+                    spawn_detached(&sudo, &server, self.detached)
+                } else {
+                    run(&server, self.detached)
+                }
+            });
         let deadline = Instant::now() + self.start;
         while Instant::now() < deadline {
             if answers(self.address) {
@@ -364,6 +376,7 @@ pub(crate) fn rabbitmq() -> Result<(), String> {
             "/usr/lib/rabbitmq/bin/rabbitmq-server",
         ],
         detached: &["-detached"],
+        foreground: false,
         service: true,
         start: Duration::from_secs(90),
         needed_by: "pythia-rabbitmq's tests",
@@ -392,11 +405,59 @@ pub(crate) fn redis() -> Result<(), String> {
             "--appendonly",
             "no",
         ],
+        foreground: false,
         service: false,
         start: Duration::from_secs(30),
-        needed_by: "the rabbitmq_jobs example's tests",
+        needed_by: "pythia-redis's tests and the rabbitmq_jobs example's",
     }
     .ensure()
+}
+
+/// Makes sure NATS with JetStream answers on [`NATS_ADDRESS`]: pythia-nats's
+/// tests need it, and fail rather than skip without it. Started as this
+/// machine's own is (`-js`, a store under the temporary directory), never by
+/// Debian's service, which leaves JetStream off.
+pub(crate) fn nats() -> Result<(), String> {
+    Service {
+        name: "NATS",
+        address: NATS_ADDRESS,
+        package: "nats-server",
+        program: "nats-server",
+        paths: &["/usr/sbin/nats-server", "/usr/bin/nats-server"],
+        detached: &[
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "4222",
+            "-js",
+            "-sd",
+            "/tmp/pythia-nats-store",
+        ],
+        foreground: true,
+        service: false,
+        start: Duration::from_secs(30),
+        needed_by: "pythia-nats's tests",
+    }
+    .ensure()
+}
+
+/// Starts `program args` (through `sudo` when given) in a session of its own
+/// with its output discarded, and leaves it running.
+fn spawn_detached(sudo: &[&str], program: &str, args: &[&str]) -> bool {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(sudo.first().copied().unwrap_or(program));
+    command.args(sudo.iter().skip(1));
+    if !sudo.is_empty() {
+        command.arg(program);
+    }
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .is_ok()
 }
 
 /// Installs Tansu with `.ci/install-tansu` (which checks its hash) and
