@@ -51,6 +51,13 @@ later built in; `cargo xtask test deploy` installs them. What it checks:
    metric name the ConfigMap's queue, count over HTTP (ready and
    unacknowledged), and both overlays carry the same bounds, target and
    behaviour.
+10. deploy/k8s/redis and deploy/k8s/nats: the same for their overlays (the
+   URL from their Secret, keys in their secret.example.yaml); KEDA's redis
+   trigger watches the list the workers read (mode list), redis-streams the
+   group and stream they read (mode stream) on its lag, nats-jetstream the
+   stream and durable consumer they share; every queue worker's KEDA
+   overlay keeps 2 replicas at least and the behaviour above. The queue
+   workers share one Deployment (deploy/k8s/shared/queue-worker).
 """
 
 import argparse
@@ -146,10 +153,6 @@ def render(kubectl: str, directory: Path) -> list[dict] | None:
     return docs
 
 
-def identity(doc: dict) -> tuple:
-    return (doc["apiVersion"], doc["kind"], doc["metadata"]["name"])
-
-
 def without_source(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k != "source"}
 
@@ -211,8 +214,31 @@ RABBIT_TRIGGER_KEYS = {
     "timeout", "unsafeSsl", "usernameFromEnv", "passwordFromEnv",
 }
 RABBIT_AUTH_PARAMETERS = {"host", "username", "password", "tls", "ca", "cert", "key", "keyPassword"}
-TRIGGER_KEYS = {"kafka": KAFKA_TRIGGER_KEYS, "rabbitmq": RABBIT_TRIGGER_KEYS}
-AUTH_PARAMETERS = {"kafka": KAFKA_AUTH_PARAMETERS, "rabbitmq": RABBIT_AUTH_PARAMETERS}
+# KEDA's redis (list length) and redis-streams scalers, and their parameters.
+REDIS_CONNECTION_KEYS = {
+    "address", "host", "port", "addressFromEnv", "hostFromEnv", "portFromEnv",
+    "usernameFromEnv", "passwordFromEnv", "enableTLS", "unsafeSsl", "databaseIndex",
+}
+REDIS_TRIGGER_KEYS = REDIS_CONNECTION_KEYS | {"listName", "listLength", "activationListLength"}
+REDIS_STREAMS_TRIGGER_KEYS = REDIS_CONNECTION_KEYS | {
+    "stream", "consumerGroup", "pendingEntriesCount", "streamLength", "lagCount",
+    "activationLagCount", "activationPendingEntriesCount", "activationStreamLength",
+}
+REDIS_AUTH_PARAMETERS = {"address", "host", "port", "username", "password", "tls", "ca", "cert", "key", "keyPassword"}
+# KEDA's nats-jetstream scaler (it reads the server's monitoring endpoint).
+NATS_TRIGGER_KEYS = {
+    "natsServerMonitoringEndpoint", "account", "stream", "consumer", "lagThreshold",
+    "activationLagThreshold", "useHttps",
+}
+NATS_AUTH_PARAMETERS = {"natsServerMonitoringEndpoint", "account"}
+TRIGGER_KEYS = {
+    "kafka": KAFKA_TRIGGER_KEYS, "rabbitmq": RABBIT_TRIGGER_KEYS, "redis": REDIS_TRIGGER_KEYS,
+    "redis-streams": REDIS_STREAMS_TRIGGER_KEYS, "nats-jetstream": NATS_TRIGGER_KEYS,
+}
+AUTH_PARAMETERS = {
+    "kafka": KAFKA_AUTH_PARAMETERS, "rabbitmq": RABBIT_AUTH_PARAMETERS, "redis": REDIS_AUTH_PARAMETERS,
+    "redis-streams": REDIS_AUTH_PARAMETERS, "nats-jetstream": NATS_AUTH_PARAMETERS,
+}
 POD_METRICS_ENDPOINT_KEYS = {
     "port", "portNumber", "targetPort", "path", "scheme", "params", "interval",
     "scrapeTimeout", "honorLabels", "honorTimestamps", "relabelings",
@@ -272,7 +298,8 @@ def validate(docs: list[dict], label: str, crs: list[dict]) -> None:
             for endpoint in spec.get("podMetricsEndpoints", []):
                 unknown = set(endpoint) - POD_METRICS_ENDPOINT_KEYS
                 check(not unknown, f"{name}: endpoint keys are the CRD's (unknown: {sorted(unknown)})")
-        if all(identity(doc) != identity(c) for c in crs):
+        # Every distinct resource: the overlays share names, not contents.
+        if all(without_source(doc) != without_source(c) for c in crs):
             crs.append(doc)
 
 
@@ -862,11 +889,27 @@ def dashboard_checks() -> None:
             check(used <= variables | builtins, f"dashboard: {title!r} uses only defined variables ({sorted(used - variables - builtins)} undefined)")
 
 
-RABBIT = K8S / "rabbitmq"
+QUEUE_BROKERS = {
+    # directory: (pythia.toml section, the variable that carries the URL, the
+    # section's key naming what the workers consume, the overlays it has)
+    "rabbitmq": ("rabbitmq", "PYTHIA_RABBITMQ__URL", "queue", {"base", "autoscale-hpa", "autoscale-keda"}),
+    "redis": ("redis", "PYTHIA_REDIS__URL", "input", {"base", "autoscale-keda", "autoscale-keda-streams"}),
+    "nats": ("nats", "PYTHIA_NATS__URL", "subject", {"base", "autoscale-keda"}),
+}
 
 
-def rabbit_agreement(docs: list[dict], label: str) -> dict | None:
-    """The RabbitMQ worker's pieces agree; returns its [rabbitmq] settings."""
+def broker_secret_example(broker: str) -> dict[str, set[str]]:
+    """Secret name -> keys, from deploy/k8s/<broker>/secret.example.yaml."""
+    example: dict[str, set[str]] = {}
+    for doc in yaml.safe_load_all((K8S / broker / "secret.example.yaml").read_text()):
+        if doc and doc.get("kind") == "Secret":
+            example.setdefault(doc["metadata"]["name"], set()).update(doc.get("stringData", {}))
+    return example
+
+
+def queue_agreement(docs: list[dict], label: str, broker: str) -> dict | None:
+    """A queue broker's worker pieces agree; returns its pythia.toml."""
+    section, url_variable, consumed, _ = QUEUE_BROKERS[broker]
     worker = find(docs, "Deployment", WORKER)
     if not check(worker is not None, f"{label}: has the {WORKER} Deployment"):
         return None
@@ -876,23 +919,20 @@ def rabbit_agreement(docs: list[dict], label: str) -> dict | None:
     config = worker_config(docs, worker, label)
     if config is None:
         return None
-    rabbit = config.get("rabbitmq", {})
-    check(bool(rabbit.get("queue")), f"{label}: pythia.toml names the queue")
-    check("url" not in rabbit, f"{label}: no broker URL (it holds the password) in the ConfigMap")
-    url = env.get("PYTHIA_RABBITMQ__URL", {}).get("valueFrom", {}).get("secretKeyRef")
-    example = {}
-    for doc in yaml.safe_load_all((RABBIT / "secret.example.yaml").read_text()):
-        if doc and doc.get("kind") == "Secret":
-            example.setdefault(doc["metadata"]["name"], set()).update(doc.get("stringData", {}))
+    settings = config.get(section, {})
+    check(bool(settings.get(consumed)), f"{label}: pythia.toml names what the workers consume ({section}.{consumed})")
+    check("url" not in settings, f"{label}: no broker URL (it holds the password) in the ConfigMap")
+    url = env.get(url_variable, {}).get("valueFrom", {}).get("secretKeyRef")
+    example = broker_secret_example(broker)
     check(
         url is not None and url["key"] in example.get(url["name"], set()),
-        f"{label}: PYTHIA_RABBITMQ__URL comes from a Secret key listed in rabbitmq/secret.example.yaml",
+        f"{label}: {url_variable} comes from a Secret key listed in {broker}/secret.example.yaml",
     )
     for auth in (d for d in docs if d["kind"] == "TriggerAuthentication"):
         for ref in auth["spec"].get("secretTargetRef", []):
             check(
                 ref["key"] in example.get(ref["name"], set()),
-                f"{label}: KEDA parameter {ref['parameter']} reads a Secret key listed in rabbitmq/secret.example.yaml",
+                f"{label}: KEDA parameter {ref['parameter']} reads a Secret key listed in {broker}/secret.example.yaml",
             )
     address = env.get("PYTHIA_METRICS__ADDRESS", {}).get("value", "")
     port = next((p for p in container.get("ports", []) if p.get("name") == "metrics"), {})
@@ -903,7 +943,17 @@ def rabbit_agreement(docs: list[dict], label: str) -> dict | None:
     grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
     shutdown = duration_seconds(config.get("worker", {}).get("shutdown_timeout", "30s"))
     check(grace > shutdown, f"{label}: grace period {grace}s above worker.shutdown_timeout {shutdown}s")
-    return rabbit
+    return config
+
+
+def keda_policy(keda: dict, label: str) -> None:
+    """A queue worker's KEDA overlay scales as the others do."""
+    spec = keda["spec"]
+    check(spec["minReplicaCount"] == MIN_REPLICAS, f"{label}: KEDA keeps at least {MIN_REPLICAS} replicas")
+    check(
+        spec.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior") == BEHAVIOR,
+        f"{label}: KEDA scales up 100 % every 15 s at once, down 50 % every 60 s after 300 s",
+    )
 
 
 def rabbit_scaling(rendered: dict[str, list[dict]], queue: str | None) -> None:
@@ -930,13 +980,58 @@ def rabbit_scaling(rendered: dict[str, list[dict]], queue: str | None) -> None:
         keda["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["spec"]["behavior"],
         "rabbitmq: KEDA and the HPA have the same behaviour",
     )
+    keda_policy(keda, "rabbitmq/autoscale-keda")
 
 
-def rabbit_checks(kubectl: str, crs: list[dict]) -> None:
-    directories = sorted(f.parent for f in RABBIT.glob("*/kustomization.yaml"))
-    check({d.name for d in directories} >= {"base", "autoscale-hpa", "autoscale-keda"}, "deploy/k8s/rabbitmq has every overlay")
+def redis_scaling(docs: list[dict], label: str, config: dict) -> None:
+    """KEDA watches what the Redis workers read: the list, or the group's lag."""
+    keda = find(docs, "ScaledObject", WORKER)
+    if not check(keda is not None, f"{label}: a KEDA ScaledObject scales the worker"):
+        return
+    redis = config.get("redis", {})
+    trigger = keda["spec"]["triggers"][0]
+    meta = trigger["metadata"]
+    if label.endswith("-streams"):
+        group = redis.get("group") or config.get("worker", {}).get("name")
+        check(redis.get("mode") == "stream", f"{label}: the workers read a stream in a consumer group")
+        check(
+            trigger["type"] == "redis-streams" and meta.get("stream") == redis.get("input") and meta.get("consumerGroup") == group,
+            f"{label}: KEDA watches group {group} on stream {redis.get('input')}",
+        )
+        check(bool(meta.get("lagCount")), f"{label}: KEDA scales on the group's lag (lagCount)")
+    else:
+        check(redis.get("mode") == "list", f"{label}: the workers read a list queue")
+        check(
+            trigger["type"] == "redis" and meta.get("listName") == redis.get("input") and bool(meta.get("listLength")),
+            f"{label}: KEDA watches the length of list {redis.get('input')}",
+        )
+    keda_policy(keda, label)
+
+
+def nats_scaling(docs: list[dict], label: str, config: dict) -> None:
+    """KEDA watches the durable consumer the NATS workers share."""
+    keda = find(docs, "ScaledObject", WORKER)
+    if not check(keda is not None, f"{label}: a KEDA ScaledObject scales the worker"):
+        return
+    nats = config.get("nats", {})
+    trigger = keda["spec"]["triggers"][0]
+    meta = trigger["metadata"]
+    stream = nats.get("stream") or nats.get("subject", "").replace(".", "_")
+    check(
+        trigger["type"] == "nats-jetstream" and meta.get("stream") == stream and meta.get("consumer") == nats.get("consumer"),
+        f"{label}: KEDA watches consumer {nats.get('consumer')} of stream {stream}",
+    )
+    check(bool(meta.get("lagThreshold")), f"{label}: KEDA has a target per replica (lagThreshold)")
+    keda_policy(keda, label)
+
+
+def queue_checks(kubectl: str, crs: list[dict], broker: str) -> None:
+    """deploy/k8s/<broker>: every overlay renders, validates and agrees."""
+    expected = QUEUE_BROKERS[broker][3]
+    directories = sorted(f.parent for f in (K8S / broker).glob("*/kustomization.yaml"))
+    check({d.name for d in directories} >= expected, f"deploy/k8s/{broker} has every overlay")
     rendered: dict[str, list[dict]] = {}
-    queue = None
+    consumed = None
     for directory in directories:
         docs = render(kubectl, directory)
         if docs is None:
@@ -945,10 +1040,20 @@ def rabbit_checks(kubectl: str, crs: list[dict]) -> None:
         rendered[label] = docs
         print(f"== {label}: {len(docs)} resources")
         validate(docs, label, crs)
-        rabbit = rabbit_agreement(docs, label)
-        if rabbit is not None:
-            queue = rabbit.get("queue")
-    rabbit_scaling(rendered, queue)
+        config = queue_agreement(docs, label, broker)
+        if config is None:
+            continue
+        worker = find(docs, "Deployment", WORKER)
+        if directory.name == "base":
+            check("replicas" not in worker["spec"], f"{label}: no `replicas` (the overlays own it)")
+            continue
+        consumed = config.get(QUEUE_BROKERS[broker][0], {}).get(QUEUE_BROKERS[broker][2])
+        if broker == "redis":
+            redis_scaling(docs, label, config)
+        elif broker == "nats":
+            nats_scaling(docs, label, config)
+    if broker == "rabbitmq":
+        rabbit_scaling(rendered, consumed)
 
 
 def main() -> int:
@@ -980,7 +1085,8 @@ def main() -> int:
         agreement(docs, label)
         if label != "base":
             monitoring(docs, label)
-    rabbit_checks(kubectl, crs)
+    for broker in QUEUE_BROKERS:
+        queue_checks(kubectl, crs, broker)
     print("== layout")
     layout(rendered, components)
     autoscaling(rendered)
