@@ -20,6 +20,37 @@ pub use crate::runtime::{Identity, Runtime};
 pub use crate::sink::{Confirmation, NoSink, Receipt, Sink};
 pub use crate::source::{Acker, Revocation, Source, SourceEvent};
 
+/// `url` with its password replaced by `***`, for logs and messages: the
+/// credentials end at the last `@` before the path; with
+/// `lone_user_is_secret`, a user given without a password (a token, as NATS
+/// takes them) is hidden too. A URL without credentials is returned as it is.
+///
+/// ```
+/// use pythia_core::connector::redact_url;
+/// assert_eq!(redact_url("amqp://jobs:s3cret@rabbit:5672/%2f", false), "amqp://jobs:***@rabbit:5672/%2f");
+/// assert_eq!(redact_url("amqp://jobs@rabbit", false), "amqp://jobs@rabbit");
+/// assert_eq!(redact_url("nats://t0ken@nats:4222", true), "nats://***@nats:4222");
+/// assert_eq!(redact_url("redis://redis:6379/0", false), "redis://redis:6379/0");
+/// ```
+pub fn redact_url(url: &str, lone_user_is_secret: bool) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let credentials = &authority[..at];
+    let user = match credentials.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None if lone_user_is_secret => "***".to_owned(),
+        None => credentials.to_owned(),
+    };
+    format!("{scheme}{user}{}", &rest[at..])
+}
+
 /// Turns a receipt into a pointer, to travel through a C client as the
 /// opaque of its record (librdkafka's `msg_opaque`, say); [`receipt_from_raw`]
 /// turns it back. A receipt turned into a pointer and never back leaks.

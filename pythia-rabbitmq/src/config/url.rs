@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use pythia_core::connector::redact_url;
 use serde::{Deserialize, Deserializer};
 
 /// The URL of a RabbitMQ broker, `amqp://user:password@host:port/vhost`.
@@ -37,7 +38,7 @@ impl AmqpUrl {
 
     /// The URL with the password replaced by `***`.
     pub fn redacted(&self) -> String {
-        redact(&self.0)
+        redact_url(&self.0, false)
     }
 
     /// Whether the scheme is one this build can connect with.
@@ -59,26 +60,6 @@ impl Default for AmqpUrl {
     fn default() -> Self {
         Self::new(DEFAULT_URL)
     }
-}
-
-/// `scheme://user:password@rest` → `scheme://user:***@rest`; anything
-/// without credentials is returned unchanged.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    // The credentials end at the last `@` before the path.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let credentials = &authority[..at];
-    let user = match credentials.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => credentials.to_owned(),
-    };
-    format!("{scheme}://{user}{}", &rest[at..])
 }
 
 impl fmt::Display for AmqpUrl {
