@@ -67,13 +67,14 @@ enum Command {
     /// scaling by hand or on the group's lag (`fleet run|status|scale`).
     #[command(subcommand)]
     Fleet(fleet::Args),
-    /// Show RabbitMQ queues' depth: messages ready and consumers — the
-    /// queue counterpart of `pythia lag`.
+    /// Show a work queue's depth — what waits and what workers hold — on
+    /// RabbitMQ, Redis (lists and streams) or NATS JetStream: the queue
+    /// counterpart of `pythia lag`.
     ///
-    /// Read over AMQP (a passive queue.declare), as the workers' own
-    /// pythia_queue_messages_ready gauge is: delivered but unacknowledged
-    /// messages are not counted there; the workers export those as
-    /// pythia_queue_unacked_messages.
+    /// RabbitMQ is read over AMQP (a passive queue.declare), as the workers'
+    /// own pythia_queue_messages_ready gauge is: delivered but
+    /// unacknowledged messages are not counted there; the workers export
+    /// those as pythia_queue_unacked_messages. Redis and NATS tell both.
     Depth(depth::DepthArgs),
     /// One instance of `pythia loadtest` (started by it).
     #[command(hide = true)]

@@ -132,13 +132,35 @@ pub(crate) fn http_get_ok(address: &str, path: &str) -> String {
 /// Panics with what to do unless RabbitMQ answers on 127.0.0.1:5672: the
 /// RabbitMQ tests need it, and `cargo xtask test` starts it.
 pub(crate) fn require_rabbitmq() {
-    let address = "127.0.0.1:5672".parse().expect("address");
+    require(
+        "RabbitMQ",
+        "127.0.0.1:5672",
+        "service rabbitmq-server start",
+    );
+}
+
+/// Panics with what to do unless Redis answers on 127.0.0.1:6379.
+pub(crate) fn require_redis() {
+    require(
+        "Redis",
+        "127.0.0.1:6379",
+        "redis-server --daemonize yes --save ''",
+    );
+}
+
+/// Panics with what to do unless NATS answers on 127.0.0.1:4222.
+pub(crate) fn require_nats() {
+    require("NATS", "127.0.0.1:4222", "nats-server -js &");
+}
+
+fn require(name: &str, address: &str, start: &str) {
+    let parsed = address.parse().expect("address");
     if let Err(error) =
-        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))
+        std::net::TcpStream::connect_timeout(&parsed, std::time::Duration::from_secs(2))
     {
         panic!(
-            "RabbitMQ does not answer on 127.0.0.1:5672 ({error}): these tests need it; start it \
-             with `service rabbitmq-server start` (or `cargo xtask prerequisites`)"
+            "{name} does not answer on {address} ({error}): these tests need it; start it \
+             with `{start}` (or `cargo xtask prerequisites`)"
         );
     }
 }

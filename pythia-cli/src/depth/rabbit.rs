@@ -1,44 +1,14 @@
-//! `pythia depth`: RabbitMQ queues' depth, the queue counterpart of `pythia lag`.
-//!
-//! Read over AMQP with a passive `queue.declare`, as the workers' own
-//! `pythia_queue_messages_ready` gauge is (see `pythia_rabbitmq::metrics`):
+//! `pythia depth` on RabbitMQ: queues' depth read over AMQP with a passive
+//! `queue.declare`, as the workers' own `pythia_queue_messages_ready` gauge is (see `pythia_rabbitmq::metrics`):
 //! it gives the messages ready and the consumers. Messages delivered and not
 //! yet acknowledged are not counted by it; only the management API
 //! (`messages_unacknowledged`, plugin `rabbitmq_management`) or the workers'
 //! `pythia_queue_unacked_messages` gauge tell those, so the output says
 //! `unacked` is not known instead of printing a 0.
 
-use std::io::Write;
-use std::time::Duration;
-
-use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::rabbit;
-
-/// Options of `pythia depth`.
-#[derive(clap::Args, Debug)]
-#[command(after_help = "\
-Examples:
-  pythia depth --queue jobs
-  pythia depth --queue jobs --queue jobs.dlq --json
-  PYTHIA_RABBITMQ__URL=amqp://user:password@rabbit:5672/%2f pythia depth --queue jobs")]
-pub(crate) struct DepthArgs {
-    /// A queue to report (repeatable).
-    #[arg(long = "queue", value_name = "QUEUE", required = true)]
-    queues: Vec<String>,
-    /// The broker, amqp://user:password@host:5672/%2f (default:
-    /// PYTHIA_RABBITMQ__URL, else 127.0.0.1:5672 as guest). Prefer the
-    /// variable for a password: `ps` shows arguments.
-    #[arg(long)]
-    url: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Longest wait for the broker.
-    #[arg(long, default_value = "10s", value_parser = crate::lag::humantime_duration)]
-    timeout: Duration,
-}
 
 /// One queue's depth, as `--json` prints it.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -56,25 +26,14 @@ pub(crate) struct QueueDepth {
 /// What `source` says of the figures.
 const SOURCE: &str = "amqp queue.declare (passive): ready and consumers only";
 
-/// Runs `pythia depth`.
-pub(crate) async fn run(args: DepthArgs) -> anyhow::Result<()> {
-    let url = rabbit::url(args.url.as_deref())?;
-    let depths = tokio::time::timeout(args.timeout, read(&url, &args.queues))
-        .await
-        .with_context(|| {
-            format!(
-                "RabbitMQ at {url} did not answer within {:?} (--timeout)",
-                args.timeout
-            )
-        })??;
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        writeln!(stdout, "{}", serde_json::to_string(&depths)?)?;
-    } else {
-        write!(stdout, "{}", table(&depths))?;
-    }
-    stdout.flush()?;
-    Ok(())
+/// Reads the depth of `queues` from the broker at `url` (default:
+/// PYTHIA_RABBITMQ__URL, else 127.0.0.1:5672 as guest).
+pub(super) async fn depths(
+    url: Option<&str>,
+    queues: &[String],
+) -> anyhow::Result<Vec<QueueDepth>> {
+    let url = rabbit::url(url)?;
+    read(&url, queues).await
 }
 
 async fn read(
@@ -104,7 +63,7 @@ async fn read(
 }
 
 /// The depths as a table, with the note on what is not counted.
-fn table(depths: &[QueueDepth]) -> String {
+pub(super) fn table(depths: &[QueueDepth]) -> String {
     use std::fmt::Write as _;
     let width = depths
         .iter()
