@@ -289,3 +289,54 @@ fn rabbitmq_jobs_as_processes_share_the_queue_and_write_each_job_once() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// The last line of stdout starting with `first`.
+fn line_starting<'a>(stdout: &'a str, first: &str) -> &'a str {
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(first))
+        .unwrap_or_else(|| panic!("no `{first}` line in:\n{stdout}"))
+}
+
+#[test]
+fn redis_strategy_runs_does_each_run_once_across_two_instances() {
+    // Lists of its own on the machine's Redis, deleted by the example.
+    let stdout = run_example("redis_strategy_runs", &[], LIMIT);
+    let line = line_starting(&stdout, "enqueued=");
+    assert_eq!(value(line, "enqueued"), 1_000, "{line}");
+    assert_eq!(value(line, "results"), 1_000, "{line}");
+    assert_eq!(value(line, "distinct"), 1_000, "{line}");
+    assert_eq!(value(line, "waiting"), 0, "{line}");
+    let shares = line
+        .split("per_instance=[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no per_instance in `{line}`"));
+    let shares: Vec<i64> = shares.split(',').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(shares.len(), 2, "{line}");
+    assert!(shares.iter().all(|n| *n > 0), "both instances ran: {line}");
+    assert_eq!(shares.iter().sum::<i64>(), 1_000, "{line}");
+}
+
+#[test]
+fn nats_job_queues_keeps_each_pool_within_its_concurrency() {
+    // Streams of its own on the machine's NATS, deleted by the example.
+    let stdout = run_example("nats_job_queues", &[], LIMIT);
+    for (queue, concurrency) in [("general", 4), ("cpu", 2), ("io", 8)] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("queue={queue} ")))
+            .unwrap_or_else(|| panic!("no line for queue {queue} in:\n{stdout}"));
+        assert_eq!(value(line, "concurrency"), concurrency, "{line}");
+        assert_eq!(value(line, "processed"), 200, "{line}");
+        let peak = value(line, "peak_in_flight");
+        assert!(
+            (1..=concurrency).contains(&peak),
+            "queue {queue} ran {peak} jobs at once, its concurrency is {concurrency}: {line}"
+        );
+    }
+    // The I/O pool, whose jobs wait, fills its 8 slots.
+    let io = stdout.lines().find(|l| l.starts_with("queue=io ")).unwrap();
+    assert!(value(io, "peak_in_flight") > 4, "{io}");
+}

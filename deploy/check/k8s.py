@@ -36,9 +36,10 @@ later built in; `cargo xtask test deploy` installs them. What it checks:
    no aggregation without `by`), and alerts_test.yml has, for every alert,
    a case where it fires and one where it stays quiet; every alert has a
    summary and a runbook.
-7. docker-compose.yml: structure, scalable worker services (Kafka's, and
-   the RabbitMQ job workers of profile `rabbitmq`; no container_name, no
-   published ports), published ports bound to 127.0.0.1,
+7. docker-compose.yml: structure, scalable worker services (Kafka's, the
+   RabbitMQ job workers of profile `rabbitmq`, the Redis strategy workers of
+   profile `redis` and the NATS pools of profile `nats`; no container_name,
+   no published ports), published ports bound to 127.0.0.1,
    a Grafana password that must be set, mounted files exist, Prometheus and
    Grafana provisioning agree with the files.
 8. dashboard.json: valid JSON, every panel has a Prometheus query, unique ids,
@@ -840,6 +841,44 @@ def compose_checks() -> None:
     check(
         all(not p.endswith(":5672") for p in services["rabbitmq"].get("ports", [])),
         "compose: AMQP is not published (only the management UI, on loopback)",
+    )
+
+    # Profile redis: strategy workers scale on the list the one-shot fills.
+    strategy = services["strategy-worker"]
+    check(
+        "container_name" not in strategy and "ports" not in strategy and strategy.get("profiles") == ["redis"],
+        "compose: strategy-worker scales (no container_name, no published ports), in profile redis",
+    )
+    check("redis" in services["redis"].get("profiles", []), "compose: Redis runs in profile redis")
+    check(
+        strategy["environment"]["PYTHIA_REDIS__MODE"] == "list"
+        and strategy["environment"]["PYTHIA_REDIS__INPUT"] == services["strategy-enqueue"]["environment"]["PYTHIA_REDIS__INPUT"],
+        "compose: the strategy one-shot fills the list the workers read",
+    )
+    shutdown = duration_seconds(strategy["environment"].get("PYTHIA_WORKER__SHUTDOWN_TIMEOUT", "30s"))
+    check(duration_seconds(strategy.get("stop_grace_period", "10s")) > shutdown, "compose: strategy-worker stop_grace_period > worker.shutdown_timeout")
+
+    # Profile nats: a pool per queue, each scaled on its own, after JetStream answers.
+    pools = {name: services[f"{name}-worker"] for name in ("general", "cpu", "io")}
+    for name, pool in pools.items():
+        check(
+            "container_name" not in pool and "ports" not in pool and pool.get("profiles") == ["nats"]
+            and pool["command"] == ["worker", name],
+            f"compose: {name}-worker scales (no container_name, no published ports), in profile nats, on queue {name}",
+        )
+        check(pool["depends_on"]["nats"]["condition"] == "service_healthy", f"compose: {name}-worker starts once JetStream answers")
+        shutdown = duration_seconds(pool["environment"].get("PYTHIA_WORKER__SHUTDOWN_TIMEOUT", "30s"))
+        check(duration_seconds(pool.get("stop_grace_period", "10s")) > shutdown, f"compose: {name}-worker stop_grace_period > worker.shutdown_timeout")
+    nats = services["nats"]
+    check("-js" in nats["command"], "compose: NATS runs with JetStream")
+    check(
+        all(not p.endswith(":4222") for p in nats.get("ports", [])),
+        "compose: NATS's client port is not published (only the monitoring endpoint, on loopback)",
+    )
+    enqueue = services["nats-enqueue"]
+    check(
+        enqueue["command"][:2] == ["enqueue", "io"] and enqueue["environment"]["JOBS_PREFIX"] == pools["io"]["environment"]["JOBS_PREFIX"],
+        "compose: the NATS one-shot fills the io pool's queue",
     )
 
     prometheus = yaml.safe_load((directory / "prometheus.yml").read_text())
