@@ -16,6 +16,7 @@ pub use crate::events::Events;
 pub use crate::health::{Health, StallDetector};
 pub use crate::metrics::{PartitionLag, lag};
 pub use crate::offsets::OffsetTracker;
+pub use crate::reconnect::{Backoff, backoff_wait};
 pub use crate::runtime::{Identity, Runtime};
 pub use crate::sink::{Confirmation, NoSink, Receipt, Sink};
 pub use crate::source::{Acker, Revocation, Source, SourceEvent};

@@ -34,6 +34,7 @@ mod offsets;
 mod output;
 mod panic;
 mod policy;
+mod reconnect;
 pub mod retry;
 mod runtime;
 pub mod shutdown;

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use crate::config::{Config, NatsConfig};
 use crate::error::NatsError;
 use crate::headers;
-use crate::reconnect::Backoff;
 use crate::topology;
+use pythia_core::connector::Backoff;
 
 /// Where records go, from the configuration.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use pythia_core::connector::Health;
 
 use crate::config::{Config, Create, NatsConfig};
 use crate::error::NatsError;
-use crate::reconnect;
+use pythia_core::connector::backoff_wait;
 
 /// Connects as `name`. Once connected the client reconnects by itself
 /// (waits from `nats.reconnect_min` to `reconnect_max`); `health`, if
@@ -32,7 +32,7 @@ pub(crate) async fn connect(
         .name(name)
         .connection_timeout(config.reconnect_max.max(std::time::Duration::from_secs(2)))
         .reconnect_delay_callback(move |attempts| {
-            reconnect::wait(min, max, u32::try_from(attempts).unwrap_or(u32::MAX))
+            backoff_wait(min, max, u32::try_from(attempts).unwrap_or(u32::MAX))
         });
     if let Some(health) = health {
         options = options.event_callback(move |event| {

@@ -80,7 +80,6 @@ mod error;
 pub mod headers;
 pub mod metrics;
 mod observe;
-mod reconnect;
 mod run;
 mod sink;
 mod source;

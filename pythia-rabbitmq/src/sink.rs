@@ -31,8 +31,8 @@ use tokio::time::Instant;
 use crate::config::{Config, RabbitConfig};
 use crate::error::RabbitError;
 use crate::headers;
-use crate::reconnect::Backoff;
 use crate::topology;
+use pythia_core::connector::Backoff;
 
 /// Where a record is published.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -91,7 +91,6 @@ mod error;
 pub mod fields;
 pub mod metrics;
 mod observe;
-mod reconnect;
 mod run;
 mod sink;
 mod source;

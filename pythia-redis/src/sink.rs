@@ -26,7 +26,7 @@ use crate::config::{Config, Mode, RedisConfig};
 use crate::connection;
 use crate::error::RedisError;
 use crate::fields;
-use crate::reconnect::Backoff;
+use pythia_core::connector::Backoff;
 
 /// How a record is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,8 +38,8 @@ use super::pull::{Ended, Requests, sleep_until};
 use super::verdict::{Verdict, verdict};
 use crate::config::Config;
 use crate::error::NatsError;
-use crate::reconnect::Backoff;
 use crate::topology;
+use pythia_core::connector::Backoff;
 
 /// What the source's observers read of it.
 #[derive(Debug, Default)]

@@ -17,7 +17,7 @@ use async_nats::jetstream::consumer::pull::Batch;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::reconnect::Backoff;
+use pythia_core::connector::Backoff;
 
 /// Failed requests in a row before the stream and consumer are set up again.
 const FAILURES_BEFORE_SETUP: u32 = 3;

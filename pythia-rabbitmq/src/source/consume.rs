@@ -28,8 +28,8 @@ use super::ack::{Command, InFlight};
 use super::convert;
 use crate::config::{QueueMode, RabbitConfig};
 use crate::error::RabbitError;
-use crate::reconnect::Backoff;
 use crate::topology;
+use pythia_core::connector::Backoff;
 
 /// What the source's observers read of it.
 #[derive(Debug, Default)]

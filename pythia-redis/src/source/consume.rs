@@ -35,7 +35,7 @@ use super::stream::StreamInput;
 use crate::config::RedisConfig;
 use crate::connection;
 use crate::error::RedisError;
-use crate::reconnect::Backoff;
+use pythia_core::connector::Backoff;
 
 /// What the source's observers read of it.
 #[derive(Debug, Default)]

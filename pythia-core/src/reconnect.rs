@@ -1,19 +1,30 @@
-//! How long to wait before the next connection attempt: exponential backoff
-//! between `nats.reconnect_min` and `nats.reconnect_max`.
+//! How long a connector waits before its next connection attempt:
+//! exponential backoff between its `reconnect_min` and `reconnect_max`.
 
 use std::time::Duration;
 
 /// The waits between reconnect attempts: `min`, doubling after each failed
 /// attempt, capped at `max`; back to `min` once connected.
+///
+/// ```
+/// use std::time::Duration;
+/// use pythia_core::connector::Backoff;
+/// let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+/// assert_eq!(backoff.next_wait(), Duration::from_millis(100));
+/// assert_eq!(backoff.next_wait(), Duration::from_millis(200));
+/// backoff.reset();
+/// assert_eq!(backoff.next_wait(), Duration::from_millis(100));
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     failures: u32,
 }
 
 impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    /// Waits from `min` up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
         Self {
             min,
             max,
@@ -22,20 +33,20 @@ impl Backoff {
     }
 
     /// The wait before the next attempt, counting one more failure.
-    pub(crate) fn next_wait(&mut self) -> Duration {
-        let wait = wait(self.min, self.max, self.failures);
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = backoff_wait(self.min, self.max, self.failures);
         self.failures = self.failures.saturating_add(1);
         wait
     }
 
     /// Connected: the next loss starts from `min` again.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.failures = 0;
     }
 }
 
 /// The wait after `failures` failed attempts: `min · 2^failures`, at most `max`.
-pub(crate) fn wait(min: Duration, max: Duration, failures: u32) -> Duration {
+pub fn backoff_wait(min: Duration, max: Duration, failures: u32) -> Duration {
     min.checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
         .unwrap_or(max)
         .min(max)
@@ -59,7 +70,7 @@ mod tests {
         ];
         for (failures, expected) in table {
             assert_eq!(
-                wait(ms(100), ms(5000), failures),
+                backoff_wait(ms(100), ms(5000), failures),
                 ms(expected),
                 "{failures}"
             );
