@@ -22,6 +22,8 @@ mod worker;
 
 use translate::{enum_values, translate};
 pub use worker::WorkerConfig;
+
+use crate::spec::WorkerSpec;
 pub(crate) use worker::default_instance_name;
 
 /// The environment variable naming the config file.
@@ -111,6 +113,53 @@ impl ConfigLoader {
     pub fn default_value(mut self, key: &str, value: impl Into<config::Value>) -> Self {
         self.defaults.push((key.to_owned(), value.into()));
         self
+    }
+
+    /// Adds, as defaults, what a worker declares for a queue connector
+    /// whose section is `section`: its name, its first topic as
+    /// `<section>.<input>`, its output and named sinks, its limits, and its
+    /// ordering — `none` unless it declares one, since a queue has no
+    /// partitions and its deliveries (up to the prefetch) are processed at
+    /// the same time, as sharing the queue between instances needs.
+    ///
+    /// ```
+    /// use pythia_core::WorkerSpec;
+    /// use pythia_core::config::ConfigLoader;
+    /// #[derive(serde::Deserialize)]
+    /// struct Redis { input: String }
+    /// #[derive(serde::Deserialize)]
+    /// struct Config { redis: Redis, worker: serde_json::Value }
+    ///
+    /// let spec = WorkerSpec::new("jobs").with_topics(&["jobs.in"]);
+    /// let config: Config = ConfigLoader::new()
+    ///     .no_file()
+    ///     .queue_spec_defaults(&spec, "redis", "input")
+    ///     .load()?;
+    /// assert_eq!(config.redis.input, "jobs.in");
+    /// assert_eq!(config.worker["ordering"], "none");
+    /// # Ok::<(), pythia_core::config::ConfigError>(())
+    /// ```
+    pub fn queue_spec_defaults(mut self, spec: &WorkerSpec, section: &str, input: &str) -> Self {
+        if !spec.name.is_empty() {
+            self = self.default_value("worker.name", spec.name);
+        }
+        if let Some(topic) = spec.topics.first() {
+            self = self.default_value(&format!("{section}.{input}"), *topic);
+        }
+        if let Some(output) = spec.output {
+            self = self.default_value(&format!("{section}.output"), output);
+        }
+        for (name, target) in spec.sinks {
+            self = self.default_value(&format!("{section}.sinks.{name}"), *target);
+        }
+        if let Some(n) = spec.max_in_flight {
+            self = self.default_value("worker.max_in_flight", n as u64);
+        }
+        if let Some(n) = spec.partition_buffer {
+            self = self.default_value("worker.partition_buffer", n as u64);
+        }
+        let ordering = spec.ordering.map_or("none", |o| o.as_str());
+        self.default_value("worker.ordering", ordering)
     }
 
     /// A value for `key` (dotted) that wins over file and environment.

@@ -111,27 +111,8 @@ impl Config {
     /// unless the worker declares an ordering the default is
     /// `worker.ordering = "none"`: the messages an instance holds (up to
     /// `nats.concurrency`) are processed at the same time.
-    pub fn spec_defaults(mut loader: ConfigLoader, spec: &WorkerSpec) -> ConfigLoader {
-        if !spec.name.is_empty() {
-            loader = loader.default_value("worker.name", spec.name);
-        }
-        if let Some(subject) = spec.topics.first() {
-            loader = loader.default_value("nats.subject", *subject);
-        }
-        if let Some(output) = spec.output {
-            loader = loader.default_value("nats.output", output);
-        }
-        for (name, subject) in spec.sinks {
-            loader = loader.default_value(&format!("nats.sinks.{name}"), *subject);
-        }
-        if let Some(n) = spec.max_in_flight {
-            loader = loader.default_value("worker.max_in_flight", n as u64);
-        }
-        if let Some(n) = spec.partition_buffer {
-            loader = loader.default_value("worker.partition_buffer", n as u64);
-        }
-        let ordering = spec.ordering.map_or("none", |o| o.as_str());
-        loader.default_value("worker.ordering", ordering)
+    pub fn spec_defaults(loader: ConfigLoader, spec: &WorkerSpec) -> ConfigLoader {
+        loader.queue_spec_defaults(spec, "nats", "subject")
     }
 
     /// Loads with a loader carrying code defaults or overrides, and validates.

@@ -104,27 +104,8 @@ impl Config {
     /// the default is `worker.ordering = "none"`: the queue's deliveries (up
     /// to the prefetch) are processed at the same time, which is what fair
     /// dispatch between instances needs.
-    pub fn spec_defaults(mut loader: ConfigLoader, spec: &WorkerSpec) -> ConfigLoader {
-        if !spec.name.is_empty() {
-            loader = loader.default_value("worker.name", spec.name);
-        }
-        if let Some(queue) = spec.topics.first() {
-            loader = loader.default_value("rabbitmq.queue", *queue);
-        }
-        if let Some(output) = spec.output {
-            loader = loader.default_value("rabbitmq.output", output);
-        }
-        for (name, queue) in spec.sinks {
-            loader = loader.default_value(&format!("rabbitmq.sinks.{name}"), *queue);
-        }
-        if let Some(n) = spec.max_in_flight {
-            loader = loader.default_value("worker.max_in_flight", n as u64);
-        }
-        if let Some(n) = spec.partition_buffer {
-            loader = loader.default_value("worker.partition_buffer", n as u64);
-        }
-        let ordering = spec.ordering.map_or("none", |o| o.as_str());
-        loader.default_value("worker.ordering", ordering)
+    pub fn spec_defaults(loader: ConfigLoader, spec: &WorkerSpec) -> ConfigLoader {
+        loader.queue_spec_defaults(spec, "rabbitmq", "queue")
     }
 
     /// Loads with a loader carrying code defaults or overrides, and validates.
