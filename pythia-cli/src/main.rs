@@ -15,6 +15,7 @@ mod depth;
 mod fleet;
 mod loadtest;
 mod probe;
+mod queue_server;
 mod rabbit;
 
 #[derive(Parser)]
@@ -60,8 +61,9 @@ enum Command {
     /// Run worker processes in one group under a load and report throughput,
     /// latency, duplicates, losses and scaling efficiency.
     Loadtest(loadtest::Args),
-    /// Compare Pythia workers with raw rdkafka loops, each in a process of its
-    /// own against one pre-loaded topic: msg/s, CPU per message, peak memory.
+    /// Compare Pythia workers with raw client loops (rdkafka; on RabbitMQ,
+    /// Redis or NATS with --broker), each in a process of its own against a
+    /// pre-loaded topic or queue: msg/s, CPU per message, peak memory.
     Bench(bench::Args),
     /// Run N instances of a worker binary on this host: restarts, status,
     /// scaling by hand or on the group's lag (`fleet run|status|scale`).
@@ -85,9 +87,9 @@ enum Command {
     /// One side of a `pythia bench` round (started by it).
     #[command(hide = true)]
     BenchSide(bench::SideArgs),
-    /// One side of a `pythia bench --broker rabbitmq` round (started by it).
+    /// One side of a `pythia bench` round on a work queue (started by it).
     #[command(hide = true)]
-    BenchRabbitSide(bench::RabbitSideArgs),
+    BenchQueueSide(bench::QueueSideArgs),
 }
 
 /// Where `pythia broker --sasl-plain-user` reads the password.
@@ -228,8 +230,8 @@ async fn main() -> anyhow::Result<()> {
         Command::LoadtestRabbitWorker(args) => {
             on_own_runtime(move || loadtest::rabbit_instance::run(args)).await?
         }
-        Command::BenchRabbitSide(args) => {
-            on_own_runtime(move || bench::run_rabbit_side(args)).await?
+        Command::BenchQueueSide(args) => {
+            on_own_runtime(move || bench::run_queue_side(args)).await?
         }
     }
     Ok(())

@@ -22,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use super::child;
 use super::side::{Side, SideReport};
 use super::{Args, median, round3};
 use crate::loadtest::load::{Load, Pace, Plan as LoadPlan};
@@ -65,6 +66,26 @@ pub(crate) struct Summary {
     pub(crate) consumer: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) producer: BTreeMap<String, String>,
+}
+
+impl Summary {
+    /// The medians of the runs of the side named `side` among `runs`, and
+    /// the settings it ran with.
+    pub(crate) fn of(
+        runs: &[Run],
+        side: &str,
+        consumer: &BTreeMap<String, String>,
+        producer: &BTreeMap<String, String>,
+    ) -> Self {
+        let of = || runs.iter().filter(|r| r.side == side);
+        Self {
+            msgs_per_s: median(of().map(|r| r.msgs_per_s)).round(),
+            cpu_us_per_msg: round3(median(of().map(|r| r.cpu_us_per_msg))),
+            peak_rss_mib: round3(median(of().map(|r| r.peak_rss_mib))),
+            consumer: consumer.clone(),
+            producer: producer.clone(),
+        }
+    }
 }
 
 /// Pythia against the baselines, from the medians.
@@ -292,35 +313,14 @@ impl Plan<'_> {
 
     /// Runs one side in a process of its own and reads its report.
     fn run_side(&self, side: Side, group: &str, args: &Args) -> anyhow::Result<SideReport> {
-        let mut command = Command::new(std::env::current_exe().context("finding this program")?);
-        // SAFETY: as for the broker: a side outlives no dead bench.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let out = command
-            .args(["bench-side", "--side", side.name()])
-            .args(["--brokers", self.broker.bootstrap()])
-            .args(["--topic", &self.topic.name, "--output", self.output])
-            .args(["--group", group, "--messages", &args.messages().to_string()])
-            .args(["--partitions", &self.topic.partitions.to_string()])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("starting the {} process", side.label()))?;
-        if !out.status.success() {
-            bail!("the {} process failed ({})", side.label(), out.status);
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(line)
-            .with_context(|| format!("reading the {} report: {line:?}", side.label()))
+        child::run_side(side.label(), |command| {
+            command
+                .args(["bench-side", "--side", side.name()])
+                .args(["--brokers", self.broker.bootstrap()])
+                .args(["--topic", &self.topic.name, "--output", self.output])
+                .args(["--group", group, "--messages", &args.messages().to_string()])
+                .args(["--partitions", &self.topic.partitions.to_string()]);
+        })
     }
 }
 
@@ -346,24 +346,26 @@ fn summarize(
     partitions: i32,
     reports: Vec<(u32, SideReport)>,
 ) -> AddressReport {
+    let runs: Vec<Run> = reports
+        .iter()
+        .map(|(round, r)| Run {
+            round: *round,
+            side: r.side.name(),
+            msgs_per_s: r.msgs_per_s,
+            cpu_us_per_msg: r.cpu_us_per_msg,
+            user_s: r.user_s,
+            system_s: r.system_s,
+            peak_rss_mib: r.peak_rss_mib,
+            context_switches: r.context_switches,
+        })
+        .collect();
     let mut sides = BTreeMap::new();
     for side in Side::ALL {
-        let of: Vec<&SideReport> = reports
-            .iter()
-            .filter(|(_, r)| r.side == side)
-            .map(|(_, r)| r)
-            .collect();
-        let Some(first) = of.first() else { continue };
-        sides.insert(
-            side.name(),
-            Summary {
-                msgs_per_s: median(of.iter().map(|r| r.msgs_per_s)).round(),
-                cpu_us_per_msg: round3(median(of.iter().map(|r| r.cpu_us_per_msg))),
-                peak_rss_mib: round3(median(of.iter().map(|r| r.peak_rss_mib))),
-                consumer: first.consumer.clone(),
-                producer: first.producer.clone(),
-            },
-        );
+        let Some((_, first)) = reports.iter().find(|(_, r)| r.side == side) else {
+            continue;
+        };
+        let summary = Summary::of(&runs, side.name(), &first.consumer, &first.producer);
+        sides.insert(side.name(), summary);
     }
     let ratio =
         |a: Side, b: Side, f: fn(&Summary) -> f64| match (sides.get(a.name()), sides.get(b.name()))
@@ -387,19 +389,7 @@ fn summarize(
         messages: args.messages(),
         message_size: args.message_size,
         partitions,
-        runs: reports
-            .into_iter()
-            .map(|(round, r)| Run {
-                round,
-                side: r.side.name(),
-                msgs_per_s: r.msgs_per_s,
-                cpu_us_per_msg: r.cpu_us_per_msg,
-                user_s: r.user_s,
-                system_s: r.system_s,
-                peak_rss_mib: r.peak_rss_mib,
-                context_switches: r.context_switches,
-            })
-            .collect(),
+        runs,
         sides,
         ratios,
     }

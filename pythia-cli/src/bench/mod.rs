@@ -1,4 +1,6 @@
-//! `pythia bench`: Pythia against hand-written rdkafka loops.
+//! `pythia bench`: Pythia against hand-written client loops — rdkafka's on
+//! Kafka, and on the work queues ([`queue`]: RabbitMQ, Redis lists and
+//! streams, NATS JetStream) each client's own.
 //!
 //! By default every side runs in a process of its own against a broker in
 //! another process ([`address`]): the classic poll loop and the fastest
@@ -11,12 +13,18 @@
 mod address;
 mod alloc;
 mod baseline;
+mod child;
 mod in_process;
+mod nats;
+mod nats_raw;
 mod progress;
+mod queue;
+pub(crate) mod queue_side;
 mod rabbit;
 mod rabbit_raw;
-pub(crate) mod rabbit_side;
 mod raw;
+mod redis;
+mod redis_raw;
 pub(crate) mod side;
 mod usage;
 mod workers;
@@ -26,7 +34,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub(crate) use rabbit_side::{RabbitSideArgs, run as run_rabbit_side};
+pub(crate) use queue_side::{QueueSideArgs, run as run_queue_side};
 pub(crate) use side::{SideArgs, run as run_side};
 
 use crate::broker::BrokerKind;
@@ -44,14 +52,19 @@ Examples:
   pythia bench --brokers 127.0.0.1:9092 --topic bench   # existing topics bench and bench.out
   pythia bench --in-process                     # adds the in-process table
   pythia bench --broker rabbitmq --messages 200000 --rounds 3 --prefetch 100
-  PYTHIA_RABBITMQ__URL=amqp://user:password@rabbit:5672/%2f pythia bench --broker rabbitmq")]
+  PYTHIA_RABBITMQ__URL=amqp://user:password@rabbit:5672/%2f pythia bench --broker rabbitmq
+  pythia bench --broker redis-list --messages 100000 --rounds 3
+  pythia bench --broker redis-streams --prefetch 50 --json
+  PYTHIA_NATS__URL=nats://user:password@nats:4222 pythia bench --broker nats")]
 pub(crate) struct Args {
-    /// The broker: kafka, or rabbitmq (a pass-through worker against a raw
-    /// lapin consumer on pre-loaded queues).
+    /// The broker: kafka, or a work queue — rabbitmq, redis-list,
+    /// redis-streams, nats — where a pass-through worker runs against the
+    /// raw client loop on pre-loaded queues.
     #[arg(long, value_enum, default_value_t)]
     broker: BrokerKind,
     /// Messages pre-loaded and read by every run (default 1000000 on Kafka,
-    /// 200000 on RabbitMQ, where each run pre-loads a queue of its own). The
+    /// 200000 on the work queues, where each run pre-loads a queue of its
+    /// own). The
     /// embedded broker keeps about 5 MiB per partition (after lz4): raise
     /// --partitions with the count or the size.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1000..))]
@@ -86,12 +99,17 @@ pub(crate) struct Args {
     /// The in-process workers' worker.partition_buffer (default: the worker default).
     #[arg(long, requires = "in_process", value_parser = clap::value_parser!(u64).range(1..))]
     partition_buffer: Option<u64>,
-    /// With --broker rabbitmq: the broker, amqp://user:password@host:5672/%2f
-    /// (default: PYTHIA_RABBITMQ__URL, else 127.0.0.1:5672 as guest). Prefer
-    /// the variable for a password: `ps` shows arguments.
+    /// With a work queue: the server, e.g. amqp://user:password@host:5672/%2f,
+    /// redis://:password@host:6379/0, nats://user:password@host:4222
+    /// (default: PYTHIA_RABBITMQ__URL, PYTHIA_REDIS__URL or PYTHIA_NATS__URL,
+    /// else the server on this machine, RabbitMQ as guest). Prefer the
+    /// variable for a password: `ps` shows arguments.
     #[arg(long)]
     url: Option<String>,
-    /// With --broker rabbitmq: basic.qos prefetch of both sides.
+    /// With a work queue: messages each side holds unacknowledged — basic.qos
+    /// on RabbitMQ, the XREADGROUP COUNT and redis.prefetch on Redis, the
+    /// pull batch and nats.concurrency on NATS (the raw list loop takes one
+    /// at a time).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     prefetch: u16,
     /// Print one JSON object on stdout and nothing else.
@@ -116,11 +134,11 @@ impl Args {
     fn messages(&self) -> u64 {
         self.messages.unwrap_or(match self.broker {
             BrokerKind::Kafka => 1_000_000,
-            BrokerKind::Rabbitmq => 200_000,
+            _ => 200_000,
         })
     }
 
-    /// A Kafka-only flag given with --broker rabbitmq, or a RabbitMQ-only one
+    /// A Kafka-only flag given with a work queue, or a work-queue-only one
     /// given with Kafka.
     fn misplaced_flag(&self) -> Option<&'static str> {
         let kafka_only = [
@@ -130,13 +148,13 @@ impl Args {
             (self.partitions != 8, "--partitions"),
             (!self.only.is_empty(), "--only"),
         ];
-        let rabbit_only = [
+        let queue_only = [
             (self.url.is_some(), "--url"),
             (self.prefetch != 10, "--prefetch"),
         ];
         let wrong = match self.broker {
-            BrokerKind::Kafka => &rabbit_only[..],
-            BrokerKind::Rabbitmq => &kafka_only[..],
+            BrokerKind::Kafka => &queue_only[..],
+            _ => &kafka_only[..],
         };
         wrong
             .iter()
@@ -148,22 +166,27 @@ impl Args {
 /// Runs `pythia bench`.
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if let Some(flag) = args.misplaced_flag() {
-        let broker = match args.broker {
-            BrokerKind::Kafka => "rabbitmq",
-            BrokerKind::Rabbitmq => "kafka",
-        };
-        anyhow::bail!(
-            "{flag} applies to --broker {broker} only: leave it out, or add --broker {broker}"
-        );
+        if args.broker == BrokerKind::Kafka {
+            anyhow::bail!(
+                "{flag} applies to the work queues only: leave it out, or add --broker rabbitmq (or redis-list, redis-streams, nats)"
+            );
+        }
+        anyhow::bail!("{flag} applies to --broker kafka only: leave it out, or add --broker kafka");
     }
     let started = Instant::now();
-    if args.broker == BrokerKind::Rabbitmq {
-        let report = rabbit::run(&args)?;
+    let queue = match args.broker {
+        BrokerKind::Kafka => None,
+        BrokerKind::Rabbitmq => Some(rabbit::run(&args)?),
+        BrokerKind::RedisList => Some(redis::run(&args, false)?),
+        BrokerKind::RedisStreams => Some(redis::run(&args, true)?),
+        BrokerKind::Nats => Some(nats::run(&args)?),
+    };
+    if let Some(report) = queue {
         let mut stdout = std::io::stdout().lock();
         if args.json {
             writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
         } else {
-            write!(stdout, "{}", rabbit::human(&report))?;
+            write!(stdout, "{}", queue::human(&report, args.broker))?;
             writeln!(
                 stdout,
                 "total time {:.1} s",
@@ -227,7 +250,37 @@ fn round3(x: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(flags: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("bench").chain(flags.iter().copied()))
+            .expect("flags parse")
+            .args
+    }
+
+    #[test]
+    fn a_flag_of_the_other_kind_of_broker_is_named() {
+        for broker in ["rabbitmq", "redis-list", "redis-streams", "nats"] {
+            let args = parse(&["--broker", broker, "--partitions", "4"]);
+            assert_eq!(args.misplaced_flag(), Some("--partitions"), "{broker}");
+            let args = parse(&["--broker", broker, "--prefetch", "50", "--url", "x://h"]);
+            assert_eq!(args.misplaced_flag(), None, "{broker}");
+            assert_eq!(args.messages(), 200_000, "{broker}");
+        }
+        assert_eq!(
+            parse(&["--prefetch", "50"]).misplaced_flag(),
+            Some("--prefetch")
+        );
+        assert_eq!(parse(&[]).messages(), 1_000_000);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -227,22 +227,6 @@ fn table(backlogs: &[Backlog]) -> String {
     text
 }
 
-/// `text` with every occurrence of `secret` replaced by `***`: an error of
-/// a client library that might quote the URL it was given.
-pub(crate) fn scrub(text: &str, secret: &str) -> String {
-    let password = secret
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|authority| authority.rsplit_once('@'))
-        .and_then(|(credentials, _)| credentials.split_once(':'))
-        .map(|(_, password)| password)
-        .filter(|p| !p.is_empty());
-    match password {
-        Some(password) => text.replace(password, "***"),
-        None => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -321,19 +305,6 @@ mod tests {
         assert!(
             text.ends_with("read with JetStream consumer info\n"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn a_password_in_an_error_is_scrubbed() {
-        let url = "redis://jobs:s3cret@redis:6379/0";
-        assert_eq!(
-            scrub("cannot connect to redis://jobs:s3cret@redis:6379/0", url),
-            "cannot connect to redis://jobs:***@redis:6379/0"
-        );
-        assert_eq!(
-            scrub("no password here", "redis://redis:6379"),
-            "no password here"
         );
     }
 }

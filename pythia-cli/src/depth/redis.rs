@@ -3,42 +3,14 @@
 //! read as the workers' own gauges are (see `pythia_redis::metrics`).
 
 use anyhow::{Context as _, bail};
-use pythia_redis::RedisUrl;
 use redis::aio::MultiplexedConnection;
 
-use super::{Backlog, scrub};
-
-/// The variable a worker reads its server from.
-const URL_VARIABLE: &str = "PYTHIA_REDIS__URL";
-
-/// `--url`, else PYTHIA_REDIS__URL, else Redis on this machine.
-fn url(flag: Option<&str>) -> anyhow::Result<RedisUrl> {
-    let url = match flag {
-        Some(url) => RedisUrl::new(url),
-        None => match std::env::var(URL_VARIABLE) {
-            Ok(url) if !url.trim().is_empty() => RedisUrl::new(url),
-            _ => RedisUrl::default(),
-        },
-    };
-    if !url.expose().starts_with("redis://") {
-        bail!("--url {url} is not a redis:// URL: write it as redis://:password@host:6379/0");
-    }
-    Ok(url)
-}
+use super::Backlog;
+use crate::queue_server::{glob_escape, redis_keys};
 
 async fn connect(flag: Option<&str>) -> anyhow::Result<MultiplexedConnection> {
-    let url = url(flag)?;
-    let fail = |e: redis::RedisError| {
-        anyhow::anyhow!(
-            "Redis does not answer at {url} ({}): start it, or point --url (or {URL_VARIABLE}) at your server, e.g. redis://:password@redis:6379/0",
-            scrub(&e.to_string(), url.expose())
-        )
-    };
-    let client = redis::Client::open(url.expose()).map_err(fail)?;
-    client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(fail)
+    let url = crate::queue_server::redis(flag)?;
+    crate::queue_server::connect_redis(&url, std::time::Duration::from_secs(5)).await
 }
 
 /// Each list's length, its workers' processing lists and live heartbeats
@@ -52,11 +24,12 @@ pub(super) async fn lists(url: Option<&str>, queues: &[String]) -> anyhow::Resul
             .query_async(&mut redis)
             .await?;
         let mut in_progress = 0;
-        for list in keys(&mut redis, &format!("{}:processing:*", glob_escape(queue))).await? {
+        for list in redis_keys(&mut redis, &format!("{}:processing:*", glob_escape(queue))).await? {
             let held: u64 = redis::cmd("LLEN").arg(list).query_async(&mut redis).await?;
             in_progress += held;
         }
-        let heartbeats = keys(&mut redis, &format!("{}:heartbeat:*", glob_escape(queue))).await?;
+        let heartbeats =
+            redis_keys(&mut redis, &format!("{}:heartbeat:*", glob_escape(queue))).await?;
         backlogs.push(Backlog {
             name: queue.clone(),
             waiting,
@@ -164,39 +137,6 @@ fn text(value: &redis::Value) -> Option<String> {
     }
 }
 
-/// Every key matching `pattern`, by SCAN (never KEYS, which blocks a server).
-async fn keys(redis: &mut MultiplexedConnection, pattern: &str) -> anyhow::Result<Vec<String>> {
-    let mut found = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(redis)
-            .await?;
-        found.extend(keys);
-        if next == 0 {
-            return Ok(found);
-        }
-        cursor = next;
-    }
-}
-
-/// `name` with the glob characters of SCAN's MATCH escaped.
-fn glob_escape(name: &str) -> String {
-    let mut escaped = String::with_capacity(name.len());
-    for c in name.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 #[cfg(test)]
 mod tests {
     use redis::Value;
@@ -237,21 +177,5 @@ mod tests {
             (bulk("lag"), Value::Nil),
         ]);
         assert_eq!(Group::parse(&unknown_lag).unwrap().lag, None);
-    }
-
-    #[test]
-    fn glob_characters_of_a_list_name_are_escaped() {
-        assert_eq!(glob_escape("jobs"), "jobs");
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-    }
-
-    #[test]
-    fn only_redis_urls_are_taken() {
-        let error = url(Some("http://redis:6379")).unwrap_err().to_string();
-        assert!(error.contains("redis://"), "{error}");
-        assert_eq!(
-            url(Some("redis://h:1/0")).unwrap().expose(),
-            "redis://h:1/0"
-        );
     }
 }

@@ -130,8 +130,14 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs `pythia loadtest`.
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    if args.broker == BrokerKind::Rabbitmq {
-        return rabbit::run(&args);
+    match args.broker {
+        BrokerKind::Kafka => {}
+        BrokerKind::Rabbitmq => return rabbit::run(&args),
+        other => bail!(
+            "pythia loadtest does not run on --broker {} yet: it runs on kafka and rabbitmq (`pythia bench --broker {}` compares a worker with the raw client loop there)",
+            other.name(),
+            other.name()
+        ),
     }
     if args.url.is_some() || args.prefetch != 10 {
         bail!(
