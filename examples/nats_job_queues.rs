@@ -241,10 +241,11 @@ async fn delete_streams(config: &pythia_nats::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("NATS does not answer at {}", config.nats.url))?;
     let jetstream = async_nats::jetstream::new(client);
-    let stream = config.nats.stream_name();
-    let _ = jetstream.delete_stream(&stream).await;
-    if let Some(dead_letters) = &config.nats.dead_letter_stream {
-        let _ = jetstream.delete_stream(dead_letters).await;
+    for stream in [
+        config.nats.stream_name(),
+        config.nats.dead_letter_stream_name(),
+    ] {
+        let _ = jetstream.delete_stream(&stream).await;
     }
     Ok(())
 }
