@@ -384,7 +384,8 @@ pub struct Records {
     pub processed: Vec<Processed>,
     /// The last assignment each process reported.
     pub assigned: HashMap<u32, Vec<String>>,
-    /// Assignment changes reported, by any process (the first assignment counts).
+    /// Assignment changes reported, by any process (the first partitions a
+    /// process gets count; joining with none does not).
     pub assignment_changes: usize,
     /// Failed attempts, as (partition, offset), in record order.
     pub failed: Vec<(i32, i64)>,
@@ -414,9 +415,16 @@ impl Records {
                             .filter(|p| !p.is_empty())
                             .map(str::to_owned)
                             .collect();
-                        // Status updates repeat the assignment when only the phase changes.
+                        // Status updates repeat the assignment when only the phase
+                        // changes; a process that joins with nothing (KIP-848 may
+                        // answer the first heartbeat with no partitions) has not
+                        // changed its assignment until it gets some.
                         let previous = records.assigned.insert(pid.parse().unwrap(), list.clone());
-                        if previous.as_ref() != Some(&list) {
+                        let changed = match &previous {
+                            None => !list.is_empty(),
+                            Some(previous) => *previous != list,
+                        };
+                        if changed {
                             records.assignment_changes += 1;
                         }
                     }
@@ -1182,6 +1190,25 @@ pub fn publish_report(line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joining_with_no_partitions_is_not_an_assignment_change() {
+        let dir = std::env::temp_dir().join(format!("pythia-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("records");
+        // Joined with nothing, then given two partitions (repeated on a phase
+        // change), then emptied at shutdown: two changes.
+        std::fs::write(
+            &path,
+            "assigned 7 \nassigned 7 t/0,t/1\nassigned 7 t/0,t/1\nassigned 7 \n",
+        )
+        .unwrap();
+        assert_eq!(Records::read([&path]).assignment_changes, 2);
+        // A rebalance in between is a change of its own.
+        std::fs::write(&path, "assigned 7 t/0,t/1\nassigned 7 t/0\nassigned 7 \n").unwrap();
+        assert_eq!(Records::read([&path]).assignment_changes, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn test_broker_values_select_a_broker_or_say_what_is_expected() {
