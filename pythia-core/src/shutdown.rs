@@ -32,3 +32,24 @@ pub async fn signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Resolves on the first SIGTERM or SIGINT, as [`signal`], and from then on
+/// exits the process (status 130) at a second one: a worker's
+/// `run_until_signal` drains on the first signal, and an operator who
+/// signals again does not wait for the drain (what was not committed or
+/// acknowledged is delivered again).
+///
+/// ```no_run
+/// # async fn demo() {
+/// pythia_core::shutdown::drain_signal().await;
+/// println!("draining; a second signal exits");
+/// # }
+/// ```
+pub async fn drain_signal() {
+    signal().await;
+    tokio::spawn(async {
+        signal().await;
+        tracing::warn!("second signal: exiting without finishing the drain");
+        std::process::exit(130);
+    });
+}

@@ -310,16 +310,7 @@ impl<W: Worker, K: Sink> KafkaWorker<W, K> {
     /// redelivered after a restart).
     pub async fn run_until_signal(self) -> Result<RunSummary, pythia_core::Error> {
         let telemetry = crate::init_telemetry(&self.telemetry)?;
-        let result = self
-            .run(async {
-                pythia_core::shutdown::signal().await;
-                tokio::spawn(async {
-                    pythia_core::shutdown::signal().await;
-                    tracing::warn!("second signal: exiting without finishing the drain");
-                    std::process::exit(130);
-                });
-            })
-            .await;
+        let result = self.run(pythia_core::shutdown::drain_signal()).await;
         // Sending the last spans blocks until the collector answers.
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         result

@@ -152,14 +152,6 @@ impl<W: Worker, K: Sink> NatsWorker<W, K> {
     /// not acknowledged is redelivered).
     pub async fn run_until_signal(self) -> Result<RunSummary, pythia_core::Error> {
         crate::init_tracing();
-        self.run(async {
-            pythia_core::shutdown::signal().await;
-            tokio::spawn(async {
-                pythia_core::shutdown::signal().await;
-                tracing::warn!("second signal: exiting without finishing the drain");
-                std::process::exit(130);
-            });
-        })
-        .await
+        self.run(pythia_core::shutdown::drain_signal()).await
     }
 }
