@@ -81,9 +81,9 @@ enum Command {
     /// One instance of `pythia loadtest` (started by it).
     #[command(hide = true)]
     LoadtestWorker(loadtest::instance::Args),
-    /// One instance of `pythia loadtest --broker rabbitmq` (started by it).
+    /// One instance of `pythia loadtest` on a work queue (started by it).
     #[command(hide = true)]
-    LoadtestRabbitWorker(loadtest::rabbit_instance::Args),
+    LoadtestQueueWorker(loadtest::queue_instance::Args),
     /// One side of a `pythia bench` round (started by it).
     #[command(hide = true)]
     BenchSide(bench::SideArgs),
@@ -227,8 +227,8 @@ async fn main() -> anyhow::Result<()> {
             on_own_runtime(move || loadtest::instance::run(args)).await?
         }
         Command::BenchSide(args) => on_own_runtime(move || bench::run_side(args)).await?,
-        Command::LoadtestRabbitWorker(args) => {
-            on_own_runtime(move || loadtest::rabbit_instance::run(args)).await?
+        Command::LoadtestQueueWorker(args) => {
+            on_own_runtime(move || loadtest::queue_instance::run(args)).await?
         }
         Command::BenchQueueSide(args) => {
             on_own_runtime(move || bench::run_queue_side(args)).await?

@@ -99,6 +99,28 @@ pub(crate) async fn redis_keys(
     }
 }
 
+/// Deletes `key` and every key whose name starts with it.
+pub(crate) async fn redis_delete_under(
+    redis: &mut MultiplexedConnection,
+    key: &str,
+) -> anyhow::Result<()> {
+    let pattern = format!("{}*", glob_escape(key));
+    let keys = redis_keys(redis, &pattern).await?;
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<()>(redis)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The dead-letter stream a NATS worker makes for its stream `name` (the
+/// connector's default: the stream's name with `_DLQ`).
+pub(crate) fn nats_dead_letter_stream(name: &str) -> String {
+    format!("{name}_DLQ")
+}
+
 /// `name` with the glob characters of SCAN's MATCH escaped.
 pub(crate) fn glob_escape(name: &str) -> String {
     let mut escaped = String::with_capacity(name.len());
@@ -138,6 +160,21 @@ mod tests {
         assert_eq!(
             redis(Some("redis://h:1/0")).unwrap().expose(),
             "redis://h:1/0"
+        );
+    }
+
+    #[test]
+    fn the_dead_letter_stream_is_the_nats_connector_s_default() {
+        let config = pythia_nats::Config::from_loader(
+            pythia_kafka::ConfigLoader::new()
+                .no_file()
+                .set("nats.subject", "pythia-bench-1-1-pythia")
+                .set("nats.stream", "pythia-bench-1-1-pythia"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.nats.dead_letter_stream_name(),
+            nats_dead_letter_stream("pythia-bench-1-1-pythia")
         );
     }
 

@@ -6,12 +6,9 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{PYTHIA, require_nats, require_redis};
+use common::{PYTHIA, nats_stream_names, redis, require_nats, require_redis};
 use serde_json::Value;
 
 fn f(v: &Value, key: &str) -> f64 {
@@ -92,31 +89,6 @@ fn bench(broker: &str, env: &[(&str, &str)], brokers: &str) -> (Value, u32) {
     (report, pid)
 }
 
-/// Sends one command to the Redis on this machine and returns its raw reply.
-fn redis(args: &[&str]) -> String {
-    let mut stream = TcpStream::connect("127.0.0.1:6379").expect("connect to Redis");
-    let mut command = format!("*{}\r\n", args.len());
-    for arg in args {
-        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(command.as_bytes()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&chunk[..n]);
-        if reply.ends_with(b"\r\n") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
 /// The keys a bench with `pid` left on Redis.
 fn keys_left(pid: u32) -> String {
     redis(&["KEYS", &format!("pythia-bench-{pid}-*")])
@@ -142,33 +114,6 @@ fn redis_streams_bench_has_both_sides_and_leaves_no_key() {
         );
     }
     assert_eq!(keys_left(pid), "*0\r\n", "keys of the bench left on Redis");
-}
-
-/// The JetStream API's list of stream names, as the server answers it.
-fn nats_stream_names() -> String {
-    let mut stream = TcpStream::connect("127.0.0.1:4222").expect("connect to NATS");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    stream
-        .write_all(
-            b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.bench-test 1\r\n\
-              PUB $JS.API.STREAM.NAMES _INBOX.bench-test 0\r\n\r\n",
-        )
-        .unwrap();
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 65536];
-    while let Ok(n) = stream.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&reply);
-        if text.contains("stream_names_response") && text.ends_with("}\r\n") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&reply).into_owned()
 }
 
 #[test]
@@ -270,19 +215,4 @@ fn kafka_flags_are_refused_with_the_queues_and_queue_flags_with_kafka() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--url"), "{stderr}");
     assert!(stderr.contains("redis-list"), "{stderr}");
-}
-
-#[test]
-fn loadtest_says_which_brokers_it_runs_on() {
-    let output = Command::new(PYTHIA)
-        .args(["loadtest", "--broker", "redis-streams"])
-        .output()
-        .expect("run pythia loadtest");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("not run on --broker redis-streams yet"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("kafka and rabbitmq"), "{stderr}");
 }

@@ -1,5 +1,5 @@
 //! `pythia fleet --queue`: real RabbitMQ worker processes (`pythia
-//! loadtest-rabbit-worker`) under the supervisor against the machine's
+//! loadtest-queue-worker`) under the supervisor against the machine's
 //! RabbitMQ, scaled on the queue's backlog (ready + unacknowledged), counted
 //! from outside: the output queue read by a fresh consumer.
 
@@ -202,7 +202,14 @@ fn a_burst_on_a_queue_scales_up_to_max_drains_and_scales_back_without_loss_or_du
         .args(["--min", "1", "--max", "3", "--backlog-per-instance", "100"])
         .args(["--period", "1s", "--scale-down-window", "3s"])
         .args(["--control", &control, "--restart-backoff", "200ms"])
-        .args(["--", PYTHIA, "loadtest-rabbit-worker", "--work", "io:5ms"])
+        .args([
+            "--",
+            PYTHIA,
+            "loadtest-queue-worker",
+            "--broker",
+            "rabbitmq",
+        ])
+        .args(["--work", "io:5ms"])
         .args(["--instance", "0"])
         .env("RUST_LOG", "info,lapin=warn")
         .env("PYTHIA_RABBITMQ__OUTPUT", &output)

@@ -93,7 +93,7 @@ impl Queues for Nats {
     async fn delete(&mut self, name: &str, side: Side) {
         let mut owned = vec![name.to_owned()];
         if side == Side::Pythia {
-            owned.push(dead_letter_stream(name));
+            owned.push(queue_server::nats_dead_letter_stream(name));
         }
         for stream in owned {
             if let Err(error) = self.jetstream.delete_stream(&stream).await {
@@ -101,12 +101,6 @@ impl Queues for Nats {
             }
         }
     }
-}
-
-/// The dead-letter stream the worker makes for the stream `name` (the
-/// connector's default: the input stream's name with `_DLQ`).
-fn dead_letter_stream(name: &str) -> String {
-    format!("{name}_DLQ")
 }
 
 /// Runs the rounds on NATS JetStream and reports them.
@@ -170,25 +164,5 @@ pub(crate) async fn drain(side: Side, drain: &Drain) -> anyhow::Result<BTreeMap<
                 .await?;
             Ok(consumer)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_dead_letter_stream_is_the_connector_s_default() {
-        let config = pythia_nats::Config::from_loader(
-            ConfigLoader::new()
-                .no_file()
-                .set("nats.subject", "pythia-bench-1-1-pythia")
-                .set("nats.stream", "pythia-bench-1-1-pythia"),
-        )
-        .unwrap();
-        assert_eq!(
-            config.nats.dead_letter_stream_name(),
-            dead_letter_stream("pythia-bench-1-1-pythia")
-        );
     }
 }

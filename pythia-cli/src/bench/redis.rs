@@ -119,7 +119,7 @@ impl<const STREAM: bool> Queues for Redis<STREAM> {
     }
 
     async fn delete(&mut self, key: &str, _side: Side) {
-        if let Err(error) = delete(&mut self.connection, key).await {
+        if let Err(error) = queue_server::redis_delete_under(&mut self.connection, key).await {
             eprintln!("could not delete the keys of `{key}`: {error}");
         }
     }
@@ -131,19 +131,6 @@ fn payload(n: u64, size: u64, buffer: &mut Vec<u8>) {
     buffer.clear();
     buffer.extend_from_slice(&n.to_le_bytes());
     buffer.resize(size as usize, b'x');
-}
-
-/// Deletes `key` and every key whose name starts with it.
-async fn delete(redis: &mut MultiplexedConnection, key: &str) -> anyhow::Result<()> {
-    let pattern = format!("{}*", queue_server::glob_escape(key));
-    let keys = queue_server::redis_keys(redis, &pattern).await?;
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(&keys)
-            .query_async::<()>(redis)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Runs the rounds on a Redis list (`stream` false) or stream and reports them.

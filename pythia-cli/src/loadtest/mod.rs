@@ -11,10 +11,13 @@ mod handoff;
 pub(crate) mod instance;
 mod latency;
 pub(crate) mod load;
+mod nats;
 pub(crate) mod plot;
+mod queue;
+pub(crate) mod queue_instance;
 mod rabbit;
-pub(crate) mod rabbit_instance;
 mod raw;
+mod redis;
 pub(crate) mod report;
 pub(crate) mod work;
 
@@ -47,18 +50,25 @@ Examples:
   pythia loadtest --brokers kafka-1:9092 --instances 3 --json
   pythia loadtest --latency --messages 300000 --duration 10s
   pythia loadtest --handoff --rate 20000 --duration 20s
-  pythia loadtest --broker rabbitmq --work io:5ms --prefetch 10 --scale 1,2 --json")]
+  pythia loadtest --broker rabbitmq --work io:5ms --prefetch 10 --scale 1,2 --json
+  pythia loadtest --broker redis-list --work io:5ms --scale 1,2
+  pythia loadtest --broker nats --url nats://queue:4222 --prefetch 8 --messages 50000")]
 pub(crate) struct Args {
-    /// The broker: kafka, or rabbitmq (instances share one work queue; the
+    /// The broker: kafka, or a work queue: rabbitmq, redis-list,
+    /// redis-streams or nats (instances share one input; the
     /// counts come from the records they write to an output queue).
     #[arg(long, value_enum, default_value_t)]
     broker: BrokerKind,
-    /// With --broker rabbitmq: the broker, amqp://user:password@host:5672/%2f
-    /// (default: PYTHIA_RABBITMQ__URL, else 127.0.0.1:5672 as guest). Prefer
-    /// the variable for a password: `ps` shows arguments.
+    /// With a work queue: the server, e.g. amqp://user:password@host:5672/%2f,
+    /// redis://:password@host:6379/0, nats://user:password@host:4222
+    /// (default: the variable its worker reads, PYTHIA_RABBITMQ__URL,
+    /// PYTHIA_REDIS__URL or PYTHIA_NATS__URL, else the server on this
+    /// machine). Prefer the variable for a password: `ps` shows arguments.
     #[arg(long)]
     url: Option<String>,
-    /// With --broker rabbitmq: each instance's basic.qos prefetch.
+    /// With a work queue: what each instance holds unacknowledged, and so
+    /// processes at once (RabbitMQ's basic.qos prefetch, `redis.prefetch`,
+    /// `nats.concurrency`).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     prefetch: u16,
     /// Worker processes in the group.
@@ -133,15 +143,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     match args.broker {
         BrokerKind::Kafka => {}
         BrokerKind::Rabbitmq => return rabbit::run(&args),
-        other => bail!(
-            "pythia loadtest does not run on --broker {} yet: it runs on kafka and rabbitmq (`pythia bench --broker {}` compares a worker with the raw client loop there)",
-            other.name(),
-            other.name()
-        ),
+        BrokerKind::RedisList => return redis::run(&args, false),
+        BrokerKind::RedisStreams => return redis::run(&args, true),
+        BrokerKind::Nats => return nats::run(&args),
     }
     if args.url.is_some() || args.prefetch != 10 {
         bail!(
-            "--url and --prefetch apply to --broker rabbitmq only: leave them out, or add --broker rabbitmq"
+            "--url and --prefetch apply to a work queue's --broker (rabbitmq, redis-list, redis-streams, nats) only: leave them out, or name the broker"
         );
     }
     if let Some(path) = &args.plot

@@ -1,428 +1,116 @@
-//! `pythia loadtest --broker rabbitmq`: worker processes sharing one work
-//! queue, each with its prefetch, under a load; the same JSON as on Kafka.
-//!
-//! Each run declares a fresh input queue and output queue, starts the
-//! instances (`loadtest-rabbit-worker`), waits until the broker reports them
-//! all as consumers, then publishes the load (persistent, confirmed) and
-//! reads the output queue: every instance writes one confirmed record per
-//! message it processed (id, instance, latency) before acking the input, so
-//! the split, the duplicates, the losses and the latency are counted from
-//! what the workers wrote. A queue has no partitions: `partitions` is 1.
+//! `pythia loadtest --broker rabbitmq`: instances share one durable queue,
+//! each with its basic.qos prefetch; the load is published persistent and
+//! confirmed, and the records are read from an output queue.
 
-use std::io::Write;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use futures::StreamExt as _;
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use pythia_rabbitmq::AmqpUrl;
 
+use super::Args;
 use super::fleet::Tally;
-use super::instance::now_us;
-use super::report::{self, InstanceShare, Latency, RunReport, ScaleReport};
-use super::{Args, JOIN_TIMEOUT, STOP_TIMEOUT};
+use super::queue::{self, LoadQueues, lock};
+use crate::broker::BrokerKind;
 use crate::rabbit;
 
-/// How long the output queue must stay quiet after the instances stopped
-/// before the count is final (late duplicates would show in it).
-const QUIET: Duration = Duration::from_millis(500);
-
-/// Runs `pythia loadtest --broker rabbitmq`.
-pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    if let Some(flag) = misplaced_flag(args) {
-        bail!("{flag} is a Kafka option of `pythia loadtest`: leave it out with --broker rabbitmq");
-    }
-    if args.message_size < 16 {
-        bail!(
-            "--message-size {} is too small for --broker rabbitmq: each message carries its number and send time (16 bytes); use --message-size 16 or more",
-            args.message_size
-        );
-    }
-    let (messages, rate) = match (args.rate, args.duration) {
-        (Some(rate), Some(duration)) => {
-            let messages = (rate * duration.as_secs_f64()).round() as u64;
-            if messages == 0 {
-                bail!("--rate {rate} for {duration:?} sends no message; raise either");
-            }
-            (messages, Some(rate))
-        }
-        (Some(_), None) => {
-            bail!("--rate needs --duration: how long to publish, e.g. --duration 30s")
-        }
-        (None, Some(_)) => bail!("--duration needs --rate: messages per second, e.g. --rate 5000"),
-        (None, None) => (args.messages, None),
-    };
-    let counts: Vec<usize> = if args.scale.is_empty() {
-        vec![args.instances as usize]
-    } else {
-        args.scale.iter().map(|&n| n as usize).collect()
-    };
-    let url = rabbit::url(args.url.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut reports = Vec::new();
-    for (index, &count) in counts.iter().enumerate() {
-        say(
-            args,
-            format_args!(
-                "run {}/{}: {count} instance{} on one queue (rabbitmq at {url}), prefetch {}, {messages} messages of {} B, work {}, concurrency {}",
-                index + 1,
-                counts.len(),
-                if count == 1 { "" } else { "s" },
-                args.prefetch,
-                args.message_size,
-                args.work,
-                args.concurrency
-                    .map_or("default".to_owned(), |c| c.to_string()),
-            ),
-        );
-        let run = Run {
-            args,
-            url: &url,
-            index,
-            count,
-            messages,
-            rate,
-        };
-        let report = runtime.block_on(run.once())?;
-        if args.json {
-            eprintln!(
-                "run {}: {count} instances consuming after {:.2} s",
-                index + 1,
-                report.join_seconds
-            );
-        } else {
-            println!("{}", report::human_run(&report));
-        }
-        reports.push(report);
-    }
-    let efficiency = report::efficiency(&reports);
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        let text = if args.scale.is_empty() {
-            serde_json::to_string(&reports[0])?
-        } else {
-            serde_json::to_string(&ScaleReport {
-                runs: reports,
-                efficiency,
-            })?
-        };
-        writeln!(stdout, "{text}")?;
-    } else if !args.scale.is_empty() {
-        writeln!(stdout, "{}", report::human_scale(&reports, &efficiency))?;
-    }
-    stdout.flush()?;
-    Ok(())
+/// A RabbitMQ broker and a connection to it.
+struct Rabbit {
+    url: AmqpUrl,
+    connection: Arc<lapin::Connection>,
 }
 
-/// A Kafka-only flag given with --broker rabbitmq.
-fn misplaced_flag(args: &Args) -> Option<&'static str> {
-    [
-        (args.brokers.is_some(), "--brokers"),
-        (args.partitions != 8, "--partitions"),
-        (args.latency, "--latency"),
-        (args.handoff, "--handoff"),
-        (args.plot.is_some(), "--plot"),
-        (args.target_rate.is_some(), "--target-rate"),
-    ]
-    .into_iter()
-    .find(|(given, _)| *given)
-    .map(|(_, flag)| flag)
-}
+impl LoadQueues for Rabbit {
+    const KIND: BrokerKind = BrokerKind::Rabbitmq;
 
-fn say(args: &Args, line: std::fmt::Arguments<'_>) {
-    if args.json {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
-    }
-}
-
-/// One run with `count` instances on fresh queues.
-struct Run<'a> {
-    args: &'a Args,
-    url: &'a AmqpUrl,
-    index: usize,
-    count: usize,
-    messages: u64,
-    rate: Option<f64>,
-}
-
-impl Run<'_> {
-    async fn once(&self) -> anyhow::Result<RunReport> {
-        let queue = format!("pythia-loadtest-{}-{}", std::process::id(), self.index);
-        let output = format!("{queue}.out");
-        let owned = [queue.clone(), output.clone(), format!("{queue}.dlq")];
-        let connection = rabbit::connect(self.url, "pythia-loadtest").await?;
-        let result = self.measure(&connection, &queue, &output).await;
-        rabbit::delete(&connection, &owned).await;
-        let _ = connection.close(200, "load test done".into()).await;
-        result
+    fn redacted_url(&self) -> String {
+        self.url.redacted()
     }
 
-    async fn measure(
-        &self,
-        connection: &lapin::Connection,
-        queue: &str,
-        output: &str,
-    ) -> anyhow::Result<RunReport> {
-        let channel = rabbit::confirm_channel(connection).await?;
-        rabbit::declare(&channel, queue).await?;
+    fn instance_env(&self, input: &str, output: &str, prefetch: u16) -> Vec<(String, String)> {
+        [
+            (rabbit::URL_VARIABLE, self.url.expose()),
+            ("PYTHIA_RABBITMQ__QUEUE", input),
+            ("PYTHIA_RABBITMQ__OUTPUT", output),
+            ("PYTHIA_RABBITMQ__PREFETCH", &prefetch.to_string()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into()
+    }
+
+    async fn prepare(&mut self, input: &str, output: &str) -> anyhow::Result<()> {
+        let channel = self.connection.create_channel().await?;
+        rabbit::declare(&channel, input).await?;
         rabbit::declare(&channel, output).await?;
-        let tally = Arc::new(Mutex::new(Tally::new(self.messages, self.count)));
-        let collector = tokio::spawn(collect(
-            connection.create_channel().await?,
-            output.to_owned(),
-            tally.clone(),
-        ));
-
-        let started = Instant::now();
-        let mut fleet = Fleet::start(self, queue, output)?;
-        // Joined: the broker counts every instance as a consumer.
-        loop {
-            if rabbit::depth(connection, queue).await?.consumers as usize >= self.count {
-                break;
-            }
-            fleet.check_alive()?;
-            if started.elapsed() > JOIN_TIMEOUT {
-                bail!("the instances did not all consume `{queue}` within {JOIN_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let join_seconds = started.elapsed().as_secs_f64();
-
-        let load_started = Instant::now();
-        let size = self.args.message_size as usize;
-        let pace = self.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-        let publishing = rabbit::publish(&channel, queue, self.messages, pace, |i, buffer| {
-            buffer.extend_from_slice(&i.to_le_bytes());
-            buffer.extend_from_slice(&now_us().to_le_bytes());
-            buffer.resize(size, b'x');
-        })
-        .await;
-        let mut errors = u64::from(publishing.is_err());
-        if let Err(error) = &publishing {
-            eprintln!("load: {error:#}");
-        }
-
-        let mut last_move = Instant::now();
-        let mut last_unique = 0;
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let unique = lock(&tally).unique;
-            if unique >= self.messages {
-                break;
-            }
-            if unique != last_unique {
-                last_unique = unique;
-                last_move = Instant::now();
-            } else if last_move.elapsed() > self.args.timeout {
-                eprintln!(
-                    "nothing processed for {:?}: stopping with {unique} of {} messages processed",
-                    self.args.timeout, self.messages
-                );
-                break;
-            }
-            fleet.check_alive()?;
-        }
-        let failed_instances = fleet.stop(STOP_TIMEOUT);
-        // Records written during the drain (duplicates would be) arrive too.
-        loop {
-            let before = lock(&tally).processed;
-            tokio::time::sleep(QUIET).await;
-            if lock(&tally).processed == before {
-                break;
-            }
-        }
-        collector.abort();
-        let _ = collector.await;
-        let _ = channel.close(200, "load sent".into()).await;
-
-        let mut tally = lock(&tally);
-        errors += failed_instances as u64 + tally.bad;
-        let end = tally.last_unique_at.unwrap_or_else(Instant::now);
-        let seconds = end.saturating_duration_since(load_started).as_secs_f64();
-        Ok(RunReport {
-            instances: self.count,
-            partitions: 1,
-            messages: self.messages,
-            processed: tally.processed,
-            unique_processed: tally.unique,
-            duplicates: tally.processed - tally.unique,
-            lost: self.messages - tally.unique,
-            errors,
-            seconds: report::round3(seconds),
-            throughput_msgs_per_s: if seconds > 0.0 {
-                (tally.unique as f64 / seconds).round()
-            } else {
-                0.0
-            },
-            latency_ms: Latency::of(&mut tally.latencies_us),
-            per_instance: tally
-                .per_instance
-                .iter()
-                .enumerate()
-                .map(|(instance, &processed)| InstanceShare {
-                    instance,
-                    processed,
-                })
-                .collect(),
-            join_seconds,
-        })
-    }
-}
-
-fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
-    tally.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Reads the output queue into `tally` until aborted.
-async fn collect(
-    channel: lapin::Channel,
-    output: String,
-    tally: Arc<Mutex<Tally>>,
-) -> anyhow::Result<()> {
-    // Taking a record is all the count needs; acks would only slow it.
-    let options = BasicConsumeOptions {
-        no_ack: true,
-        ..BasicConsumeOptions::default()
-    };
-    let mut consumer = channel
-        .basic_consume(
-            output.as_str().into(),
-            "".into(),
-            options,
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("consuming the output queue `{output}`"))?;
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.context("reading the output queue")?;
-        let mut tally = lock(&tally);
-        match super::rabbit_instance::decode(&delivery.data) {
-            Some((id, instance, latency_us)) => tally.record(instance as usize, id, latency_us),
-            None => tally.bad += 1,
-        }
-    }
-    Ok(())
-}
-
-/// The instance processes of one run.
-struct Fleet {
-    children: Vec<(Child, Option<ChildStdin>)>,
-}
-
-impl Fleet {
-    fn start(run: &Run<'_>, queue: &str, output: &str) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating the pythia binary")?;
-        let mut fleet = Self {
-            children: Vec::with_capacity(run.count),
-        };
-        for index in 0..run.count {
-            let mut command = Command::new(&exe);
-            command
-                .args(["loadtest-rabbit-worker", "--instance", &index.to_string()])
-                .args(["--work", &run.args.work.to_string()])
-                // In the environment, not the arguments: `ps` shows arguments.
-                .env(rabbit::URL_VARIABLE, run.url.expose())
-                .env("PYTHIA_RABBITMQ__QUEUE", queue)
-                .env("PYTHIA_RABBITMQ__OUTPUT", output)
-                .env("PYTHIA_RABBITMQ__PREFETCH", run.args.prefetch.to_string())
-                .env("PYTHIA_WORKER__NAME", format!("loadtest-{index}"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit());
-            if let Some(c) = run.args.concurrency {
-                command.env("PYTHIA_WORKER__MAX_IN_FLIGHT", c.to_string());
-            }
-            if std::env::var_os("RUST_LOG").is_none() {
-                command.env("RUST_LOG", "warn");
-            }
-            let mut child = command
-                .spawn()
-                .with_context(|| format!("starting instance {index}"))?;
-            let stdin = child.stdin.take();
-            fleet.children.push((child, stdin));
-        }
-        Ok(fleet)
-    }
-
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (index, (child, _)) in self.children.iter_mut().enumerate() {
-            if let Some(status) = child.try_wait()? {
-                bail!("instance {index} exited early ({status}); its log is above");
-            }
-        }
+        let _ = channel.close(200, "declared".into()).await;
         Ok(())
     }
 
-    /// Closes every instance's stdin (they drain, ack and close) and waits;
-    /// returns how many failed or had to be killed.
-    fn stop(&mut self, within: Duration) -> usize {
-        for (_, stdin) in &mut self.children {
-            drop(stdin.take());
-        }
-        let end = Instant::now() + within;
-        let mut failed = 0;
-        for (index, (child, _)) in self.children.iter_mut().enumerate() {
-            loop {
-                match child.try_wait() {
-                    Ok(Some(status)) => {
-                        if !status.success() {
-                            eprintln!("instance {index} exited with {status}");
-                            failed += 1;
-                        }
-                        break;
-                    }
-                    Ok(None) if Instant::now() < end => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    _ => {
-                        eprintln!("instance {index} did not stop within {within:?}: killed");
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        failed += 1;
-                        break;
-                    }
-                }
+    async fn consumers(&mut self, input: &str) -> anyhow::Result<usize> {
+        Ok(rabbit::depth(&self.connection, input).await?.consumers as usize)
+    }
+
+    async fn send(
+        &mut self,
+        input: &str,
+        count: u64,
+        pace: Option<Duration>,
+        payload: impl FnMut(u64, &mut Vec<u8>) + Send,
+    ) -> anyhow::Result<()> {
+        let channel = rabbit::confirm_channel(&self.connection).await?;
+        let sent = rabbit::publish(&channel, input, count, pace, payload).await;
+        let _ = channel.close(200, "load sent".into()).await;
+        sent
+    }
+
+    fn collect(
+        &self,
+        output: &str,
+        tally: Arc<Mutex<Tally>>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
+        let connection = self.connection.clone();
+        let output = output.to_owned();
+        async move {
+            let channel = connection.create_channel().await?;
+            // Taking a record is all the count needs; acks would only slow it.
+            let options = BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            };
+            let mut consumer = channel
+                .basic_consume(
+                    output.as_str().into(),
+                    "".into(),
+                    options,
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("consuming the output queue `{output}`"))?;
+            while let Some(delivery) = consumer.next().await {
+                let delivery = delivery.context("reading the output queue")?;
+                queue::record(&mut lock(&tally), &delivery.data);
             }
+            Ok(())
         }
-        failed
+    }
+
+    async fn delete(&mut self, input: &str, output: &str) {
+        let owned = [input.to_owned(), output.to_owned(), format!("{input}.dlq")];
+        rabbit::delete(&self.connection, &owned).await;
     }
 }
 
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for (child, _) in &mut self.children {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser as _;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
-    #[test]
-    fn kafka_only_flags_are_named() {
-        let cli = Cli::parse_from(["t", "--broker", "rabbitmq", "--partitions", "4"]);
-        assert_eq!(misplaced_flag(&cli.args), Some("--partitions"));
-        let cli = Cli::parse_from(["t", "--broker", "rabbitmq", "--prefetch", "20"]);
-        assert_eq!(misplaced_flag(&cli.args), None);
-    }
+/// Runs `pythia loadtest --broker rabbitmq`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    let url = rabbit::url(args.url.as_deref())?;
+    queue::run(args, async || {
+        let connection = rabbit::connect(&url, "pythia-loadtest").await?;
+        Ok(Rabbit {
+            url,
+            connection: Arc::new(connection),
+        })
+    })
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -163,4 +164,56 @@ fn require(name: &str, address: &str, start: &str) {
              with `{start}` (or `cargo xtask prerequisites`)"
         );
     }
+}
+
+/// Sends one command to the Redis on this machine and returns its raw reply.
+pub(crate) fn redis(args: &[&str]) -> String {
+    let mut stream = TcpStream::connect("127.0.0.1:6379").expect("connect to Redis");
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(command.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        if reply.ends_with(b"\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The JetStream API's list of stream names, as the server answers it.
+pub(crate) fn nats_stream_names() -> String {
+    let mut stream = TcpStream::connect("127.0.0.1:4222").expect("connect to NATS");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    stream
+        .write_all(
+            b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.cli-test 1\r\n\
+              PUB $JS.API.STREAM.NAMES _INBOX.cli-test 0\r\n\r\n",
+        )
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if text.contains("stream_names_response") && text.ends_with("}\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
 }

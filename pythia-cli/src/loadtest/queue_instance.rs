@@ -1,14 +1,15 @@
-//! One instance of a RabbitMQ load test: a Pythia worker process run the way
-//! a user's is (`RabbitWorker`, configured by `PYTHIA_*` variables, which the
-//! load test sets), consuming the shared input queue with its prefetch.
+//! One instance of a load test on a work queue: a Pythia worker process run
+//! the way a user's is (`RabbitWorker`, `RedisWorker` or `NatsWorker`,
+//! configured by `PYTHIA_*` variables, which the load test sets), consuming
+//! the shared input with its prefetch.
 //!
 //! For each message it does the simulated work and then outputs one record
-//! to the output queue: `<id u64><instance u32><latency_us u64>`, little
-//! endian, the id being the load's message number (the payload's first 8
-//! bytes) and the latency measured from the send time in the next 8. An
-//! output counts only once the broker confirmed it, and the input is acked
-//! only after that, so the load test counts what the workers wrote, not what
-//! they logged.
+//! to the output queue (list, stream, subject): `<id u64><instance
+//! u32><latency_us u64>`, little endian, the id being the load's message
+//! number (the payload's first 8 bytes) and the latency measured from the
+//! send time in the next 8. An output counts only once the broker confirmed
+//! it, and the input is acknowledged only after that, so the load test
+//! counts what the workers wrote, not what they logged.
 //!
 //! It stops (stops consuming, drains, acks, closes) when its stdin closes,
 //! or on SIGTERM / SIGINT.
@@ -19,17 +20,23 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use pythia_kafka::core::WorkerSpec;
 use pythia_kafka::{ConfigLoader, Context, Message, Outputs, Process, ProcessError, Raw, Worker};
+use pythia_nats::NatsWorker;
 use pythia_rabbitmq::RabbitWorker;
+use pythia_redis::RedisWorker;
 
 use super::instance::now_us;
 use super::work::Work;
+use crate::broker::BrokerKind;
 
 /// Bytes of an output record.
 pub(crate) const RECORD_LEN: usize = 20;
 
-/// The hidden `pythia loadtest-rabbit-worker` command.
+/// The hidden `pythia loadtest-queue-worker` command.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
+    /// The broker of the queue: rabbitmq, redis-list, redis-streams or nats.
+    #[arg(long, value_enum)]
+    broker: BrokerKind,
     /// Simulated work per message.
     #[arg(long, value_parser = Work::parse, default_value = "noop")]
     work: Work,
@@ -94,16 +101,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let config = pythia_rabbitmq::Config::from_loader(pythia_rabbitmq::Config::spec_defaults(
-        ConfigLoader::new().default_value("worker.name", "loadtest"),
-        &WorkerSpec::UNNAMED,
-    ))
-    .context("the instance's configuration")?;
     let worker = LoadWorker {
         work: args.work,
         instance: args.instance,
     };
-    let instance = RabbitWorker::builder(worker).config(config).build()?;
     // The load test closes our stdin to stop us (or dies, which closes it too).
     let (stdin_closed, closed) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
@@ -112,14 +113,40 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
         let _ = stdin_closed.send(());
     });
-    instance
-        .run(async {
-            tokio::select! {
-                _ = closed => {}
-                () = pythia_kafka::core::shutdown::signal() => {}
-            }
-        })
-        .await?;
+    let shutdown = async {
+        tokio::select! {
+            _ = closed => {}
+            () = pythia_kafka::core::shutdown::signal() => {}
+        }
+    };
+    let loader = || ConfigLoader::new().default_value("worker.name", "loadtest");
+    let context = "the instance's configuration";
+    match args.broker {
+        BrokerKind::Rabbitmq => {
+            use pythia_rabbitmq::Config;
+            let config = Config::from_loader(Config::spec_defaults(loader(), &WorkerSpec::UNNAMED))
+                .context(context)?;
+            let instance = RabbitWorker::builder(worker).config(config).build()?;
+            instance.run(shutdown).await?;
+        }
+        BrokerKind::RedisList | BrokerKind::RedisStreams => {
+            use pythia_redis::Config;
+            let config = Config::from_loader(Config::spec_defaults(loader(), &WorkerSpec::UNNAMED))
+                .context(context)?;
+            let instance = RedisWorker::builder(worker).config(config).build()?;
+            instance.run(shutdown).await?;
+        }
+        BrokerKind::Nats => {
+            use pythia_nats::Config;
+            let config = Config::from_loader(Config::spec_defaults(loader(), &WorkerSpec::UNNAMED))
+                .context(context)?;
+            let instance = NatsWorker::builder(worker).config(config).build()?;
+            instance.run(shutdown).await?;
+        }
+        BrokerKind::Kafka => {
+            anyhow::bail!("loadtest-queue-worker runs on work queues; Kafka's is loadtest-worker")
+        }
+    }
     Ok(())
 }
 
