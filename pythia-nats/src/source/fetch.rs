@@ -198,19 +198,32 @@ impl Fetch {
             let retry_at = requests.retry_at();
             tokio::select! {
                 biased;
-                command = self.commands.recv() => match command {
-                    Some(Command::Ack(acker)) => ack(&acker, AckKind::Ack).await,
-                    Some(Command::Pause) => self.paused = true,
-                    Some(Command::Resume) => self.paused = false,
-                    Some(Command::Close(done)) => {
-                        self.finish(requests.take()).await;
-                        return done;
+                command = self.commands.recv() => {
+                    // Every command already waiting, before the next request:
+                    // acks that came together make room for one larger
+                    // request rather than many of one message.
+                    let mut command = command;
+                    loop {
+                        match command {
+                            Some(Command::Ack(acker)) => ack(&acker, AckKind::Ack).await,
+                            Some(Command::Pause) => self.paused = true,
+                            Some(Command::Resume) => self.paused = false,
+                            Some(Command::Close(done)) => {
+                                self.finish(requests.take()).await;
+                                return done;
+                            }
+                            None => {
+                                self.finish(requests.take()).await;
+                                return None;
+                            }
+                        }
+                        match self.commands.try_recv() {
+                            Ok(next) => command = Some(next),
+                            // Empty; or closed, which the next receive says.
+                            Err(_) => break,
+                        }
                     }
-                    None => {
-                        self.finish(requests.take()).await;
-                        return None;
-                    }
-                },
+                }
                 _ = progress.tick() => {
                     super::progress::report(&self.in_flight).await;
                 }
