@@ -7,6 +7,10 @@
 //! [`Sink`] (records out, each settled through its [`Receipt`]), keeps an
 //! [`OffsetTracker`] per member (what is safe to commit), and may serve the
 //! [`Endpoint`] (`/metrics`, `/health/*`) with [`Health`].
+//!
+//! A connector whose input is one queue (RabbitMQ, Redis, NATS) builds its
+//! source, run and builder on [`ConsumeTask`], [`QueueInstance`],
+//! [`Observer`] and [`QueueBuilder`].
 
 use std::ffi::c_void;
 use std::ptr::NonNull;
@@ -16,6 +20,10 @@ pub use crate::events::Events;
 pub use crate::health::{Health, StallDetector};
 pub use crate::metrics::{PartitionLag, lag};
 pub use crate::offsets::OffsetTracker;
+pub use crate::queue::{
+    ConsumeTask, Monitor, Observer, Observing, Publisher, QueueBuilder, QueueInstance, SinkSetup,
+    TaskCommand,
+};
 pub use crate::reconnect::{Backoff, backoff_wait};
 pub use crate::runtime::{Identity, Runtime};
 pub use crate::sink::{Confirmation, NoSink, Receipt, Sink};

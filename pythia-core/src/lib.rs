@@ -34,6 +34,7 @@ mod offsets;
 mod output;
 mod panic;
 mod policy;
+mod queue;
 mod reconnect;
 pub mod retry;
 mod runtime;
@@ -42,6 +43,9 @@ mod sink;
 mod source;
 mod spec;
 mod status;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod trace;
 mod worker;
 

@@ -1,19 +1,17 @@
 //! Entry points: run a worker on a NATS JetStream consumer from its configuration.
 
 use std::future::Future;
-use std::sync::Arc;
 
-use pythia_core::connector::{Health, Identity, Runtime, Sink};
-use pythia_core::events::{Events, WorkerEvent};
+use pythia_core::connector::{Health, Identity, Observer, QueueInstance, Runtime, Sink, SinkSetup};
+use pythia_core::events::{Events, Listener};
 use pythia_core::{RunSummary, Status, Worker};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::builder::{Builder, SinkSetup};
+use crate::builder::Builder;
 use crate::config::Config;
-use crate::observe::Observer;
+use crate::observe::ConsumerMonitor;
 use crate::sink::NatsSink;
 use crate::source::NatsSource;
-use pythia_core::events::{Listener, call_listeners};
 
 /// A worker set up on a NATS JetStream consumer, not yet consuming: what
 /// [`Builder::build`] returns. It connects when the run starts, and again
@@ -32,14 +30,7 @@ use pythia_core::events::{Listener, call_listeners};
 /// publisher of the configuration ([`NatsSink`]); any other [`Sink`], such
 /// as a Kafka producer or another server's publisher, with [`Builder::sink`].
 pub struct NatsWorker<W: Worker, K: Sink = NatsSink> {
-    runtime: Runtime<W, NatsSource, K>,
-    /// The publisher the run made, closed at its end; `None` for a sink
-    /// given to the builder, which stays its owner's.
-    publisher: Option<NatsSink>,
-    observer: Option<Observer>,
-    stats: Arc<crate::source::Stats>,
-    unacked: Arc<dyn Fn() -> usize + Send + Sync>,
-    listeners: Option<(broadcast::Receiver<WorkerEvent>, Vec<Listener>)>,
+    inner: QueueInstance<W, NatsSource, K, NatsSink>,
 }
 
 impl<W: Worker> NatsWorker<W> {
@@ -51,7 +42,8 @@ impl<W: Worker> NatsWorker<W> {
 }
 
 impl<W: Worker, K: Sink> NatsWorker<W, K> {
-    /// Validates `config` and sets up the source, the sink and the endpoint.
+    /// Validates `config` and sets up the source, the sink and the endpoint;
+    /// `listeners` are called with each event of the run.
     ///
     /// The connections are named `<worker name>-<instance>` (and
     /// `…-publisher`, `…-monitor`), so the server's `/connz` (`nats server report connections`)
@@ -59,7 +51,8 @@ impl<W: Worker, K: Sink> NatsWorker<W, K> {
     pub(crate) fn connect(
         worker: W,
         config: Config,
-        sink: SinkSetup<K>,
+        sink: SinkSetup<Config, K, NatsSink>,
+        listeners: Vec<Listener>,
     ) -> Result<Self, pythia_core::Error> {
         config.validate()?;
         let name = config.name().to_owned();
@@ -68,52 +61,30 @@ impl<W: Worker, K: Sink> NatsWorker<W, K> {
         let health = Health::new();
         let source = NatsSource::new(&config, &member, health.clone());
         let (stats, in_flight) = source.stats();
-        let (sink, publisher) = match sink {
-            SinkSetup::Publisher(make) => make(&config, &format!("{member}-publisher")),
-            SinkSetup::Given(sink) => (sink, None),
-        };
-        let observer = Observer::new(&config, health)?;
-        let mut runtime = Runtime::with_shared(
-            config.worker.clone(),
-            &name,
-            Arc::new(worker),
-            source,
-            Arc::new(sink),
-        )
-        .with_identity(identity)
-        .with_events(Events::new());
-        if let Some(observer) = &observer {
-            runtime = runtime.with_metrics(observer.metrics.clone());
-        }
-        Ok(Self {
-            runtime,
-            publisher,
-            observer,
-            stats,
-            unacked: Arc::new(move || in_flight.len()),
-            listeners: None,
-        })
-    }
-
-    /// Calls `listeners` with each event of the run (subscribed now, so
-    /// none is missed).
-    pub(crate) fn listen(&mut self, listeners: Vec<Listener>) {
-        self.listeners = Some((self.runtime.events().subscribe(), listeners));
+        let (sink, publisher) = sink.resolve(&config, &format!("{member}-publisher"));
+        let observer = Observer::new(&config.metrics, health, |metrics| {
+            ConsumerMonitor::new(&config, metrics, stats, in_flight)
+        })?;
+        let runtime = Runtime::new(config.worker.clone(), &name, worker, source, sink)
+            .with_identity(identity);
+        let mut inner = QueueInstance::new(runtime, publisher, observer);
+        inner.listen(listeners);
+        Ok(Self { inner })
     }
 
     /// The metrics this worker exports when `metrics.address` is set.
     pub fn metrics(&self) -> Option<&pythia_core::Metrics> {
-        self.observer.as_ref().map(|o| &o.metrics)
+        self.inner.metrics()
     }
 
     /// Watches the phase and the assigned subject (assigned once consuming).
     pub fn status(&self) -> watch::Receiver<Status> {
-        self.runtime.status()
+        self.inner.status()
     }
 
     /// The run's events. Subscribe before [`run`](Self::run) to see them all.
     pub fn events(&self) -> &Events {
-        self.runtime.events()
+        self.inner.events()
     }
 
     /// Runs until `shutdown` resolves (or a message fails), then stops
@@ -128,21 +99,7 @@ impl<W: Worker, K: Sink> NatsWorker<W, K> {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<RunSummary, pythia_core::Error> {
-        let unacked = self.unacked.clone();
-        let _observing = self.observer.map(|observer| {
-            observer.start(self.runtime.status(), self.stats.clone(), move || unacked())
-        });
-        let listening = self
-            .listeners
-            .map(|(events, listeners)| tokio::spawn(call_listeners(events, listeners)));
-        let result = self.runtime.run(shutdown).await;
-        if let Some(publisher) = &self.publisher {
-            publisher.close().await;
-        }
-        if let Some(listening) = listening {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), listening).await;
-        }
-        result
+        self.inner.run(shutdown).await
     }
 
     /// Runs until SIGTERM or SIGINT, then drains, acknowledges and closes.

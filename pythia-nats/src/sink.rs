@@ -113,6 +113,13 @@ impl NatsSink {
     }
 }
 
+/// The publisher a run made is closed at the run's end.
+impl pythia_core::connector::Publisher for NatsSink {
+    async fn close(&self) {
+        NatsSink::close(self).await;
+    }
+}
+
 impl std::fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsSink")

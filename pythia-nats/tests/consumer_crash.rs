@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, Setup, Workers, count_ids, ids};
+use common::{Broker, Setup, count_ids, ids, workers};
 
 const CONCURRENCY: usize = 10;
 
@@ -35,7 +35,7 @@ async fn sigkill_of_one_of_three_workers_repeatedly_loses_nothing() {
     let mut broker = Broker::connect().await;
     let setup = Setup::new(&mut broker, "kill").await;
     let env = worker_env(&setup);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     for _ in 0..3 {
         workers.spawn(&env);
     }
@@ -90,7 +90,7 @@ async fn sigterm_finishes_in_flight_work_duplicates_nothing_and_exits_zero() {
     let mut broker = Broker::connect().await;
     let setup = Setup::new(&mut broker, "term").await;
     let env = worker_env(&setup);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let stopped = workers.spawn(&env);
     workers.spawn(&env);
     broker

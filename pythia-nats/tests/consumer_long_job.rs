@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Broker, Setup, Workers};
+use common::{Broker, Setup, workers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_three_times_longer_than_ack_wait_is_processed_once() {
@@ -15,7 +15,7 @@ async fn a_job_three_times_longer_than_ack_wait_is_processed_once() {
     // ack_wait 2 s, the job 7 s: without progress acks the idle second
     // worker would be handed the job three times over.
     let env = setup.env(&[("PYTHIA_NATS__ACK_WAIT", "2s"), ("TEST_LONG_MS", "7000")]);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     workers.spawn(&env);
     workers.spawn(&env);
     broker

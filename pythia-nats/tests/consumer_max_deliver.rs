@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Broker, Setup, Workers};
+use common::{Broker, Setup, workers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_delivery_of_a_message_that_crashed_its_worker_is_dead_lettered() {
@@ -20,7 +20,7 @@ async fn the_last_delivery_of_a_message_that_crashed_its_worker_is_dead_lettered
         // The job outlasts the test: its first owner is killed while on it.
         ("TEST_LONG_MS", "600000"),
     ]);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let first = workers.spawn(&env);
     broker
         .wait_for_fetchers(&setup.stream, &setup.consumer, 1, Duration::from_secs(30))

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, Setup, Workers, count_ids};
+use common::{Broker, Setup, count_ids, workers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_poison_message_is_dead_lettered_with_its_reason_and_the_rest_flows() {
@@ -36,7 +36,7 @@ async fn each_poison_message_is_dead_lettered_with_its_reason_and_the_rest_flows
         }
     }
     assert_eq!(payloads.len() as u64, good + poison.len() as u64);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let failing = FAILING.to_string();
     workers.spawn(&setup.env(&[
         ("TEST_CODEC", "json"),

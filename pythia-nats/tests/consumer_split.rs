@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Broker, Setup, Workers, count_ids, ids};
+use common::{Broker, Setup, count_ids, ids, workers};
 
 const JOBS: u64 = 10_000;
 
@@ -19,7 +19,7 @@ async fn run(instances: usize) -> (HashMap<String, usize>, Duration) {
     let mut broker = Broker::connect().await;
     let setup = Setup::new(&mut broker, "split").await;
     let env = setup.env(&[("PYTHIA_NATS__CONCURRENCY", "10"), ("TEST_DELAY_MS", "5")]);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     for _ in 0..instances {
         workers.spawn(&env);
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Broker, Setup, Workers, count_ids, ids};
+use common::{Broker, Setup, count_ids, ids, workers};
 
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
@@ -169,7 +169,7 @@ async fn a_restarted_server_turns_readiness_false_then_the_worker_resumes_and_lo
     let metrics_port = free_port();
     let url = server.url();
     let metrics = format!("127.0.0.1:{metrics_port}");
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let worker = workers.spawn(&setup.env(&[
         ("PYTHIA_NATS__URL", &url),
         ("PYTHIA_NATS__ACK_WAIT", "3s"),
@@ -273,7 +273,7 @@ async fn a_server_restarted_without_its_store_gets_the_stream_and_consumer_again
     let metrics_port = free_port();
     let url = server.url();
     let metrics = format!("127.0.0.1:{metrics_port}");
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let worker = workers.spawn(&setup.env(&[
         ("PYTHIA_NATS__URL", &url),
         ("PYTHIA_NATS__RECONNECT_MIN", "200ms"),

@@ -1,119 +1,52 @@
-//! A worker's observability: the `/metrics` and `/health/*` endpoint, and the
-//! monitor that keeps the queue's series true.
-//!
-//! Readiness follows the consume task's connection (it sets the broker state
-//! of the shared [`Health`] as it connects and loses the connection) and the
-//! run's phase. The monitor is a task with a connection of its own: every
-//! `metrics.lag_interval` it reads the queue's depth with a passive declare
-//! and this instance's unacknowledged deliveries and redeliveries.
+//! The monitor that keeps the queue's series true: a task with a
+//! connection of its own that, every `metrics.lag_interval`, reads the
+//! queue's depth with a passive declare and this instance's unacknowledged
+//! deliveries and redeliveries. The endpoint around it is
+//! [`Observer`](pythia_core::connector::Observer)'s.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use lapin::{Channel, Connection};
-use pythia_core::connector::{Bound, Endpoint, Health, Server};
-use pythia_core::{Metrics, Status};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use pythia_core::Metrics;
+use pythia_core::connector::Monitor;
 
 use crate::config::Config;
 use crate::error::RabbitError;
 use crate::metrics::QueueMetrics;
-use crate::source::Stats;
+use crate::source::{InFlight, Stats};
 use crate::topology;
 
-/// What a worker observes itself with, when `metrics.address` is set.
-pub(crate) struct Observer {
-    pub(crate) metrics: Metrics,
-    queue_metrics: QueueMetrics,
-    health: Health,
-    bound: Bound,
-    config: Config,
-}
-
-/// A running observer: dropping it stops the server and the monitor.
-pub(crate) struct Running {
-    _server: Server,
-    monitor: JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.monitor.abort();
-    }
-}
-
-impl Observer {
-    /// Binds the endpoint now, so a bad or taken address fails at start.
-    pub(crate) fn new(config: &Config, health: Health) -> Result<Option<Self>, pythia_core::Error> {
-        let Some(address) = config.metrics.socket_address()? else {
-            return Ok(None);
-        };
-        let metrics = Metrics::new();
-        let queue_metrics = QueueMetrics::register(&metrics)
-            .map_err(|e| RabbitError::amqp("registering the queue metrics", e))?;
-        let bound = Endpoint::new(metrics.clone())
-            .health(health.clone())
-            .bind(address, "metrics.address")?;
-        Ok(Some(Self {
-            metrics,
-            queue_metrics,
-            health,
-            bound,
-            config: config.clone(),
-        }))
-    }
-
-    /// Starts serving and monitoring the run whose status is `status`.
-    pub(crate) fn start(
-        self,
-        status: watch::Receiver<Status>,
-        stats: Arc<Stats>,
-        unacked: impl Fn() -> usize + Send + 'static,
-    ) -> Running {
-        self.health.watch(status);
-        let server = self.bound.spawn();
-        let monitor = Monitor {
-            group: self.config.name().to_owned(),
-            queue: self.config.rabbitmq.queue_name().to_owned(),
-            config: self.config,
-            metrics: self.queue_metrics,
-            stats,
-            connection: None,
-        };
-        let interval = monitor.config.metrics.lag_interval;
-        let monitor = tokio::spawn(monitor.run(interval, unacked));
-        Running {
-            _server: server,
-            monitor,
-        }
-    }
-}
-
-struct Monitor {
+/// Reads the queue's series into [`QueueMetrics`].
+pub(crate) struct QueueMonitor {
     group: String,
     queue: String,
     config: Config,
     metrics: QueueMetrics,
     stats: Arc<Stats>,
+    in_flight: Arc<InFlight>,
     connection: Option<(Connection, Channel)>,
 }
 
-impl Monitor {
-    async fn run(mut self, interval: Duration, unacked: impl Fn() -> usize) {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let redeliveries = self.stats.redeliveries.load(Ordering::Relaxed);
-            self.metrics
-                .set_instance(&self.group, &self.queue, unacked(), redeliveries);
-            if let Err(error) = self.read_depth().await {
-                self.connection = None;
-                tracing::debug!(%error, "cannot read the queue depth");
-            }
-        }
+impl QueueMonitor {
+    /// Registers the queue's series on `metrics`.
+    pub(crate) fn new(
+        config: &Config,
+        metrics: &Metrics,
+        stats: Arc<Stats>,
+        in_flight: Arc<InFlight>,
+    ) -> Result<Self, pythia_core::Error> {
+        let metrics = QueueMetrics::register(metrics)
+            .map_err(|e| RabbitError::amqp("registering the queue metrics", e))?;
+        Ok(Self {
+            group: config.name().to_owned(),
+            queue: config.rabbitmq.queue_name().to_owned(),
+            config: config.clone(),
+            metrics,
+            stats,
+            in_flight,
+            connection: None,
+        })
     }
 
     async fn read_depth(&mut self) -> Result<(), RabbitError> {
@@ -133,5 +66,17 @@ impl Monitor {
         self.metrics
             .set_depth(&self.group, &self.queue, depth.ready, depth.consumers);
         Ok(())
+    }
+}
+
+impl Monitor for QueueMonitor {
+    async fn tick(&mut self) {
+        let redeliveries = self.stats.redeliveries.load(Ordering::Relaxed);
+        self.metrics
+            .set_instance(&self.group, &self.queue, self.in_flight.len(), redeliveries);
+        if let Err(error) = self.read_depth().await {
+            self.connection = None;
+            tracing::debug!(%error, "cannot read the queue depth");
+        }
     }
 }

@@ -162,6 +162,13 @@ impl RabbitSink {
     }
 }
 
+/// The publisher a run made is closed at the run's end.
+impl pythia_core::connector::Publisher for RabbitSink {
+    async fn close(&self) {
+        RabbitSink::close(self).await;
+    }
+}
+
 impl std::fmt::Debug for RabbitSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitSink")

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, Workers, count_ids, ids, unique};
+use common::{Broker, count_ids, ids, unique, workers};
 
 const PREFETCH: usize = 10;
 
@@ -34,7 +34,7 @@ async fn sigkill_of_one_of_three_workers_repeatedly_loses_nothing() {
     broker.queue(&output).await;
     broker.own(&format!("{input}.dlq"));
     let env = worker_env(&input, &output);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     for _ in 0..3 {
         workers.spawn(&env);
     }
@@ -90,7 +90,7 @@ async fn sigterm_finishes_in_flight_work_duplicates_nothing_and_exits_zero() {
     broker.queue(&output).await;
     broker.own(&format!("{input}.dlq"));
     let env = worker_env(&input, &output);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let stopped = workers.spawn(&env);
     workers.spawn(&env);
     broker

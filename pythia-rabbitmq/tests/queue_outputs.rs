@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, Workers, unique};
+use common::{Broker, unique, workers};
 use lapin::types::{AMQPValue, FieldTable};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +25,7 @@ async fn a_refused_output_leaves_its_input_unacknowledged_in_the_queue() {
     );
     broker.queue_with(&output, full).await;
     broker.own(&format!("{input}.dlq"));
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let worker = workers.spawn(&[
         ("PYTHIA_RABBITMQ__QUEUE", input.clone()),
         ("PYTHIA_RABBITMQ__OUTPUT", output.clone()),

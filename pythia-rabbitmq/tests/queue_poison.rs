@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, Workers, count_ids, unique};
+use common::{Broker, count_ids, unique, workers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_poison_message_is_dead_lettered_with_its_reason_and_the_queue_flows() {
@@ -39,7 +39,7 @@ async fn each_poison_message_is_dead_lettered_with_its_reason_and_the_queue_flow
         }
     }
     assert_eq!(payloads.len() as u64, good + poison.len() as u64);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     workers.spawn(&[
         ("PYTHIA_RABBITMQ__QUEUE", input.clone()),
         ("PYTHIA_RABBITMQ__OUTPUT", output.clone()),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Broker, Workers, count_ids, ids, unique};
+use common::{Broker, count_ids, ids, unique, workers};
 
 /// One test at a time: each cuts what the other relies on.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -148,7 +148,7 @@ async fn a_cut_connection_turns_readiness_false_then_the_worker_resumes_and_lose
     broker.queue(&output).await;
     broker.own(&format!("{input}.dlq"));
     let port = free_port();
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let worker = workers.spawn(&[
         ("PYTHIA_RABBITMQ__QUEUE", input.clone()),
         ("PYTHIA_RABBITMQ__OUTPUT", output.clone()),
@@ -265,7 +265,7 @@ async fn a_restarted_broker_turns_readiness_false_then_the_worker_resumes_and_lo
     before.queue(&input).await;
     before.queue(&output).await;
     let port = free_port();
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let worker = workers.spawn(&[
         ("PYTHIA_RABBITMQ__QUEUE", input.clone()),
         ("PYTHIA_RABBITMQ__OUTPUT", output.clone()),

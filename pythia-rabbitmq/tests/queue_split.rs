@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Broker, Workers, count_ids, ids, unique};
+use common::{Broker, count_ids, ids, unique, workers};
 
 const JOBS: u64 = 10_000;
 
@@ -22,7 +22,7 @@ async fn run(instances: usize) -> (HashMap<String, usize>, Duration) {
     broker.queue(&input).await;
     broker.queue(&output).await;
     broker.own(&format!("{input}.dlq"));
-    let mut workers = Workers::default();
+    let mut workers = workers();
     for _ in 0..instances {
         workers.spawn(&[
             ("PYTHIA_RABBITMQ__QUEUE", input.clone()),

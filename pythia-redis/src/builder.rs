@@ -1,9 +1,9 @@
 //! The one way to set up a worker's run on Redis: a builder.
 
 use pythia_core::Worker;
-use pythia_core::connector::Sink;
-use pythia_core::events::{Listener, WorkerEvent};
-use pythia_core::layer::{Layer, LayerExt, Layered};
+use pythia_core::connector::{QueueBuilder, Sink};
+use pythia_core::events::WorkerEvent;
+use pythia_core::layer::{Layer, Layered};
 
 use crate::config::Config;
 use crate::run::RedisWorker;
@@ -42,32 +42,17 @@ use crate::sink::RedisSink;
 /// configuration unless [`Builder::sink`] gives another.
 #[must_use = "a builder does nothing until built and run"]
 pub struct Builder<W, K = RedisSink> {
-    worker: W,
-    config: Option<Config>,
-    listeners: Vec<Listener>,
-    sink: SinkSetup<K>,
-}
-
-/// Where a run's sink comes from.
-pub(crate) enum SinkSetup<K> {
-    /// Made from the configuration when the run is set up; the writer it
-    /// returns is closed at the end of the run.
-    Writer(fn(&Config) -> (K, Option<RedisSink>)),
-    /// Given by the caller, who keeps it.
-    Given(K),
+    inner: QueueBuilder<W, Config, K, RedisSink>,
 }
 
 impl<W: Worker> Builder<W> {
     pub(crate) fn new(worker: W) -> Self {
-        Self {
-            worker,
-            config: None,
-            listeners: Vec::new(),
-            sink: SinkSetup::Writer(|config| {
-                let sink = RedisSink::new(config);
-                (sink.clone(), Some(sink))
-            }),
-        }
+        // The writer is the run's, closed at its end.
+        let inner = QueueBuilder::new(worker, |config, _| {
+            let sink = RedisSink::new(config);
+            (sink.clone(), Some(sink))
+        });
+        Self { inner }
     }
 }
 
@@ -75,19 +60,17 @@ impl<W: Worker, K: Sink> Builder<W, K> {
     /// Runs with `config` instead of loading the worker's own
     /// ([`Config::for_worker`]: its declared defaults, `pythia.toml`,
     /// `PYTHIA_*` variables).
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = Some(config);
-        self
+    pub fn config(self, config: Config) -> Self {
+        Self {
+            inner: self.inner.config(config),
+        }
     }
 
     /// Wraps the worker's `process` in `layer`; the layer added last runs
     /// first (see [`pythia_core::layer`]).
     pub fn layer<L: Layer<W>>(self, layer: L) -> Builder<Layered<W, L>, K> {
         Builder {
-            worker: self.worker.layer(layer),
-            config: self.config,
-            listeners: self.listeners,
-            sink: self.sink,
+            inner: self.inner.layer(layer),
         }
     }
 
@@ -137,18 +120,16 @@ impl<W: Worker, K: Sink> Builder<W, K> {
     /// ```
     pub fn sink<S: Sink>(self, sink: S) -> Builder<W, S> {
         Builder {
-            worker: self.worker,
-            config: self.config,
-            listeners: self.listeners,
-            sink: SinkSetup::Given(sink),
+            inner: self.inner.sink(sink),
         }
     }
 
     /// Calls `listener` with each of the run's events, in order, on a task
     /// of its own.
-    pub fn on_event(mut self, listener: impl Fn(&WorkerEvent) + Send + Sync + 'static) -> Self {
-        self.listeners.push(Box::new(listener));
-        self
+    pub fn on_event(self, listener: impl Fn(&WorkerEvent) + Send + Sync + 'static) -> Self {
+        Self {
+            inner: self.inner.on_event(listener),
+        }
     }
 
     /// Loads the configuration (unless given), validates it and sets the run
@@ -159,25 +140,13 @@ impl<W: Worker, K: Sink> Builder<W, K> {
     /// A configuration error naming the key, or a metrics address that
     /// cannot be bound.
     pub fn build(self) -> Result<RedisWorker<W, K>, pythia_core::Error> {
-        let config = match self.config {
-            Some(config) => config,
-            None => Config::for_worker::<W>()?,
-        };
-        let mut worker = RedisWorker::connect(self.worker, config, self.sink)?;
-        if !self.listeners.is_empty() {
-            worker.listen(self.listeners);
-        }
-        Ok(worker)
+        self.inner
+            .build(Config::for_worker::<W>, RedisWorker::connect)
     }
 }
 
 impl<W, K> std::fmt::Debug for Builder<W, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("worker", &std::any::type_name::<W>())
-            .field("sink", &std::any::type_name::<K>())
-            .field("config", &self.config)
-            .field("listeners", &self.listeners.len())
-            .finish()
+        self.inner.fmt(f)
     }
 }

@@ -1,19 +1,17 @@
 //! Entry points: run a worker on a Redis stream or list from its configuration.
 
 use std::future::Future;
-use std::sync::Arc;
 
-use pythia_core::connector::{Health, Identity, Runtime, Sink};
-use pythia_core::events::{Events, WorkerEvent};
+use pythia_core::connector::{Health, Identity, Observer, QueueInstance, Runtime, Sink, SinkSetup};
+use pythia_core::events::{Events, Listener};
 use pythia_core::{RunSummary, Status, Worker};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::builder::{Builder, SinkSetup};
+use crate::builder::Builder;
 use crate::config::Config;
-use crate::observe::Observer;
+use crate::observe::InputMonitor;
 use crate::sink::RedisSink;
 use crate::source::RedisSource;
-use pythia_core::events::{Listener, call_listeners};
 
 /// A worker set up on a Redis stream or list, not yet consuming: what
 /// [`Builder::build`] returns. It connects when the run starts, and again
@@ -32,14 +30,7 @@ use pythia_core::events::{Listener, call_listeners};
 /// the configuration ([`RedisSink`]); any other [`Sink`], such as a Kafka
 /// producer, with [`Builder::sink`].
 pub struct RedisWorker<W: Worker, K: Sink = RedisSink> {
-    runtime: Runtime<W, RedisSource, K>,
-    /// The writer the run made, closed at its end; `None` for a sink
-    /// given to the builder, which stays its owner's.
-    writer: Option<RedisSink>,
-    observer: Option<Observer>,
-    stats: Arc<crate::source::Stats>,
-    unacked: Arc<dyn Fn() -> usize + Send + Sync>,
-    listeners: Option<(broadcast::Receiver<WorkerEvent>, Vec<Listener>)>,
+    inner: QueueInstance<W, RedisSource, K, RedisSink>,
 }
 
 impl<W: Worker> RedisWorker<W> {
@@ -51,11 +42,13 @@ impl<W: Worker> RedisWorker<W> {
 }
 
 impl<W: Worker, K: Sink> RedisWorker<W, K> {
-    /// Validates `config` and sets up the source, the sink and the endpoint.
+    /// Validates `config` and sets up the source, the sink and the endpoint;
+    /// `listeners` are called with each event of the run.
     pub(crate) fn connect(
         worker: W,
         config: Config,
-        sink: SinkSetup<K>,
+        sink: SinkSetup<Config, K, RedisSink>,
+        listeners: Vec<Listener>,
     ) -> Result<Self, pythia_core::Error> {
         config.validate()?;
         let name = config.name().to_owned();
@@ -63,52 +56,30 @@ impl<W: Worker, K: Sink> RedisWorker<W, K> {
         let health = Health::new();
         let source = RedisSource::new(&config, health.clone());
         let (stats, in_flight) = source.stats();
-        let (sink, writer) = match sink {
-            SinkSetup::Writer(make) => make(&config),
-            SinkSetup::Given(sink) => (sink, None),
-        };
-        let observer = Observer::new(&config, health)?;
-        let mut runtime = Runtime::with_shared(
-            config.worker.clone(),
-            &name,
-            Arc::new(worker),
-            source,
-            Arc::new(sink),
-        )
-        .with_identity(identity)
-        .with_events(Events::new());
-        if let Some(observer) = &observer {
-            runtime = runtime.with_metrics(observer.metrics.clone());
-        }
-        Ok(Self {
-            runtime,
-            writer,
-            observer,
-            stats,
-            unacked: Arc::new(move || in_flight.len()),
-            listeners: None,
-        })
-    }
-
-    /// Calls `listeners` with each event of the run (subscribed now, so
-    /// none is missed).
-    pub(crate) fn listen(&mut self, listeners: Vec<Listener>) {
-        self.listeners = Some((self.runtime.events().subscribe(), listeners));
+        let (sink, writer) = sink.resolve(&config, &config.consumer());
+        let observer = Observer::new(&config.metrics, health, |metrics| {
+            InputMonitor::new(&config, metrics, stats, in_flight)
+        })?;
+        let runtime = Runtime::new(config.worker.clone(), &name, worker, source, sink)
+            .with_identity(identity);
+        let mut inner = QueueInstance::new(runtime, writer, observer);
+        inner.listen(listeners);
+        Ok(Self { inner })
     }
 
     /// The metrics this worker exports when `metrics.address` is set.
     pub fn metrics(&self) -> Option<&pythia_core::Metrics> {
-        self.observer.as_ref().map(|o| &o.metrics)
+        self.inner.metrics()
     }
 
     /// Watches the phase and the assigned input (assigned once consuming).
     pub fn status(&self) -> watch::Receiver<Status> {
-        self.runtime.status()
+        self.inner.status()
     }
 
     /// The run's events. Subscribe before [`run`](Self::run) to see them all.
     pub fn events(&self) -> &Events {
-        self.runtime.events()
+        self.inner.events()
     }
 
     /// Runs until `shutdown` resolves (or a message fails), then stops
@@ -124,21 +95,7 @@ impl<W: Worker, K: Sink> RedisWorker<W, K> {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<RunSummary, pythia_core::Error> {
-        let unacked = self.unacked.clone();
-        let _observing = self.observer.map(|observer| {
-            observer.start(self.runtime.status(), self.stats.clone(), move || unacked())
-        });
-        let listening = self
-            .listeners
-            .map(|(events, listeners)| tokio::spawn(call_listeners(events, listeners)));
-        let result = self.runtime.run(shutdown).await;
-        if let Some(writer) = &self.writer {
-            writer.close().await;
-        }
-        if let Some(listening) = listening {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), listening).await;
-        }
-        result
+        self.inner.run(shutdown).await
     }
 
     /// Runs until SIGTERM or SIGINT, then drains, acknowledges and closes.

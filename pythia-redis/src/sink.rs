@@ -169,6 +169,13 @@ impl RedisSink {
     }
 }
 
+/// The writer a run made is closed at the run's end.
+impl pythia_core::connector::Publisher for RedisSink {
+    async fn close(&self) {
+        RedisSink::close(self).await;
+    }
+}
+
 impl std::fmt::Debug for RedisSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSink")

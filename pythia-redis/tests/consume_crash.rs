@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Mode, Redis, Workers, count_ids, ids, unique, worker_env};
+use common::{Mode, Redis, count_ids, ids, unique, worker_env, workers};
 
 const PREFETCH: usize = 10;
 
@@ -34,7 +34,7 @@ async fn sigkill_of_one_of_three(mode: Mode) {
     let output = format!("{input}.out");
     redis.own(&input);
     let env = env(mode, &input, &output);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     for _ in 0..3 {
         workers.spawn(&env);
     }
@@ -90,7 +90,7 @@ async fn sigterm_finishes_in_flight_work(mode: Mode) {
     let output = format!("{input}.out");
     redis.own(&input);
     let env = env(mode, &input, &output);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let stopped = workers.spawn(&env);
     workers.spawn(&env);
     redis

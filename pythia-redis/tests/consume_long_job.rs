@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use common::{Mode, Redis, Workers, count_ids, ids, unique, worker_env};
+use common::{Mode, Redis, count_ids, ids, unique, worker_env, workers};
 
 /// What is held while the long job runs: the delivery counts of the
 /// entries pending in the group (stream mode), or the elements of the
@@ -76,7 +76,7 @@ async fn a_long_job_is_not_taken_from_its_live_instance(mode: Mode) {
         // Four times claim_idle.
         ("TEST_SLOW_MS", "4000".into()),
     ]);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     workers.spawn(&env);
     workers.spawn(&env);
     redis

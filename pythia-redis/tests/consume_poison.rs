@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Mode, Redis, Workers, count_ids, unique, worker_env};
+use common::{Mode, Redis, count_ids, unique, worker_env, workers};
 
 async fn each_poison_message_is_dead_lettered(mode: Mode) {
     let mut redis = Redis::connect().await;
@@ -34,7 +34,7 @@ async fn each_poison_message_is_dead_lettered(mode: Mode) {
             payloads.push(payload.clone());
         }
     }
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let mut env = worker_env(mode, &input, &output);
     env.extend([("TEST_CODEC", "json".into()), ("TEST_FAIL", "1013".into())]);
     workers.spawn(&env);
@@ -180,7 +180,7 @@ async fn a_message_over_the_delivery_limit_is_dead_lettered(mode: Mode) {
     redis.own(&input);
     delivered_to_a_dead_instance(&mut redis, mode, &input, b"killer", 5).await;
     delivered_to_a_dead_instance(&mut redis, mode, &input, b"survivor", 2).await;
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let mut env = worker_env(mode, &input, &output);
     env.extend([
         ("PYTHIA_REDIS__MAX_DELIVERIES", "5".into()),

@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Mode, Redis, Workers, by_pid, count_ids, ids, unique, worker_env};
+use common::{Mode, Redis, by_pid, count_ids, ids, unique, worker_env, workers};
 
 const JOBS: u64 = 10_000;
 
@@ -24,7 +24,7 @@ async fn run(mode: Mode, instances: usize) -> (HashMap<String, usize>, Duration)
     let mut env = worker_env(mode, &input, &output);
     env.push(("PYTHIA_REDIS__PREFETCH", "10".into()));
     env.push(("TEST_DELAY_MS", "5".into()));
-    let mut workers = Workers::default();
+    let mut workers = workers();
     for _ in 0..instances {
         workers.spawn(&env);
     }

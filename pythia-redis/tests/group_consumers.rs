@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use common::{Mode, Redis, Workers, unique, worker_env};
+use common::{Mode, Redis, unique, worker_env, workers};
 
 /// The names of the group's consumers.
 async fn consumers(redis: &mut Redis, stream: &str) -> Vec<String> {
@@ -89,7 +89,7 @@ async fn stopped_consumers_are_removed_once_they_hold_nothing() {
         ("PYTHIA_REDIS__CLAIM_IDLE", "1s".into()),
         ("PYTHIA_REDIS__BLOCK", "200ms".into()),
     ]);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     workers.spawn(&env);
     let done = redis
         .take(

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Mode, Redis, Workers, count_ids, free_port, ids, unique, worker_env};
+use common::{Mode, Redis, count_ids, free_port, ids, unique, worker_env, workers};
 
 /// A `redis-server` of the test's own, with its data in a temporary directory.
 struct Server {
@@ -154,7 +154,7 @@ async fn server_restart_mid_run(mode: Mode) {
         ("PYTHIA_METRICS__LAG_INTERVAL", "200ms".into()),
         ("TEST_DELAY_MS", "5".into()),
     ]);
-    let mut workers = Workers::default();
+    let mut workers = workers();
     let worker = workers.spawn(&env);
     assert!(
         wait_ready(metrics, true, Duration::from_secs(30)),

@@ -23,6 +23,7 @@ mod progress;
 mod pull;
 mod verdict;
 
+pub(crate) use ack::InFlight;
 pub use ack::NatsAcker;
 pub(crate) use fetch::Stats;
 pub use give_up::KIND as GIVEN_UP_KIND;
@@ -31,12 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pythia_core::PartitionId;
-use pythia_core::connector::{Health, Source, SourceEvent};
+use pythia_core::connector::{ConsumeTask, Health, Source, SourceEvent, TaskCommand};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use ack::{Command, InFlight};
+use ack::Command;
 use fetch::Fetch;
 
 /// A JetStream consumer as a [`Source`]: messages in, acks back.
@@ -56,14 +56,10 @@ use fetch::Fetch;
 /// ```
 pub struct NatsSource {
     subject: PartitionId,
-    events: mpsc::UnboundedReceiver<SourceEvent>,
-    commands: mpsc::UnboundedSender<Command>,
     in_flight: Arc<InFlight>,
     stats: Arc<Stats>,
-    paused: bool,
-    /// The fetch task, until it is started by the first `next`.
-    start: Option<Fetch>,
-    task: Option<JoinHandle<()>>,
+    /// The task that owns the connection, started by the first `next`.
+    task: ConsumeTask<Fetch, Command>,
 }
 
 impl NatsSource {
@@ -91,13 +87,9 @@ impl NatsSource {
         };
         Self {
             subject,
-            events,
-            commands,
             in_flight,
             stats,
-            paused: false,
-            start: Some(start),
-            task: None,
+            task: ConsumeTask::new(start, |fetch| tokio::spawn(fetch.run()), events, commands),
         }
     }
 
@@ -116,22 +108,31 @@ impl NatsSource {
     }
 }
 
+impl TaskCommand for Command {
+    fn pause() -> Self {
+        Self::Pause
+    }
+
+    fn resume() -> Self {
+        Self::Resume
+    }
+
+    fn close(done: oneshot::Sender<()>) -> Self {
+        Self::Close(Some(done))
+    }
+}
+
 impl Source for NatsSource {
     type Acker = NatsAcker;
 
     fn acker(&self) -> NatsAcker {
-        NatsAcker::new(self.in_flight.clone(), self.commands.clone())
+        NatsAcker::new(self.in_flight.clone(), self.task.commands().clone())
     }
 
+    /// Messages wait in the channel while paused; `nats.concurrency` bounds
+    /// them.
     async fn next(&mut self) -> Option<SourceEvent> {
-        if let Some(fetch) = self.start.take() {
-            self.task = Some(tokio::spawn(fetch.run()));
-        }
-        if self.paused {
-            // Messages wait in the channel; `nats.concurrency` bounds them.
-            std::future::pending::<()>().await;
-        }
-        self.events.recv().await
+        self.task.next().await
     }
 
     /// Stops sending pull requests until [`Source::resume`]; what the open
@@ -139,33 +140,20 @@ impl Source for NatsSource {
     /// runtime pauses when its buffer is full, and at the start of a
     /// shutdown.
     fn pause(&mut self, _partitions: &[PartitionId]) {
-        if !self.paused {
-            self.paused = true;
-            let _ = self.commands.send(Command::Pause);
-        }
+        self.task.pause();
     }
 
     fn resume(&mut self, _partitions: &[PartitionId]) {
-        if self.paused {
-            self.paused = false;
-            let _ = self.commands.send(Command::Resume);
-        }
+        self.task.resume();
     }
 
-    async fn close(mut self, timeout: Duration) -> Result<(), pythia_core::Error> {
-        let Some(task) = self.task.take() else {
-            return Ok(());
-        };
-        let (done, closed) = oneshot::channel();
-        if self.commands.send(Command::Close(Some(done))).is_ok()
-            && tokio::time::timeout(timeout, closed).await.is_err()
-        {
+    async fn close(self, timeout: Duration) -> Result<(), pythia_core::Error> {
+        if !self.task.close(timeout).await {
             tracing::warn!(
                 ?timeout,
                 "NATS did not take the close in time; unacknowledged messages are redelivered after ack_wait"
             );
         }
-        task.abort();
         Ok(())
     }
 }
@@ -175,7 +163,7 @@ impl std::fmt::Debug for NatsSource {
         f.debug_struct("NatsSource")
             .field("subject", &self.subject)
             .field("unacked", &self.unacked())
-            .field("paused", &self.paused)
+            .field("paused", &self.task.is_paused())
             .finish_non_exhaustive()
     }
 }

@@ -2,11 +2,9 @@
 //! fails, never skips, when it does not), uniquely named streams deleted at
 //! the end, and worker processes stopped at the end.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -18,13 +16,11 @@ pub fn url() -> String {
     std::env::var("PYTHIA_TEST_NATS_URL").unwrap_or_else(|_| pythia_nats::DEFAULT_URL.into())
 }
 
-/// A unique name for this test run, usable as a subject token and a stream name.
-pub fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    format!("pythia-it-{name}-{}-{nanos}", std::process::id())
+pub use pythia_core::testing::{Taken, Workers, count_ids, ids, unique};
+
+/// Test worker processes on the server of [`url`].
+pub fn workers() -> Workers {
+    Workers::new(env!("CARGO_BIN_EXE_pythia-nats-test-worker")).env("PYTHIA_NATS__URL", url())
 }
 
 /// A JetStream client of the test's own, counting from outside the workers.
@@ -235,23 +231,6 @@ impl Drop for Broker {
     }
 }
 
-/// A message read from a stream.
-#[derive(Debug, Clone)]
-pub struct Taken {
-    pub payload: Vec<u8>,
-    pub headers: HashMap<String, String>,
-}
-
-/// Counts of ids taken: how many distinct, and how many more than once.
-pub fn count_ids(taken: &[Taken]) -> (usize, usize) {
-    let mut seen: HashMap<&[u8], usize> = HashMap::new();
-    for t in taken {
-        *seen.entry(&t.payload).or_default() += 1;
-    }
-    let duplicates = seen.values().map(|n| n - 1).sum();
-    (seen.len(), duplicates)
-}
-
 /// The input subject, output subject and their streams of one test, and
 /// the worker settings that use them.
 pub struct Setup {
@@ -300,105 +279,4 @@ impl Setup {
         env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         env
     }
-}
-
-/// Worker processes, killed at the end of the test if still running.
-#[derive(Default)]
-pub struct Workers {
-    children: Vec<Child>,
-    logs: Vec<PathBuf>,
-}
-
-impl Workers {
-    /// Starts a worker with `env` (and no other `PYTHIA_*` variable of this
-    /// process); its stderr goes to a log file kept for a failing test.
-    pub fn spawn(&mut self, env: &[(&str, String)]) -> usize {
-        let log = std::env::temp_dir().join(format!(
-            "pythia-nats-worker-{}-{}.log",
-            std::process::id(),
-            self.children.len()
-        ));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pythia-nats-test-worker"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("PYTHIA_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env("PYTHIA_NATS__URL", url())
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        self.children
-            .push(command.spawn().expect("the test worker starts"));
-        self.logs.push(log);
-        self.children.len() - 1
-    }
-
-    /// The process id of worker `i`.
-    pub fn pid(&self, i: usize) -> u32 {
-        self.children[i].id()
-    }
-
-    /// Sends `signal` to worker `i`.
-    pub fn signal(&self, i: usize, signal: i32) {
-        // SAFETY: kill(2) with a pid of a child this test started.
-        let rc = unsafe { libc::kill(self.children[i].id() as i32, signal) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    /// Waits for worker `i` to exit, at most `within`.
-    pub fn wait(&mut self, i: usize, within: Duration) -> ExitStatus {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(status) = self.children[i].try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < end,
-                "worker {i} did not exit in {within:?}:\n{}",
-                self.log(i)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// What worker `i` logged, for a failure message.
-    pub fn log(&self, i: usize) -> String {
-        let bytes = std::fs::read(&self.logs[i]).unwrap_or_default();
-        let start = bytes.len().saturating_sub(4000);
-        String::from_utf8_lossy(&bytes[start..]).into_owned()
-    }
-
-    /// Stops every running worker with SIGTERM and waits for them.
-    pub fn stop_all(&mut self) {
-        for i in 0..self.children.len() {
-            if self.children[i].try_wait().ok().flatten().is_none() {
-                self.signal(i, libc::SIGTERM);
-            }
-        }
-        for i in 0..self.children.len() {
-            let _ = self.wait(i, Duration::from_secs(30));
-        }
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if !std::thread::panicking() {
-            for log in &self.logs {
-                let _ = std::fs::remove_file(log);
-            }
-        }
-    }
-}
-
-/// The payloads `0..n` as text.
-pub fn ids(n: u64) -> impl Iterator<Item = Vec<u8>> {
-    (0..n).map(|i| i.to_string().into_bytes())
 }

@@ -16,6 +16,7 @@ mod ack;
 mod consume;
 mod convert;
 
+pub(crate) use ack::InFlight;
 pub use ack::RabbitAcker;
 pub(crate) use consume::Stats;
 
@@ -23,12 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pythia_core::PartitionId;
-use pythia_core::connector::{Health, Source, SourceEvent};
+use pythia_core::connector::{ConsumeTask, Health, Source, SourceEvent, TaskCommand};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use ack::{Command, InFlight};
+use ack::Command;
 use consume::Consume;
 
 /// A RabbitMQ queue as a [`Source`]: deliveries in, acks back.
@@ -48,14 +48,10 @@ use consume::Consume;
 /// ```
 pub struct RabbitSource {
     queue: PartitionId,
-    events: mpsc::UnboundedReceiver<SourceEvent>,
-    commands: mpsc::UnboundedSender<Command>,
     in_flight: Arc<InFlight>,
     stats: Arc<Stats>,
-    paused: bool,
-    /// The consume task, until it is started by the first `next`.
-    start: Option<Consume>,
-    task: Option<JoinHandle<()>>,
+    /// The task that owns the connection, started by the first `next`.
+    task: ConsumeTask<Consume, Command>,
 }
 
 impl RabbitSource {
@@ -91,20 +87,21 @@ impl RabbitSource {
         };
         Self {
             queue,
-            events,
-            commands,
             in_flight,
             stats,
-            paused: false,
-            start: Some(start),
-            task: None,
+            task: ConsumeTask::new(
+                start,
+                |consume| tokio::spawn(consume.run()),
+                events,
+                commands,
+            ),
         }
     }
 
     /// Declares no output or dead-letter queue: for a worker whose outputs
     /// go to a sink other than its configuration's RabbitMQ publisher.
     pub(crate) fn without_output_queues(mut self) -> Self {
-        if let Some(start) = &mut self.start {
+        if let Some(start) = self.task.unstarted_mut() {
             start.other_queues.clear();
         }
         self
@@ -125,55 +122,50 @@ impl RabbitSource {
     }
 }
 
+impl TaskCommand for Command {
+    fn pause() -> Self {
+        Self::Pause
+    }
+
+    fn resume() -> Self {
+        Self::Resume
+    }
+
+    fn close(done: oneshot::Sender<()>) -> Self {
+        Self::Close(Some(done))
+    }
+}
+
 impl Source for RabbitSource {
     type Acker = RabbitAcker;
 
     fn acker(&self) -> RabbitAcker {
-        RabbitAcker::new(self.in_flight.clone(), self.commands.clone())
+        RabbitAcker::new(self.in_flight.clone(), self.task.commands().clone())
     }
 
+    /// Deliveries wait in the channel while paused; the prefetch bounds them.
     async fn next(&mut self) -> Option<SourceEvent> {
-        if let Some(consume) = self.start.take() {
-            self.task = Some(tokio::spawn(consume.run()));
-        }
-        if self.paused {
-            // Deliveries wait in the channel; the prefetch bounds them.
-            std::future::pending::<()>().await;
-        }
-        self.events.recv().await
+        self.task.next().await
     }
 
     /// Cancels the consumer: the broker stops sending this instance
     /// messages (they go to the others) until [`Source::resume`]. The runtime
     /// pauses when its buffer is full, and at the start of a shutdown.
     fn pause(&mut self, _partitions: &[PartitionId]) {
-        if !self.paused {
-            self.paused = true;
-            let _ = self.commands.send(Command::Pause);
-        }
+        self.task.pause();
     }
 
     fn resume(&mut self, _partitions: &[PartitionId]) {
-        if self.paused {
-            self.paused = false;
-            let _ = self.commands.send(Command::Resume);
-        }
+        self.task.resume();
     }
 
-    async fn close(mut self, timeout: Duration) -> Result<(), pythia_core::Error> {
-        let Some(task) = self.task.take() else {
-            return Ok(());
-        };
-        let (done, closed) = oneshot::channel();
-        if self.commands.send(Command::Close(Some(done))).is_ok()
-            && tokio::time::timeout(timeout, closed).await.is_err()
-        {
+    async fn close(self, timeout: Duration) -> Result<(), pythia_core::Error> {
+        if !self.task.close(timeout).await {
             tracing::warn!(
                 ?timeout,
                 "RabbitMQ did not confirm the close in time; unacknowledged deliveries are redelivered"
             );
         }
-        task.abort();
         Ok(())
     }
 }
@@ -183,7 +175,7 @@ impl std::fmt::Debug for RabbitSource {
         f.debug_struct("RabbitSource")
             .field("queue", &self.queue)
             .field("unacked", &self.unacked())
-            .field("paused", &self.paused)
+            .field("paused", &self.task.is_paused())
             .finish_non_exhaustive()
     }
 }

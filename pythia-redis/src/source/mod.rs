@@ -21,6 +21,7 @@ mod deliveries;
 mod list;
 mod stream;
 
+pub(crate) use ack::InFlight;
 pub use ack::RedisAcker;
 pub(crate) use consume::Stats;
 pub(crate) use list::processing_key;
@@ -29,12 +30,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pythia_core::PartitionId;
-use pythia_core::connector::{Health, Source, SourceEvent};
+use pythia_core::connector::{ConsumeTask, Health, Source, SourceEvent, TaskCommand};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::config::{Config, Mode};
-use ack::{Command, InFlight};
+use ack::Command;
 use consume::{Consume, Input};
 
 /// A Redis stream or list as a [`Source`]: messages in, acks back.
@@ -55,14 +55,10 @@ use consume::{Consume, Input};
 pub struct RedisSource {
     input: PartitionId,
     consumer: String,
-    events: mpsc::UnboundedReceiver<SourceEvent>,
-    commands: mpsc::UnboundedSender<Command>,
     in_flight: Arc<InFlight>,
     stats: Arc<Stats>,
-    paused: bool,
-    /// The consume task, until it is started by the first `next`.
-    start: Option<Consume>,
-    task: Option<JoinHandle<()>>,
+    /// The task that owns the connection, started by the first `next`.
+    task: ConsumeTask<Consume, Command>,
 }
 
 impl RedisSource {
@@ -121,13 +117,14 @@ impl RedisSource {
         Self {
             input,
             consumer,
-            events,
-            commands,
             in_flight,
             stats,
-            paused: false,
-            start: Some(start),
-            task: None,
+            task: ConsumeTask::new(
+                start,
+                |consume| tokio::spawn(consume.run()),
+                events,
+                commands,
+            ),
         }
     }
 
@@ -151,55 +148,50 @@ impl RedisSource {
     }
 }
 
+impl TaskCommand for Command {
+    fn pause() -> Self {
+        Self::Pause
+    }
+
+    fn resume() -> Self {
+        Self::Resume
+    }
+
+    fn close(done: oneshot::Sender<()>) -> Self {
+        Self::Close(Some(done))
+    }
+}
+
 impl Source for RedisSource {
     type Acker = RedisAcker;
 
     fn acker(&self) -> RedisAcker {
-        RedisAcker::new(self.in_flight.clone(), self.commands.clone())
+        RedisAcker::new(self.in_flight.clone(), self.task.commands().clone())
     }
 
+    /// Messages wait in the channel while paused; the prefetch bounds them.
     async fn next(&mut self) -> Option<SourceEvent> {
-        if let Some(consume) = self.start.take() {
-            self.task = Some(tokio::spawn(consume.run()));
-        }
-        if self.paused {
-            // Messages wait in the channel; the prefetch bounds them.
-            std::future::pending::<()>().await;
-        }
-        self.events.recv().await
+        self.task.next().await
     }
 
     /// Stops taking new messages until [`Source::resume`]; what is held is
     /// still renewed. The runtime pauses when its buffer is full, and at the
     /// start of a shutdown.
     fn pause(&mut self, _partitions: &[PartitionId]) {
-        if !self.paused {
-            self.paused = true;
-            let _ = self.commands.send(Command::Pause);
-        }
+        self.task.pause();
     }
 
     fn resume(&mut self, _partitions: &[PartitionId]) {
-        if self.paused {
-            self.paused = false;
-            let _ = self.commands.send(Command::Resume);
-        }
+        self.task.resume();
     }
 
-    async fn close(mut self, timeout: Duration) -> Result<(), pythia_core::Error> {
-        let Some(task) = self.task.take() else {
-            return Ok(());
-        };
-        let (done, closed) = oneshot::channel();
-        if self.commands.send(Command::Close(Some(done))).is_ok()
-            && tokio::time::timeout(timeout, closed).await.is_err()
-        {
+    async fn close(self, timeout: Duration) -> Result<(), pythia_core::Error> {
+        if !self.task.close(timeout).await {
             tracing::warn!(
                 ?timeout,
                 "the close did not finish in time; what was not acknowledged goes to other instances after redis.claim_idle"
             );
         }
-        task.abort();
         Ok(())
     }
 }
@@ -210,7 +202,7 @@ impl std::fmt::Debug for RedisSource {
             .field("input", &self.input)
             .field("consumer", &self.consumer)
             .field("unacked", &self.unacked())
-            .field("paused", &self.paused)
+            .field("paused", &self.task.is_paused())
             .finish_non_exhaustive()
     }
 }
