@@ -26,8 +26,12 @@ mod docker;
 mod kafka;
 #[path = "harness/markers.rs"]
 mod markers;
+#[path = "harness/monitoring.rs"]
+pub mod monitoring;
 pub mod netns;
 pub mod prometheus_server;
+#[path = "harness/queues.rs"]
+pub mod queues;
 
 use docker::DockerEndpoint;
 pub use kafka::{KAFKA_IMAGE, KAFKA_TAG, KafkaContainer};

@@ -29,11 +29,13 @@ later built in; `cargo xtask test deploy` installs them. What it checks:
    (2 to the partition count), lag target and behaviour (up 100 % every
    15 s at once, down 50 % every 60 s after a 300 s window); KEDA's Kafka
    options; monitoring in every overlay, with the `release` label, a
-   PrometheusRule whose groups are alerts.yml's and a dashboard ConfigMap
-   holding dashboard.json as it is.
-6. alerts.yml: every aggregation (`sum by`, `max by`, ...) and every `on`
+   PrometheusRule whose groups are alerts.yml's, one whose groups are
+   queue_alerts.yml's, and dashboard ConfigMaps holding dashboard.json and
+   queues.json as they are.
+6. alerts.yml and queue_alerts.yml: every aggregation (`sum by`, `max by`, ...) and every `on`
    join names `cluster` and `namespace`, none drops them (no `absent`,
-   no aggregation without `by`), and alerts_test.yml has, for every alert,
+   no aggregation without `by`), and their tests (alerts_test.yml,
+   queue_alerts_test.yml) have, for every alert,
    a case where it fires and one where it stays quiet; every alert has a
    summary and a runbook.
 7. docker-compose.yml: structure, scalable worker services (Kafka's, the
@@ -41,8 +43,9 @@ later built in; `cargo xtask test deploy` installs them. What it checks:
    profile `redis` and the NATS pools of profile `nats`; no container_name,
    no published ports), published ports bound to 127.0.0.1,
    a Grafana password that must be set, mounted files exist, Prometheus and
-   Grafana provisioning agree with the files.
-8. dashboard.json: valid JSON, every panel has a Prometheus query, unique ids,
+   Grafana provisioning agree with the files (both rule files, both
+   dashboards; the queue workers scraped as job pythia-queue-worker).
+8. dashboard.json and queues.json: valid JSON, every panel has a Prometheus query, unique ids,
    every template variable used is defined.
 9. deploy/k8s/rabbitmq: every overlay renders and validates as in 1-3; the
    worker reads its pythia.toml from the ConfigMap and the URL from the
@@ -78,7 +81,12 @@ DEPLOY = Path(__file__).resolve().parent.parent
 K8S = DEPLOY / "k8s"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERT_TESTS = DEPLOY / "prometheus" / "alerts_test.yml"
+QUEUE_ALERTS = DEPLOY / "prometheus" / "queue_alerts.yml"
+QUEUE_ALERT_TESTS = DEPLOY / "prometheus" / "queue_alerts_test.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
+QUEUE_DASHBOARD = DEPLOY / "grafana" / "queues.json"
+# The scrape job of the queue workers (compose), which queue_alerts.yml uses.
+QUEUE_JOB = "pythia-queue-worker"
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
 
 WORKER = "pythia-worker"
@@ -663,17 +671,20 @@ def monitoring(docs: list[dict], label: str) -> None:
         len(releases) == 1 and None not in releases,
         f"{label}: PodMonitors and PrometheusRule carry one `release` label for kube-prometheus-stack ({releases})",
     )
-    rules = [d for d in docs if d["kind"] == "PrometheusRule"]
-    source = yaml.safe_load(ALERTS.read_text())["groups"]
-    check(
-        len(rules) == 1 and rules[0]["spec"]["groups"] == source,
-        f"{label}: the PrometheusRule's groups are those of deploy/prometheus/alerts.yml ({REGENERATE} after an edit)",
-    )
+    rules = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PrometheusRule"}
+    expected_rules = {"pythia": ALERTS, "pythia-queues": QUEUE_ALERTS}
+    check(set(rules) == set(expected_rules), f"{label}: PrometheusRules {sorted(expected_rules)} ({sorted(rules)})")
+    for name, path in expected_rules.items():
+        source = yaml.safe_load(path.read_text())["groups"]
+        check(
+            name in rules and rules[name]["spec"]["groups"] == source,
+            f"{label}: PrometheusRule {name}'s groups are those of deploy/prometheus/{path.name} ({REGENERATE} after an edit)",
+        )
     dashboards = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
-    text = DASHBOARD.read_text()
+    held = sorted(text for d in dashboards for text in d.get("data", {}).values())
     check(
-        len(dashboards) == 1 and list(dashboards[0].get("data", {}).values()) == [text],
-        f"{label}: a ConfigMap labelled grafana_dashboard=\"1\" holds dashboard.json as it is ({REGENERATE} after an edit)",
+        len(dashboards) == 2 and held == sorted([DASHBOARD.read_text(), QUEUE_DASHBOARD.read_text()]),
+        f"{label}: ConfigMaps labelled grafana_dashboard=\"1\" hold dashboard.json and queues.json as they are ({REGENERATE} after an edit)",
     )
 
 
@@ -748,9 +759,16 @@ def aggregation_problems(expr: str, kept: set[str] = KEPT_LABELS) -> list[str]:
 
 
 def alert_rules() -> None:
-    rules = yaml.safe_load(ALERTS.read_text())
-    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    for rules_file, tests_file in ((ALERTS, ALERT_TESTS), (QUEUE_ALERTS, QUEUE_ALERT_TESTS)):
+        alert_rule_file(rules_file, tests_file)
+
+
+def alert_rule_file(rules_file: Path, tests_file: Path) -> None:
+    rules = yaml.safe_load(rules_file.read_text())
+    tests = yaml.safe_load(tests_file.read_text())
+    check(tests.get("rule_files") == [rules_file.name], f"{tests_file.name} tests {rules_file.name}")
     cases = [case for test in tests["tests"] for case in test.get("alert_rule_test", [])]
+    rules_name, tests_name = rules_file.name, tests_file.name
     for group in rules["groups"]:
         for rule in group["rules"]:
             name = rule.get("alert") or rule.get("record")
@@ -758,15 +776,15 @@ def alert_rules() -> None:
                 problems = aggregation_problems(rule["expr"])
             except ValueError as error:
                 problems = [f"cannot read the expression: {error}"]
-            check(not problems, f"alerts.yml: {name} keeps {sorted(KEPT_LABELS)} in every aggregation and join {problems}")
+            check(not problems, f"{rules_name}: {name} keeps {sorted(KEPT_LABELS)} in every aggregation and join {problems}")
             if rule.get("alert") is None:
                 continue
             mine = [c for c in cases if c["alertname"] == name]
-            check(any(c.get("exp_alerts") for c in mine), f"alerts_test.yml: {name} fires")
-            check(any(not c.get("exp_alerts") for c in mine), f"alerts_test.yml: {name} stays quiet")
+            check(any(c.get("exp_alerts") for c in mine), f"{tests_name}: {name} fires")
+            check(any(not c.get("exp_alerts") for c in mine), f"{tests_name}: {name} stays quiet")
             check(
                 {"summary", "runbook"} <= set(rule.get("annotations", {})),
-                f"alerts.yml: {name} has a summary and a runbook",
+                f"{rules_name}: {name} has a summary and a runbook",
             )
 
 
@@ -883,22 +901,35 @@ def compose_checks() -> None:
 
     prometheus = yaml.safe_load((directory / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
-    check(set(jobs) == {"pythia-worker", "pythia-lag-exporter"}, "compose: Prometheus scrapes the workers and the exporter with the alert rules' job names")
+    check(set(jobs) == {"pythia-worker", "pythia-lag-exporter", QUEUE_JOB}, "compose: Prometheus scrapes the workers, the exporter and the queue workers with the alert rules' job names")
+    queue_services = {"jobs-worker", "strategy-worker", *(f"{name}-worker" for name in pools)}
+    queue_dns = jobs.get(QUEUE_JOB, {}).get("dns_sd_configs", [{}])[0]
+    check(
+        set(queue_dns.get("names", [])) == queue_services
+        and all(str(queue_dns.get("port")) == services[name]["environment"]["PYTHIA_METRICS__ADDRESS"].rsplit(":", 1)[1] for name in queue_services),
+        f"compose: {QUEUE_JOB} finds every queue worker service by DNS at its metrics.address port",
+    )
+    check(f'job="{QUEUE_JOB}"' in QUEUE_ALERTS.read_text(), f"compose: queue_alerts.yml uses job {QUEUE_JOB}")
     dns = jobs["pythia-worker"].get("dns_sd_configs", [{}])[0]
     port = worker["environment"]["PYTHIA_METRICS__ADDRESS"].rsplit(":", 1)[1]
     check(dns.get("names") == ["worker"] and str(dns.get("port")) == port, "compose: workers found by DNS on the service name at metrics.address's port")
     serve = exporter["command"][exporter["command"].index("--serve") + 1].rsplit(":", 1)[1]
     check(jobs["pythia-lag-exporter"]["static_configs"][0]["targets"] == [f"lag-exporter:{serve}"], "compose: the exporter's target is its --serve port")
     mounted = {v.split(":")[1]: v.split(":")[0] for v in services["prometheus"]["volumes"]}
+    loaded = [Path(mounted.get(rule, "")).name for rule in prometheus["rule_files"]]
     check(
-        all(rule in mounted and mounted[rule].endswith("alerts.yml") for rule in prometheus["rule_files"]),
-        "compose: Prometheus loads alerts.yml",
+        sorted(loaded) == sorted([ALERTS.name, QUEUE_ALERTS.name]),
+        f"compose: Prometheus loads alerts.yml and queue_alerts.yml ({loaded})",
     )
 
     provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "pythia.yml").read_text())
     path = provider["providers"][0]["options"]["path"]
     grafana = {v.split(":")[1]: v.split(":")[0] for v in services["grafana"]["volumes"]}
-    check(any(target.startswith(path + "/") and source.endswith("dashboard.json") for target, source in grafana.items()), "compose: Grafana's dashboard provider path holds dashboard.json")
+    for board in (DASHBOARD, QUEUE_DASHBOARD):
+        check(
+            any(target.startswith(path + "/") and Path(source).name == board.name for target, source in grafana.items()),
+            f"compose: Grafana's dashboard provider path holds {board.name}",
+        )
     datasources = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     url = datasources["datasources"][0]["url"]
     check(re.match(r"http://prometheus:9090/?$", url) is not None and "prometheus" in services, "compose: Grafana's data source is the prometheus service")
@@ -908,24 +939,33 @@ def compose_checks() -> None:
 
 
 def dashboard_checks() -> None:
+    uids = set()
+    for path in (DASHBOARD, QUEUE_DASHBOARD):
+        uid = dashboard_file(path)
+        check(uid not in uids, f"{path.name}: a uid of its own ({uid})")
+        uids.add(uid)
+
+
+def dashboard_file(path: Path) -> str | None:
     try:
-        dashboard = json.loads(DASHBOARD.read_text())
+        dashboard = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        check(False, f"dashboard.json is valid JSON: {error}")
-        return
-    check(True, "dashboard.json is valid JSON")
+        check(False, f"{path.name} is valid JSON: {error}")
+        return None
+    check(True, f"{path.name} is valid JSON")
     variables = {v["name"] for v in dashboard["templating"]["list"]}
     builtins = {"__rate_interval", "__interval", "__range"}
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     ids = [p["id"] for p in dashboard["panels"]]
-    check(len(ids) == len(set(ids)), "dashboard: panel ids are unique")
+    check(len(ids) == len(set(ids)), f"{path.name}: panel ids are unique")
     for panel in panels:
         title = panel["title"]
-        check(panel["datasource"]["type"] == "prometheus", f"dashboard: {title!r} uses the Prometheus data source")
-        check(bool(panel["targets"]) and all(t.get("expr") for t in panel["targets"]), f"dashboard: {title!r} has queries")
+        check(panel["datasource"]["type"] == "prometheus", f"{path.name}: {title!r} uses the Prometheus data source")
+        check(bool(panel["targets"]) and all(t.get("expr") for t in panel["targets"]), f"{path.name}: {title!r} has queries")
         for target in panel["targets"]:
             used = set(re.findall(r"\$\{?(\w+)", target["expr"]))
-            check(used <= variables | builtins, f"dashboard: {title!r} uses only defined variables ({sorted(used - variables - builtins)} undefined)")
+            check(used <= variables | builtins, f"{path.name}: {title!r} uses only defined variables ({sorted(used - variables - builtins)} undefined)")
+    return dashboard.get("uid")
 
 
 QUEUE_BROKERS = {

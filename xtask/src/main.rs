@@ -239,11 +239,21 @@ fn deploy(root: &Path) -> Result<(), String> {
     };
     in_root(
         "promtool",
-        &["check", "rules", "deploy/prometheus/alerts.yml"],
+        &[
+            "check",
+            "rules",
+            "deploy/prometheus/alerts.yml",
+            "deploy/prometheus/queue_alerts.yml",
+        ],
     )?;
     in_root(
         "promtool",
-        &["test", "rules", "deploy/prometheus/alerts_test.yml"],
+        &[
+            "test",
+            "rules",
+            "deploy/prometheus/alerts_test.yml",
+            "deploy/prometheus/queue_alerts_test.yml",
+        ],
     )?;
     if !python.is_file() {
         in_root("python3", &["-m", "venv", "target/deploy-check/venv"])?;

@@ -41,7 +41,7 @@ pub(crate) const NEEDS: &[Need] = &[
     Need {
         command: "promtool",
         package: "prometheus",
-        for_what: "checking and unit-testing deploy/prometheus/alerts.yml",
+        for_what: "checking and unit-testing deploy/prometheus/alerts.yml and queue_alerts.yml",
     },
     Need {
         command: "ip",
