@@ -35,7 +35,7 @@ use rdkafka::client::DefaultClientContext;
 use fleet::{Fleet, Setup};
 use load::{Load, Pace, Plan};
 use plot::Sample;
-use report::{InstanceShare, Latency, RunReport, ScaleReport};
+use report::{InstanceShare, Latency, RunReport};
 use work::Work;
 
 use crate::broker::BrokerKind;
@@ -277,14 +277,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        let text = if args.scale.is_empty() {
-            serde_json::to_string(&reports[0])?
-        } else {
-            serde_json::to_string(&ScaleReport {
-                runs: reports,
-                efficiency,
-            })?
-        };
+        let text = report::json(reports, efficiency, !args.scale.is_empty())?;
         writeln!(stdout, "{text}")?;
         if let Some((target, advice)) = &advice {
             eprint!("{}", report::human_advice(*target, advice));

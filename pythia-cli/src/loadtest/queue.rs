@@ -22,7 +22,7 @@ use anyhow::{Context as _, bail};
 
 use super::fleet::Tally;
 use super::instance::now_us;
-use super::report::{self, InstanceShare, Latency, RunReport, ScaleReport};
+use super::report::{self, InstanceShare, Latency, RunReport};
 use super::{Args, JOIN_TIMEOUT, STOP_TIMEOUT};
 use crate::broker::BrokerKind;
 
@@ -156,14 +156,7 @@ pub(crate) fn run<Q: LoadQueues>(
     let efficiency = report::efficiency(&reports);
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        let text = if args.scale.is_empty() {
-            serde_json::to_string(&reports[0])?
-        } else {
-            serde_json::to_string(&ScaleReport {
-                runs: reports,
-                efficiency,
-            })?
-        };
+        let text = report::json(reports, efficiency, !args.scale.is_empty())?;
         writeln!(stdout, "{text}")?;
     } else if !args.scale.is_empty() {
         writeln!(stdout, "{}", report::human_scale(&reports, &efficiency))?;

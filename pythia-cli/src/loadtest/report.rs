@@ -62,6 +62,22 @@ pub(crate) struct ScaleReport {
     pub(crate) efficiency: Vec<f64>,
 }
 
+/// What `--json` prints: the one run, or with `--scale` the series and its
+/// efficiency.
+pub(crate) fn json(
+    mut reports: Vec<RunReport>,
+    efficiency: Vec<f64>,
+    scale: bool,
+) -> serde_json::Result<String> {
+    match (scale, reports.len()) {
+        (false, 1) => serde_json::to_string(&reports.remove(0)),
+        _ => serde_json::to_string(&ScaleReport {
+            runs: reports,
+            efficiency,
+        }),
+    }
+}
+
 /// The `q`-quantile (0..=1) of `values`, sorting them; 0 when empty.
 pub(crate) fn quantile(values: &mut [u64], q: f64) -> u64 {
     if values.is_empty() {
@@ -271,6 +287,16 @@ mod tests {
             per_instance: Vec::new(),
             join_seconds: 0.3,
         }
+    }
+
+    #[test]
+    fn json_is_the_run_alone_or_the_series_with_its_efficiency() {
+        let one = json(vec![run(1, 100.0)], vec![1.0], false).unwrap();
+        assert!(one.starts_with("{\"instances\":1"), "{one}");
+        let series = json(vec![run(1, 100.0), run(2, 180.0)], vec![1.0, 0.9], true).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&series).unwrap();
+        assert_eq!(value["runs"].as_array().unwrap().len(), 2);
+        assert_eq!(value["efficiency"][1], 0.9);
     }
 
     #[test]
