@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use pythia_tests::monitoring::Prometheus;
 use pythia_tests::queues::{self, QueueCleanup};
-use pythia_tests::{http_get, sample, scratch, wait_until};
+use pythia_tests::{http_get, sample, scratch, test_bin, wait_until};
 
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 const QUEUE_ALERTS: &str = "deploy/prometheus/queue_alerts.yml";
@@ -27,25 +27,6 @@ const DASHBOARD: &str = "deploy/grafana/queues.json";
 const JOB: &str = "pythia-queue-worker";
 /// The payload every worker fails on permanently.
 const POISON: &str = "poison";
-
-/// The queue test worker, built by cargo beside the test executables.
-fn queue_worker_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join(format!(
-        "pythia-queue-test-worker{}",
-        std::env::consts::EXE_SUFFIX
-    ));
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests through cargo",
-        bin.display()
-    );
-    bin
-}
 
 /// A free loopback address for a metrics server.
 fn free_address() -> String {
@@ -106,7 +87,7 @@ impl QueueWorker {
             .append(true)
             .open(&self.log)
             .expect("worker log");
-        let child = Command::new(queue_worker_bin())
+        let child = Command::new(test_bin("pythia-queue-test-worker"))
             .arg(self.broker)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -40,15 +40,18 @@ pub use markers::append_commit_marker;
 /// The test worker binary, built by cargo beside the test executables
 /// (`target/<profile>/pythia-test-worker`, tests in `target/<profile>/deps/`).
 pub fn worker_bin() -> PathBuf {
+    test_bin("pythia-test-worker")
+}
+
+/// The binary `name` of this crate, built by cargo beside the test
+/// executables (`target/<profile>/<name>`, tests in `target/<profile>/deps/`).
+pub fn test_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join(format!(
-        "pythia-test-worker{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
         "{} is missing: run the tests through cargo",

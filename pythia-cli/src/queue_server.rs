@@ -99,6 +99,38 @@ pub(crate) async fn redis_keys(
     }
 }
 
+/// A pipeline adding messages `range` to the list (`LPUSH`, one command)
+/// or, with `stream`, the stream (`XADD`, the payload in the field the
+/// connector reads) `key`; `fill(n, buffer)` writes message `n` into an
+/// empty buffer.
+pub(crate) fn redis_adds(
+    stream: bool,
+    key: &str,
+    range: std::ops::Range<u64>,
+    mut fill: impl FnMut(u64, &mut Vec<u8>),
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    if !stream {
+        pipe.cmd("LPUSH").arg(key);
+    }
+    let mut buffer = Vec::new();
+    for n in range {
+        buffer.clear();
+        fill(n, &mut buffer);
+        if stream {
+            pipe.cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg(pythia_redis::fields::PAYLOAD)
+                .arg(&buffer[..])
+                .ignore();
+        } else {
+            pipe.arg(&buffer[..]);
+        }
+    }
+    pipe
+}
+
 /// Deletes `key` and every key whose name starts with it.
 pub(crate) async fn redis_delete_under(
     redis: &mut MultiplexedConnection,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use pythia_kafka::core::connector::Health;
 use pythia_kafka::core::{ConfigLoader, WorkerSpec};
-use pythia_redis::{RedisSink, RedisSource, RedisUrl, fields};
+use pythia_redis::{RedisSink, RedisSource, RedisUrl};
 use redis::aio::MultiplexedConnection;
 
 use super::queue::{self, QueueReport, Queues};
@@ -70,27 +70,11 @@ impl<const STREAM: bool> Queues for Redis<STREAM> {
 
     async fn preload(&mut self, key: &str, messages: u64, size: u64) -> anyhow::Result<()> {
         let redis = &mut self.connection;
-        let mut buffer = Vec::with_capacity(size as usize);
         let mut i = 0;
         while i < messages {
             let end = (i + BATCH).min(messages);
-            let mut pipe = redis::pipe();
-            if !STREAM {
-                pipe.cmd("LPUSH").arg(key);
-            }
-            for n in i..end {
-                payload(n, size, &mut buffer);
-                if STREAM {
-                    pipe.cmd("XADD")
-                        .arg(key)
-                        .arg("*")
-                        .arg(fields::PAYLOAD)
-                        .arg(&buffer[..])
-                        .ignore();
-                } else {
-                    pipe.arg(&buffer[..]);
-                }
-            }
+            let pipe =
+                queue_server::redis_adds(STREAM, key, i..end, |n, buffer| payload(n, size, buffer));
             pipe.query_async::<()>(redis)
                 .await
                 .with_context(|| format!("pre-loading `{key}`"))?;

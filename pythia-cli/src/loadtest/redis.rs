@@ -94,7 +94,6 @@ impl<const STREAM: bool> LoadQueues for Redis<STREAM> {
     ) -> anyhow::Result<()> {
         let redis = &mut self.connection;
         let started = tokio::time::Instant::now();
-        let mut buffer = Vec::new();
         let mut i = 0;
         while i < count {
             // Paced: what is due by now, at least one; else a whole batch.
@@ -109,24 +108,7 @@ impl<const STREAM: bool> LoadQueues for Redis<STREAM> {
                 None => i + BATCH,
             }
             .min(count);
-            let mut pipe = redis::pipe();
-            if !STREAM {
-                pipe.cmd("LPUSH").arg(input);
-            }
-            for n in i..end {
-                buffer.clear();
-                payload(n, &mut buffer);
-                if STREAM {
-                    pipe.cmd("XADD")
-                        .arg(input)
-                        .arg("*")
-                        .arg(fields::PAYLOAD)
-                        .arg(&buffer[..])
-                        .ignore();
-                } else {
-                    pipe.arg(&buffer[..]);
-                }
-            }
+            let pipe = queue_server::redis_adds(STREAM, input, i..end, &mut payload);
             pipe.query_async::<()>(redis)
                 .await
                 .with_context(|| format!("adding the load to `{input}`"))?;
