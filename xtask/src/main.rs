@@ -145,6 +145,7 @@ fn test(root: &Path, steps: &[String]) -> ExitCode {
             eprintln!("step {step} failed: {e}");
         }
         results.push((step, outcome.is_ok(), started.elapsed().as_secs()));
+        free_disk(root);
     }
     if let Ok(lines) = std::fs::read_to_string(&report) {
         banner("chaos and network-fault figures (docs/chaos.md, docs/network-faults.md)");
@@ -287,6 +288,21 @@ fn deploy(root: &Path) -> Result<(), String> {
     status(&mut npm)?;
     let script = work.join("crds.mjs");
     in_root("node", &[script.to_str().unwrap_or_default(), crds])
+}
+
+/// Prints the free space where `target/` lives: a full disk shows up as a
+/// linker killed by SIGBUS or a crashed tool, and this line says why.
+fn free_disk(root: &Path) {
+    let out = Command::new("df")
+        .args(["-h", "--output=avail,pcent"])
+        .arg(root)
+        .output();
+    if let Ok(out) = out {
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(line) = text.lines().nth(1) {
+            println!("free disk: {}", line.trim());
+        }
+    }
 }
 
 fn status(command: &mut Command) -> Result<(), String> {
