@@ -67,13 +67,25 @@ pub struct Header {
 }
 
 /// The ordered headers of a message. Names may repeat, as in Kafka.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<Header>);
+///
+/// Shared on clone: the runtime copies a message for each attempt (the
+/// original stays for a retry or a dead letter), and a copy of its headers
+/// costs no allocation until one side changes them.
+#[derive(Clone, Default)]
+pub struct Headers(Option<Arc<Vec<Header>>>);
 
 impl Headers {
     /// No headers.
     pub fn new() -> Self {
-        Self(Vec::new())
+        Self(None)
+    }
+
+    fn push(&mut self, header: Header) {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default)).push(header);
+    }
+
+    fn as_slice(&self) -> &[Header] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// Adds a header at the end, keeping any earlier one of the same name.
@@ -84,7 +96,7 @@ impl Headers {
     /// assert_eq!(headers.get_str("trace"), Some("abc"));
     /// ```
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<Bytes>) -> &mut Self {
-        self.0.push(Header {
+        self.push(Header {
             name: name.into(),
             value: Some(value.into()),
         });
@@ -93,7 +105,7 @@ impl Headers {
 
     /// Adds a header with a null value.
     pub fn append_null(&mut self, name: impl Into<String>) -> &mut Self {
-        self.0.push(Header {
+        self.push(Header {
             name: name.into(),
             value: None,
         });
@@ -102,7 +114,7 @@ impl Headers {
 
     /// The value of the last header named `name`, if it has one.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0
+        self.as_slice()
             .iter()
             .rev()
             .find(|h| h.name == name)
@@ -116,23 +128,38 @@ impl Headers {
 
     /// All headers in order.
     pub fn iter(&self) -> impl Iterator<Item = &Header> {
-        self.0.iter()
+        self.as_slice().iter()
     }
 
     /// The number of headers.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Headers {}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
     }
 }
 
 impl FromIterator<Header> for Headers {
     fn from_iter<I: IntoIterator<Item = Header>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        let all: Vec<Header> = iter.into_iter().collect();
+        Self((!all.is_empty()).then(|| Arc::new(all)))
     }
 }
 
@@ -312,5 +339,41 @@ impl<T> Message<T> {
             headers: self.headers,
             timestamp_ms: self.timestamp_ms,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_of_headers_shares_them_until_one_side_changes() {
+        let mut original = Headers::new();
+        original.append("a", "1").append_null("b");
+        let mut copy = original.clone();
+        assert_eq!(copy, original);
+        copy.append("a", "2");
+        assert_eq!(original.get_str("a"), Some("1"), "the original is kept");
+        assert_eq!(copy.get_str("a"), Some("2"), "the last of a name wins");
+        assert_eq!((original.len(), copy.len()), (2, 3));
+        let names: Vec<_> = copy.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "a"]);
+        assert_eq!(copy.get("b"), None, "a null value");
+    }
+
+    #[test]
+    fn no_headers_are_equal_however_they_were_made() {
+        let collected: Headers = std::iter::empty().collect();
+        assert_eq!(collected, Headers::new());
+        assert!(collected.is_empty() && collected.iter().next().is_none());
+        assert_eq!(format!("{:?}", Headers::new()), "[]");
+        let one: Headers = [Header {
+            name: "k".into(),
+            value: None,
+        }]
+        .into_iter()
+        .collect();
+        assert_ne!(one, Headers::new());
+        assert_eq!(format!("{one:?}"), r#"[Header { name: "k", value: None }]"#);
     }
 }

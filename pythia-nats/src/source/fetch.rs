@@ -56,6 +56,9 @@ pub(crate) struct Fetch {
     /// The connection's name.
     pub(crate) name: String,
     pub(crate) subject: PartitionId,
+    /// Where given-up messages go (`config.dead_letter_subject()`, made
+    /// once), if dead letters are on.
+    pub(crate) dead_letter: Option<String>,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) health: Health,
@@ -305,11 +308,10 @@ impl Fetch {
             sequence,
             published_ms,
         };
-        let dead_letter = self.config.dead_letter_subject();
         match verdict(
             delivered,
             self.config.nats.max_deliver,
-            dead_letter.is_some(),
+            self.dead_letter.is_some(),
         ) {
             Verdict::Process => {
                 self.in_flight.insert(offset, Arc::new(acker));
@@ -324,7 +326,7 @@ impl Fetch {
                     delivered,
                 );
                 let js = js.clone();
-                let subject = dead_letter.unwrap_or_default();
+                let subject = self.dead_letter.clone().unwrap_or_default();
                 tokio::spawn(super::give_up::dead_letter(
                     js, subject, letter, acker, reason,
                 ));

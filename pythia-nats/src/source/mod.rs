@@ -77,6 +77,7 @@ impl NatsSource {
             config: config.clone(),
             name: name.to_owned(),
             subject: subject.clone(),
+            dead_letter: config.dead_letter_subject(),
             in_flight: in_flight.clone(),
             stats: stats.clone(),
             health,
