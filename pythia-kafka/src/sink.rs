@@ -227,6 +227,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_records_future_stays_small() {
+        // The runtime holds it inside every message's future, and moves
+        // that whole future once per message.
+        let config = crate::Config::from_loader(
+            pythia_core::ConfigLoader::new()
+                .no_file()
+                .set("kafka.brokers", "127.0.0.1:9")
+                .set("kafka.group", "g")
+                .set("kafka.topics", "t"),
+        )
+        .unwrap();
+        let sink = KafkaSink::new(&config.kafka).unwrap();
+        let (receipt, _) = pythia_core::connector::Receipt::channel();
+        let send = sink.send(Record::new("x"), receipt);
+        let size = std::mem::size_of_val(&send);
+        assert!(size <= 512, "KafkaSink::send's future is {size} bytes");
+    }
+
+    #[test]
     fn only_refusals_of_the_record_itself_count_as_refused() {
         use RDKafkaErrorCode::*;
         let table = [

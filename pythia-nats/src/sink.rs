@@ -137,7 +137,10 @@ impl Sink for NatsSink {
         let deadline = Instant::now() + self.inner.config.publish_timeout;
         let inner = self.inner.clone();
         // Published here, in order; the PubAck awaited in the background.
-        let first = inner.publish(&subject, &record).await;
+        // The client's publish future is large and every message's future
+        // holds this one, outputs or not: boxed, beside the allocations a
+        // publish makes anyway.
+        let first = Box::pin(inner.publish(&subject, &record)).await;
         tokio::spawn(async move {
             let result = match first {
                 Ok(ack) => match ack.await {
@@ -154,12 +157,16 @@ impl Sink for NatsSink {
 impl Inner {
     /// The JetStream context, connecting at first use.
     async fn context(&self) -> Result<&jetstream::Context, NatsError> {
-        self.context
-            .get_or_try_init(|| async {
-                let client = topology::connect(&self.config, &self.name, None).await?;
-                Ok(topology::jetstream(client))
-            })
-            .await
+        if let Some(context) = self.context.get() {
+            return Ok(context);
+        }
+        // Once, and its future is large: boxed, so that it does not add to
+        // the size of every record's future (which each message's holds).
+        Box::pin(self.context.get_or_try_init(|| async {
+            let client = topology::connect(&self.config, &self.name, None).await?;
+            Ok(topology::jetstream(client))
+        }))
+        .await
     }
 
     /// Publishes; the PubAck is still to come.
@@ -289,6 +296,17 @@ mod tests {
             bare.subject(&Record::new("x")),
             Err(SinkError::NoTopic)
         ));
+    }
+
+    #[test]
+    fn a_records_future_stays_small() {
+        // The runtime holds it inside every message's future, and moves or
+        // boxes that whole future once per message.
+        let sink = NatsSink::new(&config(&[("PYTHIA_NATS__SUBJECT", "jobs")]), "t");
+        let (receipt, _) = Receipt::channel();
+        let send = sink.send(Record::new("x"), receipt);
+        let size = std::mem::size_of_val(&send);
+        assert!(size <= 512, "NatsSink::send's future is {size} bytes");
     }
 
     #[test]

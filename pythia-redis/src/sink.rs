@@ -243,7 +243,13 @@ impl Inner {
         if let Some(open) = connection.as_ref() {
             return Ok(open.clone());
         }
-        let open = connection::connect(&self.config.url, self.config.command_timeout).await?;
+        // Rare, and its future is large: boxed, so that it does not add to
+        // the size of every record's future (which each message's holds).
+        let open = Box::pin(connection::connect(
+            &self.config.url,
+            self.config.command_timeout,
+        ))
+        .await?;
         *connection = Some(open.clone());
         Ok(open)
     }
@@ -280,6 +286,17 @@ mod tests {
                 _ => "<cursor>".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_records_future_stays_small() {
+        // The runtime holds it inside every message's future, and moves or
+        // boxes that whole future once per message.
+        let sink = RedisSink::new(&config(&[("PYTHIA_REDIS__INPUT", "jobs")]));
+        let (receipt, _) = Receipt::channel();
+        let send = sink.send(Record::new("x"), receipt);
+        let size = std::mem::size_of_val(&send);
+        assert!(size <= 1024, "RedisSink::send's future is {size} bytes");
     }
 
     #[test]
