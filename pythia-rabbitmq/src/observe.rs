@@ -52,7 +52,7 @@ impl QueueMonitor {
     async fn read_depth(&mut self) -> Result<(), RabbitError> {
         if self.connection.is_none() {
             let name = format!("{}-monitor", self.group);
-            let connection = topology::connect(&self.config.rabbitmq.url, &name).await?;
+            let connection = topology::connect(&self.config.rabbitmq, &name).await?;
             let channel = connection
                 .create_channel()
                 .await

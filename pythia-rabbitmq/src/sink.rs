@@ -184,12 +184,15 @@ impl Sink for RabbitSink {
             Err(error) => return receipt.settle(Err(error)),
         };
         let deadline = Instant::now() + self.inner.config.publish_timeout;
-        // Published here, in order; confirmed in the background.
-        let first = self.inner.publish(&route, &record, deadline).await;
+        // Published here, in order; confirmed in the background. The
+        // client's publish future is large and every message's future holds
+        // this one, outputs or not: boxed, beside the allocations a publish
+        // makes anyway.
+        let first = Box::pin(self.inner.publish(&route, &record, deadline)).await;
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let result = match first {
-                Ok(confirm) => match inner.confirmed(&route, confirm).await {
+                Ok(confirm) => match inner.confirmed(&route, confirm, deadline).await {
                     Err(Failed::Lost(error)) => {
                         tracing::debug!(%error, "publish not confirmed; sending it again");
                         inner.deliver(&route, &record, deadline).await
@@ -227,13 +230,26 @@ impl Inner {
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
         loop {
             let error = match self.channel().await {
-                Ok((channel, generation)) => match publish_on(&channel, route, record).await {
-                    Ok(confirm) => return Ok(confirm),
-                    Err(error) => {
-                        self.forget(generation).await;
-                        error
+                Ok((channel, generation)) => {
+                    // A publish on a connection that just died may never
+                    // return: bounded, and then the connection is replaced.
+                    let publish = publish_on(&channel, route, record);
+                    let published = tokio::time::timeout(self.config.broker_timeout, publish)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(RabbitError::amqp(
+                                "basic.publish",
+                                "unanswered within rabbitmq.broker_timeout",
+                            ))
+                        });
+                    match published {
+                        Ok(confirm) => return Ok(confirm),
+                        Err(error) => {
+                            self.forget(generation).await;
+                            error
+                        }
                     }
-                },
+                }
                 Err(error) => error,
             };
             let wait = backoff.next_wait();
@@ -260,7 +276,7 @@ impl Inner {
     ) -> Result<(), SinkError> {
         loop {
             let confirm = self.publish(route, record, deadline).await?;
-            match self.confirmed(route, confirm).await {
+            match self.confirmed(route, confirm, deadline).await {
                 Ok(()) => return Ok(()),
                 Err(Failed::Refused(error)) => return Err(error),
                 Err(Failed::Lost(error)) if Instant::now() >= deadline => {
@@ -279,6 +295,7 @@ impl Inner {
         &self,
         route: &Route,
         confirm: lapin::PublisherConfirm,
+        deadline: Instant,
     ) -> Result<(), Failed> {
         let refused = |reason: String| {
             Failed::Refused(SinkError::Delivery {
@@ -286,7 +303,15 @@ impl Inner {
                 reason,
             })
         };
-        match confirm.await {
+        // Bounded: a confirm on a channel that died with its connection may
+        // never resolve; unconfirmed by the deadline, the record fails.
+        let Ok(confirmed) = tokio::time::timeout_at(deadline, confirm).await else {
+            return Err(Failed::Lost(RabbitError::amqp(
+                "basic.publish",
+                "no confirm within rabbitmq.publish_timeout",
+            )));
+        };
+        match confirmed {
             Ok(Confirm::Ack(None)) => Ok(()),
             Ok(Confirm::Ack(Some(returned))) => Err(refused(format!(
                 "unroutable on exchange `{}` ({} {}): bind a queue to it or fix the routing key",
@@ -308,7 +333,25 @@ impl Inner {
         {
             return Ok((open.channel.clone(), open.generation));
         }
-        let connection = topology::connect(&self.config.url, &self.name).await?;
+        // Rare, and its future is large: boxed, so that it does not add to
+        // the size of every record's future (which each message's holds).
+        // Bounded: a broker that is starting or stopping may never answer.
+        let opening = Box::pin(self.open(&mut publisher));
+        match tokio::time::timeout(self.config.broker_timeout, opening).await {
+            Ok(opened) => opened,
+            Err(_) => Err(RabbitError::Connect {
+                url: self.config.url.redacted(),
+                reason: format!(
+                    "the publisher's connection and channel not open within rabbitmq.broker_timeout ({:?})",
+                    self.config.broker_timeout
+                ),
+            }),
+        }
+    }
+
+    /// Opens a connection and a confirm channel on it.
+    async fn open(&self, publisher: &mut Option<Publisher>) -> Result<(Channel, u64), RabbitError> {
+        let connection = topology::connect(&self.config, &self.name).await?;
         let channel = connection
             .create_channel()
             .await
@@ -336,7 +379,9 @@ impl Inner {
             .is_some_and(|p| p.generation == generation)
             && let Some(old) = publisher.take()
         {
-            let _ = old.connection.close(200, "publish failed".into()).await;
+            // A dead connection may never answer the close either.
+            let closing = Box::pin(old.connection.close(200, "publish failed".into()));
+            let _ = tokio::time::timeout(self.config.broker_timeout, closing).await;
         }
     }
 }
@@ -392,6 +437,17 @@ mod tests {
     }
 
     #[test]
+    fn a_records_future_stays_small() {
+        // The runtime holds it inside every message's future, and moves or
+        // boxes that whole future once per message.
+        let sink = RabbitSink::new(&config(&[("PYTHIA_RABBITMQ__QUEUE", "jobs")]), "t");
+        let (receipt, _) = Receipt::channel();
+        let send = sink.send(Record::new("x"), receipt);
+        let size = std::mem::size_of_val(&send);
+        assert!(size <= 512, "RabbitSink::send's future is {size} bytes");
+    }
+
+    #[test]
     fn records_are_routed_by_topic_sink_output_and_dead_letter_queue() {
         let routes = Routes::new(&config(&[
             ("PYTHIA_RABBITMQ__QUEUE", "jobs"),
@@ -436,7 +492,7 @@ mod tests {
             ("PYTHIA_RABBITMQ__QUEUE", "unused"),
             ("PYTHIA_RABBITMQ__OUTPUT", &queue),
         ]);
-        let connection = topology::connect(&config.rabbitmq.url, "pythia-sink-test")
+        let connection = topology::connect(&config.rabbitmq, "pythia-sink-test")
             .await
             .expect(
                 "RabbitMQ must answer on 127.0.0.1:5672 (start it: service rabbitmq-server start)",

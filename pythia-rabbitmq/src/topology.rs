@@ -5,19 +5,28 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 
-use crate::config::{AmqpUrl, QueueMode};
+use crate::config::{QueueMode, RabbitConfig};
 use crate::error::RabbitError;
 
 /// Opens a connection named `name` (shown by `rabbitmqctl list_connections`
-/// and the management UI).
-pub(crate) async fn connect(url: &AmqpUrl, name: &str) -> Result<Connection, RabbitError> {
+/// and the management UI), within `rabbitmq.broker_timeout`.
+pub(crate) async fn connect(config: &RabbitConfig, name: &str) -> Result<Connection, RabbitError> {
+    let url = &config.url;
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url.expose(), properties)
-        .await
-        .map_err(|e| RabbitError::Connect {
+    let connecting = Connection::connect(url.expose(), properties);
+    match tokio::time::timeout(config.broker_timeout, connecting).await {
+        Ok(connected) => connected.map_err(|e| RabbitError::Connect {
             url: url.redacted(),
             reason: e.to_string(),
-        })
+        }),
+        Err(_) => Err(RabbitError::Connect {
+            url: url.redacted(),
+            reason: format!(
+                "not open within rabbitmq.broker_timeout ({:?}): the broker accepted the connection but did not answer (starting or stopping?)",
+                config.broker_timeout
+            ),
+        }),
+    }
 }
 
 /// A queue's depth as the broker reports it.
@@ -103,15 +112,20 @@ mod tests {
     use super::*;
 
     /// The broker of the machine; these tests need it and say so.
-    fn url() -> AmqpUrl {
-        AmqpUrl::new(
-            std::env::var("PYTHIA_TEST_AMQP_URL").unwrap_or_else(|_| crate::DEFAULT_URL.into()),
-        )
+    fn broker() -> RabbitConfig {
+        at(&std::env::var("PYTHIA_TEST_AMQP_URL").unwrap_or_else(|_| crate::DEFAULT_URL.into()))
+    }
+
+    fn at(url: &str) -> RabbitConfig {
+        RabbitConfig {
+            url: crate::AmqpUrl::new(url),
+            ..RabbitConfig::default()
+        }
     }
 
     #[tokio::test]
     async fn a_missing_queue_is_declared_or_named_with_the_fix() {
-        let connection = connect(&url(), "pythia-topology-test").await.expect(
+        let connection = connect(&broker(), "pythia-topology-test").await.expect(
             "RabbitMQ must answer on 127.0.0.1:5672 (start it: service rabbitmq-server start)",
         );
         let queue = format!("pythia-topology-{}", std::process::id());
@@ -144,10 +158,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_password_is_reported_without_it() {
-        let url = AmqpUrl::new("amqp://guest:not-the-password@127.0.0.1:5672/%2f");
-        let error = connect(&url, "pythia-topology-test").await.unwrap_err();
+        let config = at("amqp://guest:not-the-password@127.0.0.1:5672/%2f");
+        let error = connect(&config, "pythia-topology-test").await.unwrap_err();
         let text = error.to_string();
         assert!(!text.contains("not-the-password"), "{text}");
         assert!(text.contains("guest:***"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_accepts_but_never_answers_is_given_up_in_time() {
+        // A socket that takes the connection and says nothing, as a broker
+        // does for a moment while it starts or stops.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let mut config = at(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
+        config.broker_timeout = std::time::Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let error = connect(&config, "pythia-topology-test").await.unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("rabbitmq.broker_timeout"), "{text}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        held.abort();
     }
 }

@@ -177,6 +177,7 @@ pub enum QueueMode {
 /// sinks = { audit = "audit" }           # named sinks: Output::to("audit")
 /// dead_letter_exchange = ""             # where dead letters are published
 /// publish_timeout = "30s"               # a publish unconfirmed by then fails its input
+/// broker_timeout = "10s"               # unanswered by then: the connection is opened again
 /// reconnect_min = "100ms"               # first wait before reconnecting
 /// reconnect_max = "5s"                  # longest wait between attempts
 /// ```
@@ -208,6 +209,13 @@ pub struct RabbitConfig {
     /// How long a publish may wait for its confirm, reconnects included.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How long the broker may take to answer — to open a connection (and
+    /// the publisher's channel), to take a publish or a batch of acks —
+    /// before the connection is taken as lost and opened again. A broker
+    /// that starts or stops can accept a connection and never answer, and
+    /// a connection that dies mid-request can leave the request waiting.
+    #[serde(with = "humantime_serde")]
+    pub broker_timeout: Duration,
     /// The first wait before reconnecting; it doubles at each failed attempt.
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
@@ -228,6 +236,7 @@ impl Default for RabbitConfig {
             sinks: BTreeMap::new(),
             dead_letter_exchange: String::new(),
             publish_timeout: Duration::from_secs(30),
+            broker_timeout: Duration::from_secs(10),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
         }
@@ -275,6 +284,7 @@ impl RabbitConfig {
         }
         for (key, value) in [
             ("rabbitmq.publish_timeout", self.publish_timeout),
+            ("rabbitmq.broker_timeout", self.broker_timeout),
             ("rabbitmq.reconnect_min", self.reconnect_min),
             ("rabbitmq.reconnect_max", self.reconnect_max),
         ] {
@@ -361,6 +371,14 @@ mod tests {
                     ("PYTHIA_RABBITMQ__PUBLISH_TIMEOUT", "0s"),
                 ],
                 "rabbitmq.publish_timeout",
+                "zero",
+            ),
+            (
+                &[
+                    ("PYTHIA_RABBITMQ__QUEUE", "q"),
+                    ("PYTHIA_RABBITMQ__BROKER_TIMEOUT", "0s"),
+                ],
+                "rabbitmq.broker_timeout",
                 "zero",
             ),
             (

@@ -145,7 +145,7 @@ impl Consume {
 
     /// One connection: set up, consume until lost or closed.
     async fn session(&mut self, backoff: &mut Backoff) -> Ended {
-        let connection = match topology::connect(&self.config.url, &self.name).await {
+        let connection = match topology::connect(&self.config, &self.name).await {
             Ok(connection) => connection,
             Err(error) => return Ended::Lost(error),
         };
@@ -189,8 +189,9 @@ impl Consume {
                 command = self.commands.recv() => {
                     let command = match command {
                         Some(Command::Ack(acker)) => match self.ack(acker).await {
-                            Some(next) => next,
-                            None => continue,
+                            Ok(Some(next)) => next,
+                            Ok(None) => continue,
+                            Err(error) => return Ended::Lost(error),
                         },
                         Some(command) => command,
                         None => Command::Close(None),
@@ -314,7 +315,7 @@ impl Consume {
 
     /// Sends this ack and every other one waiting, together; returns the
     /// command found behind them, if any.
-    async fn ack(&mut self, first: lapin::Acker) -> Option<Command> {
+    async fn ack(&mut self, first: lapin::Acker) -> Result<Option<Command>, RabbitError> {
         let mut ackers = vec![first];
         let mut next = None;
         while let Ok(command) = self.commands.try_recv() {
@@ -326,14 +327,25 @@ impl Consume {
                 }
             }
         }
-        let results =
-            futures::future::join_all(ackers.iter().map(|a| a.ack(BasicAckOptions::default())))
-                .await;
+        let acks =
+            futures::future::join_all(ackers.iter().map(|a| a.ack(BasicAckOptions::default())));
+        // An ack sent as the connection dies may never be answered: past
+        // `rabbitmq.broker_timeout` the connection is taken as lost (the
+        // broker redelivers what it did not get).
+        let Ok(results) = tokio::time::timeout(self.config.broker_timeout, acks).await else {
+            return Err(RabbitError::amqp(
+                "basic.ack",
+                format!(
+                    "unanswered within rabbitmq.broker_timeout ({:?})",
+                    self.config.broker_timeout
+                ),
+            ));
+        };
         if let Some(error) = results.into_iter().find_map(Result::err) {
             // The connection is going; the consumer reports it next.
             tracing::debug!(%error, "ack not sent; the broker will redeliver");
         }
-        next
+        Ok(next)
     }
 
     /// Stops consuming (if not stopped already), sends what acks remain,

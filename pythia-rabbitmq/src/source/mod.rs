@@ -216,7 +216,7 @@ mod tests {
             &WorkerSpec::UNNAMED,
         ))
         .unwrap();
-        let connection = topology::connect(&config.rabbitmq.url, "pythia-source-test")
+        let connection = topology::connect(&config.rabbitmq, "pythia-source-test")
             .await
             .expect(
                 "RabbitMQ must answer on 127.0.0.1:5672 (start it: service rabbitmq-server start)",
