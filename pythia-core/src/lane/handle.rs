@@ -65,8 +65,9 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
     ///
     /// Every message's future is moved into place, so it is kept small: the
     /// message's span is entered around each poll of the handler and the sink
-    /// instead of wrapping the whole future, and what follows a failure is
-    /// boxed.
+    /// instead of wrapping the whole future, and the sending of outputs (with
+    /// the sink's own future) and what follows a failure are boxed: a
+    /// message with no outputs needs neither.
     pub(super) async fn handle_from(
         &self,
         raw: Message<Option<Bytes>>,
@@ -84,13 +85,12 @@ impl<W: Worker, K: Sink, A: Acker> LaneTask<W, K, A> {
                     self.ack(raw.offset(), Outcome::Processed);
                     return Ok(Handled::Acked(permit));
                 }
-                outputs => match self
-                    .emit(raw.offset(), outputs, trace.as_ref(), &span)
-                    .await
-                {
-                    Ok(()) => return Ok(Handled::Sent(permit)),
-                    Err(reason) => encode_failure(reason, done + 1),
-                },
+                outputs => {
+                    match Box::pin(self.emit(raw.offset(), outputs, trace.as_ref(), &span)).await {
+                        Ok(()) => return Ok(Handled::Sent(permit)),
+                        Err(reason) => encode_failure(reason, done + 1),
+                    }
+                }
             },
             Err(failure) => failure,
         };
