@@ -3,25 +3,27 @@
 //!
 //! A message's offset is a number this source gives each delivery, rising
 //! for the life of the source (a message delivered again gets a new one).
-//! [`InFlight`] maps each offset to the message's JetStream acker. Acking
-//! sends the acker to the fetch task, which acks on the wire in order with
-//! everything else it does, so a close never overtakes an ack, and which
-//! fetches more once messages are acknowledged. A JetStream ack is a publish
-//! to the message's reply subject and does not depend on the connection it
-//! came on: it stays valid across a reconnect, until `ack_wait` runs out.
+//! [`InFlight`] maps each offset to the delivery's reply subject, where its
+//! acks go. Acking sends the subject to the fetch task, which acks on the
+//! wire in order with everything else it does, so a close never overtakes
+//! an ack, and which fetches more once messages are acknowledged. A
+//! JetStream ack is a publish to the message's reply subject and does not
+//! depend on the connection it came on: it stays valid across a reconnect,
+//! until `ack_wait` runs out.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use async_nats::jetstream::message::Acker as JetStreamAcker;
+use async_nats::jetstream::AckKind;
+use async_nats::{Client, Subject};
 use pythia_core::PartitionId;
 use pythia_core::connector::Acker;
 use tokio::sync::mpsc;
 
 /// What the fetch task is asked to do.
 pub(crate) enum Command {
-    /// Acknowledge this message.
-    Ack(Arc<JetStreamAcker>),
+    /// Acknowledge the message with this reply subject.
+    Ack(Subject),
     /// Stop fetching: the runtime's buffer is full, or it drains.
     Pause,
     /// Fetch again.
@@ -42,10 +44,19 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// The messages handed to the runtime and not yet acknowledged.
+/// Sends `kind` for the delivery whose reply subject is `reply`; a failure
+/// is the server's to resolve (it redelivers after `ack_wait`).
+pub(crate) async fn send(client: &Client, reply: Subject, kind: AckKind) {
+    if let Err(error) = client.publish(reply, kind.into()).await {
+        tracing::debug!(%error, "ack not sent; the server will redeliver");
+    }
+}
+
+/// The messages handed to the runtime and not yet acknowledged, by offset
+/// (a handful, at most `nats.concurrency`: a sorted map is the cheap one).
 #[derive(Default)]
 pub(crate) struct InFlight {
-    ackers: Mutex<HashMap<i64, Arc<JetStreamAcker>>>,
+    replies: Mutex<BTreeMap<i64, Subject>>,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -57,29 +68,30 @@ impl std::fmt::Debug for InFlight {
 }
 
 impl InFlight {
-    fn lock(&self) -> MutexGuard<'_, HashMap<i64, Arc<JetStreamAcker>>> {
-        self.ackers.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<i64, Subject>> {
+        self.replies.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records the message at `offset`.
-    pub(crate) fn insert(&self, offset: i64, acker: Arc<JetStreamAcker>) {
-        self.lock().insert(offset, acker);
+    /// Records the message at `offset`, acked on `reply`.
+    pub(crate) fn insert(&self, offset: i64, reply: Subject) {
+        self.lock().insert(offset, reply);
     }
 
-    /// The acker of the message at `offset`, which is done; `None` if it was
-    /// acknowledged already.
-    pub(crate) fn take(&self, offset: i64) -> Option<Arc<JetStreamAcker>> {
+    /// The reply subject of the message at `offset`, which is done; `None`
+    /// if it was acknowledged already.
+    pub(crate) fn take(&self, offset: i64) -> Option<Subject> {
         self.lock().remove(&offset)
     }
 
-    /// The ackers of every held message, to report them in progress.
-    pub(crate) fn all(&self) -> Vec<Arc<JetStreamAcker>> {
+    /// The reply subjects of every held message, to report them in
+    /// progress.
+    pub(crate) fn all(&self) -> Vec<Subject> {
         self.lock().values().cloned().collect()
     }
 
     /// Takes every message, to give them back to the server.
-    pub(crate) fn take_all(&self) -> Vec<Arc<JetStreamAcker>> {
-        self.lock().drain().map(|(_, acker)| acker).collect()
+    pub(crate) fn take_all(&self) -> Vec<Subject> {
+        std::mem::take(&mut *self.lock()).into_values().collect()
     }
 
     /// Messages not yet acknowledged.
@@ -106,9 +118,9 @@ impl NatsAcker {
 
 impl Acker for NatsAcker {
     fn ack(&self, _partition: &PartitionId, offset: i64) {
-        if let Some(acker) = self.in_flight.take(offset) {
+        if let Some(reply) = self.in_flight.take(offset) {
             // The task is gone only once the source is closed.
-            let _ = self.commands.send(Command::Ack(acker));
+            let _ = self.commands.send(Command::Ack(reply));
         }
     }
 }
@@ -117,24 +129,18 @@ impl Acker for NatsAcker {
 mod tests {
     use super::*;
 
-    async fn acker() -> Arc<JetStreamAcker> {
-        let client = async_nats::connect(crate::DEFAULT_URL)
-            .await
-            .expect("NATS must answer on 127.0.0.1:4222 (start it: nats-server -js)");
-        Arc::new(JetStreamAcker::new(
-            async_nats::jetstream::new(client),
-            None,
-        ))
+    fn reply(offset: i64) -> Subject {
+        Subject::from(format!("$JS.ACK.jobs.workers.1.{offset}.{offset}.0.0"))
     }
 
-    #[tokio::test]
-    async fn each_message_is_acked_once_and_what_is_left_is_taken_back() {
+    #[test]
+    fn each_message_is_acked_once_and_what_is_left_is_taken_back() {
         let in_flight = Arc::new(InFlight::default());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let acks = NatsAcker::new(in_flight.clone(), tx);
         let subject = PartitionId::new("jobs", 0);
         for offset in 1..=3 {
-            in_flight.insert(offset, acker().await);
+            in_flight.insert(offset, reply(offset));
         }
         assert_eq!(in_flight.len(), 3);
         assert_eq!(
@@ -144,7 +150,7 @@ mod tests {
         );
         acks.ack(&subject, 2);
         acks.ack(&subject, 2);
-        assert!(matches!(rx.try_recv(), Ok(Command::Ack(_))));
+        assert!(matches!(rx.try_recv(), Ok(Command::Ack(r)) if r == reply(2)));
         assert!(
             rx.try_recv().is_err(),
             "a second ack of one message sends nothing"
@@ -154,7 +160,11 @@ mod tests {
             2,
             "an acked message is no longer reported"
         );
-        assert_eq!(in_flight.take_all().len(), 2, "given back at close");
+        assert_eq!(
+            in_flight.take_all(),
+            [reply(1), reply(3)],
+            "given back at close"
+        );
         acks.ack_many(&subject, &[1, 3]);
         assert!(rx.try_recv().is_err(), "given back, not acked");
         assert_eq!(in_flight.len(), 0);

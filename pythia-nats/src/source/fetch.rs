@@ -25,16 +25,15 @@ use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::consumer::pull::Batch;
 use async_nats::jetstream::{self, AckKind};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use pythia_core::connector::{Health, SourceEvent};
 use pythia_core::{Message, PartitionId};
 use tokio::sync::mpsc;
 
-use super::ack::{Command, InFlight};
+use super::ack::{self, Command, InFlight};
 use super::convert::{self, Delivery};
-use super::pull::{Ended, Requests, sleep_until};
+use super::pull::{Pulled, Requests, sleep_until};
 use super::verdict::{Verdict, verdict};
 use crate::config::Config;
 use crate::error::NatsError;
@@ -119,7 +118,12 @@ impl Fetch {
         let _ = self
             .events
             .send(SourceEvent::Assigned(vec![self.subject.clone()]));
-        let done = self.consume(&js, consumer, &mut backoff).await;
+        let mut requests = Requests::new(nats.fetch_wait);
+        let done = self
+            .consume(&js, &client, &mut requests, consumer, &mut backoff)
+            .await;
+        self.finish(&client, &mut requests).await;
+        drop(requests);
         self.close(&client).await;
         answer(done);
     }
@@ -171,13 +175,18 @@ impl Fetch {
     async fn consume(
         &mut self,
         js: &jetstream::Context,
+        client: &Client,
+        requests: &mut Requests,
         mut consumer: PullConsumer,
         backoff: &mut Backoff,
     ) -> Option<tokio::sync::oneshot::Sender<()>> {
         let nats = self.config.nats.clone();
-        let mut requests = Requests::new(nats.fetch_wait);
         let mut progress = tokio::time::interval(nats.progress_interval());
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer for the open request, set again only for a new one.
+        let unanswered = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(unanswered);
+        let mut unanswered_at = None;
         loop {
             if requests.needs_setup() {
                 match topology::consumer(js, &self.config).await {
@@ -196,9 +205,15 @@ impl Fetch {
             }
             let room = nats.concurrency.saturating_sub(self.in_flight.len());
             if requests.idle() && !self.paused && room > 0 {
-                requests.request(&consumer, room, backoff).await;
+                requests.request(client, &consumer, room, backoff).await;
             }
             let retry_at = requests.retry_at();
+            if requests.unanswered_at() != unanswered_at {
+                unanswered_at = requests.unanswered_at();
+                if let Some(at) = unanswered_at {
+                    unanswered.as_mut().reset(at);
+                }
+            }
             tokio::select! {
                 biased;
                 command = self.commands.recv() => {
@@ -208,17 +223,11 @@ impl Fetch {
                     let mut command = command;
                     loop {
                         match command {
-                            Some(Command::Ack(acker)) => ack(&acker, AckKind::Ack).await,
+                            Some(Command::Ack(reply)) => ack::send(client, reply, AckKind::Ack).await,
                             Some(Command::Pause) => self.paused = true,
                             Some(Command::Resume) => self.paused = false,
-                            Some(Command::Close(done)) => {
-                                self.finish(requests.take()).await;
-                                return done;
-                            }
-                            None => {
-                                self.finish(requests.take()).await;
-                                return None;
-                            }
+                            Some(Command::Close(done)) => return done,
+                            None => return None,
                         }
                         match self.commands.try_recv() {
                             Ok(next) => command = Some(next),
@@ -228,33 +237,48 @@ impl Fetch {
                     }
                 }
                 _ = progress.tick() => {
-                    super::progress::report(&self.in_flight).await;
+                    super::progress::report(client, &self.in_flight).await;
                 }
-                message = requests.next() => match message {
-                    Some(Ok(message)) => {
-                        self.answered(js, &mut requests, backoff);
-                        let mut messages = Vec::new();
-                        self.accept(message, js, &mut messages);
-                        // What else arrived already goes in the same batch.
-                        while let Some(Some(Ok(message))) = requests.next().now_or_never() {
-                            self.accept(message, js, &mut messages);
-                        }
-                        if !messages.is_empty() {
-                            let _ = self.events.send(SourceEvent::Messages(messages));
-                        }
+                pulled = requests.next() => {
+                    let mut messages = Vec::new();
+                    let mut pulled = Some(pulled);
+                    // What else arrived already goes in the same batch.
+                    while let Some(next) = pulled {
+                        self.pulled(next, js, client, requests, backoff, &mut messages);
+                        pulled = requests.next().now_or_never();
                     }
-                    Some(Err(error)) => {
-                        tracing::debug!(%error, "pull request ended with an error; asking again");
-                        requests.failed(backoff);
+                    if !messages.is_empty() {
+                        let _ = self.events.send(SourceEvent::Messages(messages));
                     }
-                    None => match requests.end() {
-                        Ended::Answered => self.answered(js, &mut requests, backoff),
-                        Ended::Unanswered => {
-                            tracing::debug!("pull request unanswered; checking the consumer");
-                        }
-                    },
-                },
+                }
+                () = &mut unanswered, if unanswered_at.is_some() => {
+                    tracing::debug!("pull request unanswered; checking the consumer");
+                    requests.unanswered();
+                }
                 () = sleep_until(retry_at) => requests.retry_now(),
+            }
+        }
+    }
+
+    /// Takes what came on the inbox.
+    fn pulled(
+        &mut self,
+        pulled: Pulled,
+        js: &jetstream::Context,
+        client: &Client,
+        requests: &mut Requests,
+        backoff: &mut Backoff,
+        messages: &mut Vec<Message<Option<bytes::Bytes>>>,
+    ) {
+        match pulled {
+            Pulled::Message(message) => {
+                self.answered(js, requests, backoff);
+                self.accept(message, js, client, messages);
+            }
+            Pulled::Expired => self.answered(js, requests, backoff),
+            Pulled::Refused(error) => {
+                tracing::debug!(%error, "pull request ended with an error; asking again");
+                requests.failed(backoff);
             }
         }
     }
@@ -280,33 +304,33 @@ impl Fetch {
     /// [`super::verdict`]).
     fn accept(
         &mut self,
-        message: jetstream::Message,
+        message: async_nats::Message,
         js: &jetstream::Context,
+        client: &Client,
         messages: &mut Vec<Message<Option<bytes::Bytes>>>,
     ) {
-        let (delivered, sequence, published_ms) = match message.info() {
-            Ok(info) => (
-                info.delivered,
-                info.stream_sequence,
-                (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
-            ),
-            Err(error) => {
-                tracing::warn!(%error, "a message without JetStream metadata: skipped");
-                return;
-            }
+        let (Some(reply), Some(metadata)) = (
+            message.reply.clone(),
+            message.reply.as_deref().and_then(convert::metadata),
+        ) else {
+            tracing::warn!(
+                subject = %message.subject,
+                "a message without JetStream metadata: skipped"
+            );
+            return;
         };
+        let (delivered, sequence) = (metadata.delivered, metadata.sequence);
         if delivered > 1 {
             self.stats.redeliveries.fetch_add(1, Ordering::Relaxed);
         }
         let offset = self.next_offset;
         self.next_offset += 1;
-        let (message, acker) = message.split();
         let delivery = Delivery {
-            payload: message.payload.clone(),
+            payload: message.payload,
             headers: message.headers.as_ref(),
             delivered,
             sequence,
-            published_ms,
+            published_ms: metadata.published_ms,
         };
         match verdict(
             delivered,
@@ -314,7 +338,7 @@ impl Fetch {
             self.dead_letter.is_some(),
         ) {
             Verdict::Process => {
-                self.in_flight.insert(offset, Arc::new(acker));
+                self.in_flight.insert(offset, reply);
                 messages.push(convert::message(&self.subject, offset, delivery));
             }
             Verdict::DeadLetter(reason) => {
@@ -328,13 +352,14 @@ impl Fetch {
                 let js = js.clone();
                 let subject = self.dead_letter.clone().unwrap_or_default();
                 tokio::spawn(super::give_up::dead_letter(
-                    js, subject, letter, acker, reason,
+                    js, subject, letter, reply, reason,
                 ));
             }
             Verdict::Terminate(reason) => {
                 self.stats.given_up.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%reason, sequence, "message terminated (dead letters are off)");
-                tokio::spawn(async move { ack(&acker, AckKind::Term).await });
+                let client = client.clone();
+                tokio::spawn(async move { ack::send(&client, reply, AckKind::Term).await });
             }
         }
     }
@@ -342,13 +367,15 @@ impl Fetch {
     /// Takes what the open pull request still brings (it ends by
     /// `fetch_wait`) and gives it back (`-NAK`) at once, so nothing requested
     /// is left on the server until `ack_wait`.
-    async fn finish(&mut self, batch: Option<Batch>) {
-        let Some(mut batch) = batch else { return };
+    async fn finish(&mut self, client: &Client, requests: &mut Requests) {
         let deadline = self.config.nats.fetch_wait + Duration::from_secs(1);
         let _ = tokio::time::timeout(deadline, async {
-            while let Some(Ok(message)) = batch.next().await {
-                let (_, acker) = message.split();
-                ack(&acker, AckKind::Nak(None)).await;
+            while requests.is_open() {
+                if let Pulled::Message(message) = requests.next().await
+                    && let Some(reply) = message.reply
+                {
+                    ack::send(client, reply, AckKind::Nak(None)).await;
+                }
             }
         })
         .await;
@@ -358,19 +385,20 @@ impl Fetch {
     /// is not done, flushes, and closes.
     async fn close(&mut self, client: &Client) {
         while let Ok(command) = self.commands.try_recv() {
-            if let Command::Ack(acker) = command {
-                ack(&acker, AckKind::Ack).await;
+            if let Command::Ack(reply) = command {
+                ack::send(client, reply, AckKind::Ack).await;
             }
         }
         let unfinished = self.in_flight.take_all();
-        for acker in &unfinished {
-            ack(acker, AckKind::Nak(None)).await;
+        let given_back = unfinished.len();
+        for reply in unfinished {
+            ack::send(client, reply, AckKind::Nak(None)).await;
         }
         if let Err(error) = client.flush().await {
             tracing::warn!(%error, "acks not flushed; the server redelivers what it did not get");
         }
         tracing::info!(
-            given_back = unfinished.len(),
+            given_back,
             "stopped fetching; unfinished messages go back to the consumer"
         );
         let _ = client.drain().await;
@@ -381,13 +409,5 @@ impl Fetch {
 fn answer(done: Option<tokio::sync::oneshot::Sender<()>>) {
     if let Some(done) = done {
         let _ = done.send(());
-    }
-}
-
-/// Sends `kind` for a message; a failure is the server's to resolve (it
-/// redelivers after `ack_wait`).
-pub(super) async fn ack(acker: &async_nats::jetstream::message::Acker, kind: AckKind) {
-    if let Err(error) = acker.ack_with(kind).await {
-        tracing::debug!(%error, "ack not sent; the server will redeliver");
     }
 }

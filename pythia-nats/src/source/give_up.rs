@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::message::Acker;
+use async_nats::Subject;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use pythia_core::dead_letter::header;
@@ -59,12 +59,12 @@ pub(crate) fn letter(
 }
 
 /// Publishes `letter` to `subject` until the server confirms it (or a
-/// minute passes), then terminates the message.
+/// minute passes), then terminates the message (acked on `reply`).
 pub(crate) async fn dead_letter(
     js: jetstream::Context,
     subject: String,
     letter: Letter,
-    acker: Acker,
+    reply: Subject,
     reason: String,
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -84,9 +84,7 @@ pub(crate) async fn dead_letter(
         match confirmed {
             Ok(()) => {
                 tracing::warn!(%reason, %subject, "message dead-lettered");
-                if let Err(error) = acker.ack_with(AckKind::Term).await {
-                    tracing::debug!(%error, "+TERM not sent");
-                }
+                super::ack::send(&js.client(), reply, AckKind::Term).await;
                 return;
             }
             Err(error) if tokio::time::Instant::now() + wait < deadline => {

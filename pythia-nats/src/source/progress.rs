@@ -7,18 +7,20 @@
 //! up on the owner). A message whose ack was sent already is no longer held,
 //! and a report the server gets after the ack is ignored by it.
 
-use super::ack::InFlight;
-use super::fetch::ack;
+use async_nats::Client;
 use async_nats::jetstream::AckKind;
 
-/// Reports every message `held` in progress; returns how many.
-pub(crate) async fn report(held: &InFlight) -> usize {
-    let ackers = held.all();
-    for acker in &ackers {
-        ack(acker, AckKind::Progress).await;
+use super::ack::{self, InFlight};
+
+/// Reports every message `held` in progress on `client`; returns how many.
+pub(crate) async fn report(client: &Client, held: &InFlight) -> usize {
+    let replies = held.all();
+    let count = replies.len();
+    for reply in replies {
+        ack::send(client, reply, AckKind::Progress).await;
     }
-    if !ackers.is_empty() {
-        tracing::debug!(held = ackers.len(), "reported held messages in progress");
+    if count > 0 {
+        tracing::debug!(held = count, "reported held messages in progress");
     }
-    ackers.len()
+    count
 }
