@@ -72,15 +72,10 @@ impl InFlight {
         self.replies.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records the message at `offset`, acked on `reply`.
-    pub(crate) fn insert(&self, offset: i64, reply: Subject) {
-        self.lock().insert(offset, reply);
-    }
-
-    /// The reply subject of the message at `offset`, which is done; `None`
-    /// if it was acknowledged already.
-    pub(crate) fn take(&self, offset: i64) -> Option<Subject> {
-        self.lock().remove(&offset)
+    /// Records messages by offset, with the reply subjects they are acked
+    /// on.
+    pub(crate) fn extend(&self, held: impl IntoIterator<Item = (i64, Subject)>) {
+        self.lock().extend(held);
     }
 
     /// The reply subjects of every held message, to report them in
@@ -117,10 +112,18 @@ impl NatsAcker {
 }
 
 impl Acker for NatsAcker {
-    fn ack(&self, _partition: &PartitionId, offset: i64) {
-        if let Some(reply) = self.in_flight.take(offset) {
-            // The task is gone only once the source is closed.
-            let _ = self.commands.send(Command::Ack(reply));
+    fn ack(&self, partition: &PartitionId, offset: i64) {
+        self.ack_many(partition, &[offset]);
+    }
+
+    /// Takes the messages under one lock: the fetch task takes it too.
+    fn ack_many(&self, _partition: &PartitionId, offsets: &[i64]) {
+        let mut held = self.in_flight.lock();
+        for offset in offsets {
+            if let Some(reply) = held.remove(offset) {
+                // The task is gone only once the source is closed.
+                let _ = self.commands.send(Command::Ack(reply));
+            }
         }
     }
 }
@@ -139,9 +142,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let acks = NatsAcker::new(in_flight.clone(), tx);
         let subject = PartitionId::new("jobs", 0);
-        for offset in 1..=3 {
-            in_flight.insert(offset, reply(offset));
-        }
+        in_flight.extend((1..=3).map(|offset| (offset, reply(offset))));
         assert_eq!(in_flight.len(), 3);
         assert_eq!(
             in_flight.all().len(),

@@ -65,6 +65,9 @@ pub(crate) struct Fetch {
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
     /// The offset of the next delivery.
     pub(crate) next_offset: i64,
+    /// The offsets and reply subjects of the messages taken for the next
+    /// batch to the runtime, held once it is sent.
+    pub(crate) arrived: Vec<(i64, async_nats::Subject)>,
     /// Whether the runtime asked to stop fetching.
     pub(crate) paused: bool,
 }
@@ -248,6 +251,8 @@ impl Fetch {
                         pulled = requests.next().now_or_never();
                     }
                     if !messages.is_empty() {
+                        // Held before the runtime has them, under one lock.
+                        self.in_flight.extend(self.arrived.drain(..));
                         let _ = self.events.send(SourceEvent::Messages(messages));
                     }
                 }
@@ -338,7 +343,7 @@ impl Fetch {
             self.dead_letter.is_some(),
         ) {
             Verdict::Process => {
-                self.in_flight.insert(offset, reply);
+                self.arrived.push((offset, reply));
                 messages.push(convert::message(&self.subject, offset, delivery));
             }
             Verdict::DeadLetter(reason) => {

@@ -84,6 +84,7 @@ impl NatsSource {
             events: events_tx,
             commands: commands_rx,
             next_offset: 0,
+            arrived: Vec::new(),
             paused: false,
         };
         Self {
