@@ -334,13 +334,8 @@ fn dispatch<W: Worker, K: Sink, A: crate::source::Acker>(
     (buffer, buffer_bytes): (usize, usize),
 ) -> Vec<PartitionId> {
     let mut to_pause = Vec::new();
-    let mut batch = batch.into_iter().peekable();
-    while let Some(first) = batch.next() {
-        let partition = first.partition_id().clone();
-        let mut run = vec![first];
-        while let Some(next) = batch.next_if(|m| m.partition_id() == &partition) {
-            run.push(next);
-        }
+    for run in runs(batch) {
+        let partition = run[0].partition_id().clone();
         let lane = lanes
             .entry(partition.clone())
             .or_insert_with(|| Lane::spawn(partition.clone(), shared.clone()));
@@ -356,6 +351,23 @@ fn dispatch<W: Worker, K: Sink, A: crate::source::Acker>(
         lane.push(run, bytes);
     }
     to_pause
+}
+
+/// The batch's runs of one partition's messages, in order, each split off
+/// the batch in place: a batch of one partition, as a queue's always is,
+/// is one run in the batch's own allocation.
+fn runs<T>(
+    mut rest: Vec<crate::message::Message<T>>,
+) -> impl Iterator<Item = Vec<crate::message::Message<T>>> {
+    std::iter::from_fn(move || {
+        let partition = rest.first()?.partition_id();
+        let end = rest
+            .iter()
+            .position(|m| m.partition_id() != partition)
+            .unwrap_or(rest.len());
+        let after = rest.split_off(end);
+        Some(std::mem::replace(&mut rest, after))
+    })
 }
 
 /// Resumes paused partitions whose lanes have drained to the resume mark.
@@ -482,4 +494,65 @@ async fn finish_lanes(lanes: impl Iterator<Item = Lane>, timeout: Duration) -> u
         );
     }
     abandoned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    fn at(topic: &str, index: i32, offset: i64) -> Message<()> {
+        Message::new(PartitionId::new(topic, index), offset, ())
+    }
+
+    #[test]
+    fn a_batch_splits_into_runs_of_one_partition_in_order() {
+        let batch = vec![
+            at("a", 0, 0),
+            at("a", 0, 1),
+            at("b", 0, 7),
+            at("a", 1, 2),
+            at("a", 0, 3),
+        ];
+        let runs: Vec<Vec<(String, i32, i64)>> = runs(batch)
+            .map(|run| {
+                run.iter()
+                    .map(|m| {
+                        (
+                            m.partition_id().topic().to_owned(),
+                            m.partition_id().index(),
+                            m.offset(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let run = |topic: &str, index, offsets: &[i64]| {
+            offsets
+                .iter()
+                .map(|&o| (topic.to_owned(), index, o))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            runs,
+            [
+                run("a", 0, &[0, 1]),
+                run("b", 0, &[7]),
+                run("a", 1, &[2]),
+                run("a", 0, &[3])
+            ]
+        );
+        assert_eq!(super::runs(Vec::<Message<()>>::new()).count(), 0);
+    }
+
+    #[test]
+    fn a_batch_of_one_partition_is_one_run_in_its_own_allocation() {
+        let batch: Vec<_> = (0..10).map(|offset| at("jobs", 0, offset)).collect();
+        let buffer = batch.as_ptr();
+        let mut all = runs(batch);
+        let run = all.next().unwrap();
+        assert_eq!(run.len(), 10);
+        assert_eq!(run.as_ptr(), buffer, "not copied");
+        assert!(all.next().is_none());
+    }
 }
